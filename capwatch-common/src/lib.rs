@@ -1,0 +1,168 @@
+//! Types shared by capwatch's eBPF programs and its userspace.
+//!
+//! Every struct that crosses the kernel boundary is defined here once, `#[repr(C)]`, with
+//! explicit padding and `u32` flags, so both sides agree on the layout byte for byte.
+#![no_std]
+
+/// Verdict of a capability check: the kernel granted the capability.
+pub const VERDICT_GRANTED: u32 = 0;
+/// Verdict of a capability check: the kernel refused the capability.
+pub const VERDICT_DENIED: u32 = 1;
+
+/// `CapKey::flags`: the probe saw `cap_capable`'s `opts` argument, so the NOAUDIT and INSETID
+/// bits below are facts rather than unknowns.
+pub const CAP_FLAG_OPTS_KNOWN: u32 = 1 << 0;
+/// `CapKey::flags`: the check was made with `CAP_OPT_NOAUDIT` (an advisory probe by the kernel).
+pub const CAP_FLAG_NOAUDIT: u32 = 1 << 1;
+/// `CapKey::flags`: the check was made with `CAP_OPT_INSETID`.
+pub const CAP_FLAG_INSETID: u32 = 1 << 2;
+
+/// `cap_capable`'s `opts` bits (include/linux/security.h).
+pub const CAP_OPT_NOAUDIT: u32 = 1 << 1;
+pub const CAP_OPT_INSETID: u32 = 1 << 2;
+
+/// The syscall number recorded when the thread was not in a syscall (pt_regs `orig_ax` of -1).
+pub const NO_SYSCALL: u32 = u32::MAX;
+
+/// Capacity of a task's command name, as the kernel's `TASK_COMM_LEN`.
+pub const COMM_LEN: usize = 16;
+
+/// One aggregate of capability checks: everything that is the same about them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CapKey {
+    /// cgroup2 id (the inode of the cgroup's directory).
+    pub cgroup_id: u64,
+    /// Capability number (linux/capability.h).
+    pub cap: u32,
+    /// `VERDICT_GRANTED` or `VERDICT_DENIED`.
+    pub verdict: u32,
+    /// The syscall the thread was in, or `NO_SYSCALL`.
+    pub syscall: u32,
+    /// `CAP_FLAG_*` bits.
+    pub flags: u32,
+}
+
+/// One aggregate of failing syscalls.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FailKey {
+    pub cgroup_id: u64,
+    pub syscall: u32,
+    /// Positive errno: `EPERM` (1) or `EACCES` (13).
+    pub errno: u32,
+}
+
+/// The thread that made a key's first occurrence.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// Thread id (the kernel's pid).
+    pub tid: u32,
+    /// Process id (the kernel's tgid).
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// The value of every aggregate map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Totals {
+    pub count: u64,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the first and the latest occurrence.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Kernel stack of the first occurrence in `CW_STACKS`, or negative when none was taken.
+    pub stack_id: i32,
+    pub _pad: u32,
+    pub sample: Sample,
+}
+
+/// What a ring-buffer record announces. Numbers are never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A `CapKey` was seen for the first time.
+    NewCap = 1,
+    /// A `FailKey` was seen for the first time.
+    NewFailure = 2,
+}
+
+/// A ring-buffer record: a key's first occurrence. Repeats only bump the aggregate's counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NewCapEvent {
+    /// `EventKind::NewCap`.
+    pub kind: u32,
+    pub _pad: u32,
+    pub key: CapKey,
+    pub totals: Totals,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NewFailureEvent {
+    /// `EventKind::NewFailure`.
+    pub kind: u32,
+    pub _pad: u32,
+    pub key: FailKey,
+    pub totals: Totals,
+}
+
+/// Indices of `CW_LOSSES`: what the kernel side could not deliver, counted there so that nothing
+/// is lost silently.
+pub mod loss {
+    /// A first-occurrence event found the ring buffer full (its counts are still aggregated).
+    pub const RINGBUF_FULL: u32 = 0;
+    /// A capability check found `CW_CAPS` full: the check was not counted.
+    pub const CAP_MAP_FULL: u32 = 1;
+    /// A failing syscall found `CW_FAILURES` full: the failure was not counted.
+    pub const FAIL_MAP_FULL: u32 = 2;
+    /// kprobe backend: a `cap_capable` return had no matching entry (the kprobe was missed or
+    /// its stash was full); the check was not counted.
+    pub const KRETPROBE_UNMATCHED: u32 = 3;
+    /// kprobe backend: an entry was overwritten before its return was seen (a missed
+    /// kretprobe); the overwritten check was not counted.
+    pub const KPROBE_STASH_OVERWRITTEN: u32 = 4;
+    /// kprobe backend: the per-thread stash was full; the check was not counted.
+    pub const KPROBE_STASH_FULL: u32 = 5;
+    /// Number of slots.
+    pub const LEN: u32 = 8;
+}
+
+/// Per-thread state the kprobe backend keeps between `cap_capable`'s entry and its return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KprobeStash {
+    pub cap: u32,
+    pub flags: u32,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+
+    // SAFETY: all of these are `#[repr(C)]` plain data without implicit padding.
+    unsafe impl aya::Pod for CapKey {}
+    unsafe impl aya::Pod for FailKey {}
+    unsafe impl aya::Pod for Totals {}
+    unsafe impl aya::Pod for KprobeStash {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<CapKey>(), 8 + 4 * 4);
+        assert_eq!(size_of::<FailKey>(), 16);
+        assert_eq!(size_of::<Sample>(), 4 * 4 + COMM_LEN);
+        assert_eq!(size_of::<Totals>(), 3 * 8 + 2 * 4 + size_of::<Sample>());
+        assert_eq!(size_of::<NewCapEvent>(), 8 + size_of::<CapKey>() + size_of::<Totals>());
+        assert_eq!(size_of::<NewFailureEvent>(), 8 + size_of::<FailKey>() + size_of::<Totals>());
+    }
+}

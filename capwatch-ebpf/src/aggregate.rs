@@ -1,0 +1,107 @@
+//! In-kernel aggregation: a key's first occurrence creates its entry and is announced through
+//! the ring buffer; every repeat only bumps the counters.
+
+use core::{
+    intrinsics::{atomic_xadd, AtomicOrdering},
+    ptr::addr_of_mut,
+};
+
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::bpf_ktime_get_ns,
+    },
+    maps::HashMap,
+};
+use capwatch_common::{loss, Sample, Totals, COMM_LEN};
+
+use crate::maps::CW_LOSSES;
+
+const EEXIST: i32 = 17;
+
+pub fn now() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Counts one occurrence of an existing key. False when the key is not in the map yet.
+#[inline(always)]
+pub fn bump<K>(map: &HashMap<K, Totals>, key: &K, now: u64) -> bool {
+    match map.get_ptr_mut(key) {
+        Some(totals) => {
+            unsafe {
+                add(addr_of_mut!((*totals).count), 1);
+                (*totals).last_ns = now;
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+/// Outcome of recording a key that `bump` did not find.
+pub enum First {
+    /// This occurrence created the entry: the caller announces it.
+    Created(Totals),
+    /// Another CPU created it first; this occurrence was counted there.
+    Counted,
+    /// The map is full; the occurrence was counted in `CW_LOSSES[full]`.
+    Lost,
+}
+
+/// Creates the entry for a key's first occurrence.
+#[inline(always)]
+pub fn create<K>(map: &HashMap<K, Totals>, key: &K, now: u64, stack_id: i32, full: u32) -> First {
+    let totals = Totals {
+        count: 1,
+        first_ns: now,
+        last_ns: now,
+        stack_id,
+        _pad: 0,
+        sample: current_sample(),
+    };
+    match map.insert(key, &totals, BPF_NOEXIST as u64) {
+        Ok(()) => First::Created(totals),
+        Err(err) if err == -EEXIST && bump(map, key, now) => First::Counted,
+        Err(_) => {
+            count_loss(full);
+            First::Lost
+        }
+    }
+}
+
+/// Atomic add (BPF `lock xadd`): the BPF target has no `AtomicU64::fetch_add`.
+#[inline(always)]
+unsafe fn add(counter: *mut u64, n: u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
+}
+
+pub fn count_loss(index: u32) {
+    if let Some(slot) = CW_LOSSES.get_ptr_mut(index) {
+        unsafe { add(slot, 1) };
+    }
+}
+
+/// Writes an announcement into the ring buffer, counting it as lost when there is no room.
+#[inline(always)]
+pub fn announce<T: 'static>(event: T) {
+    match crate::maps::CW_EVENTS.reserve::<T>(0) {
+        Some(mut slot) => {
+            slot.write(event);
+            slot.submit(0);
+        }
+        None => count_loss(loss::RINGBUF_FULL),
+    }
+}
+
+fn current_sample() -> Sample {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    Sample {
+        tid: pid_tgid as u32,
+        pid: (pid_tgid >> 32) as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+    }
+}

@@ -1,0 +1,96 @@
+//! Capability checks, from whichever backend saw them, into `CW_CAPS`.
+
+use aya_ebpf::{
+    bindings::{pt_regs, BPF_NOEXIST},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
+    programs::tracing::StackIdContext,
+};
+use capwatch_common::{
+    loss, CapKey, EventKind, KprobeStash, NewCapEvent, CAP_FLAG_INSETID, CAP_FLAG_NOAUDIT,
+    CAP_FLAG_OPTS_KNOWN, CAP_OPT_INSETID, CAP_OPT_NOAUDIT, VERDICT_DENIED, VERDICT_GRANTED,
+};
+
+use crate::{
+    aggregate::{self, First},
+    maps::{CW_CAPS, CW_KPROBE_STASH, CW_STACKS},
+    scope,
+};
+
+/// Records one check: `ret` is `cap_capable`'s result (0 granted, negative denied).
+#[inline(always)]
+pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32) {
+    let Some(cgroup_id) = scope::watched_cgroup() else {
+        return;
+    };
+    let key = CapKey {
+        cgroup_id,
+        cap,
+        verdict: if ret == 0 { VERDICT_GRANTED } else { VERDICT_DENIED },
+        syscall: current_syscall(),
+        flags,
+    };
+    let now = aggregate::now();
+    if aggregate::bump(&CW_CAPS, &key, now) {
+        return;
+    }
+    // Only first occurrences pay for a stack: its call site tells advisory checks apart.
+    let stack_id = ctx.get_stackid(&CW_STACKS, 0).map_or(-1, |id| id as i32);
+    if let First::Created(totals) = aggregate::create(&CW_CAPS, &key, now, stack_id, loss::CAP_MAP_FULL) {
+        aggregate::announce(NewCapEvent { kind: EventKind::NewCap as u32, _pad: 0, key, totals });
+    }
+}
+
+/// kprobe backend, at `cap_capable`'s entry: keep `cap` and what `opts` says until the return.
+#[inline(always)]
+pub fn on_kprobe_entry(cap: u32, opts: u32) {
+    if scope::watched_cgroup().is_none() {
+        return;
+    }
+    let mut flags = CAP_FLAG_OPTS_KNOWN;
+    if opts & CAP_OPT_NOAUDIT != 0 {
+        flags |= CAP_FLAG_NOAUDIT;
+    }
+    if opts & CAP_OPT_INSETID != 0 {
+        flags |= CAP_FLAG_INSETID;
+    }
+    let stash = KprobeStash { cap, flags };
+    let tid = bpf_get_current_pid_tgid();
+    if CW_KPROBE_STASH.insert(tid, stash, BPF_NOEXIST as u64).is_ok() {
+        return;
+    }
+    // `cap_capable` does not nest: an entry left behind is a return the kretprobe missed.
+    if CW_KPROBE_STASH.get_ptr(tid).is_some() {
+        aggregate::count_loss(loss::KPROBE_STASH_OVERWRITTEN);
+        if CW_KPROBE_STASH.insert(tid, stash, 0).is_ok() {
+            return;
+        }
+    }
+    aggregate::count_loss(loss::KPROBE_STASH_FULL);
+}
+
+/// kprobe backend, at `cap_capable`'s return.
+#[inline(always)]
+pub fn on_kprobe_return<C: StackIdContext>(ctx: &C, ret: i32) {
+    if scope::watched_cgroup().is_none() {
+        return;
+    }
+    let tid = bpf_get_current_pid_tgid();
+    let Some(stash) = CW_KPROBE_STASH.get_ptr(tid).map(|p| unsafe { *p }) else {
+        aggregate::count_loss(loss::KRETPROBE_UNMATCHED);
+        return;
+    };
+    let _ = CW_KPROBE_STASH.remove(tid);
+    on_check(ctx, stash.cap, ret, stash.flags);
+}
+
+/// The syscall the current thread is in, from its user pt_regs (`orig_ax`, `orig_rax` in the uapi layout; -1 outside one).
+#[inline(always)]
+fn current_syscall() -> u32 {
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+        (*regs).orig_rax as u32
+    }
+}

@@ -1,0 +1,63 @@
+//! capwatch's kernel side: thin program entries. The logic lives in the modules named for it.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod aggregate;
+mod cap;
+mod failure;
+mod maps;
+mod scope;
+
+use aya_ebpf::{
+    bindings::pt_regs,
+    macros::{btf_tracepoint, kprobe, kretprobe},
+    programs::{BtfTracePointContext, ProbeContext, RetProbeContext},
+};
+
+/// `tp_btf/cap_capable(cred, target_ns, capable_ns, cap, ret)`: the capability tracepoint (6.14+).
+/// It has no `opts`, so advisory checks are told apart later from the call site.
+#[btf_tracepoint(function = "cap_capable")]
+pub fn cap_capable_tp(ctx: BtfTracePointContext) -> i32 {
+    let cap: i32 = ctx.arg(3);
+    let ret: i32 = ctx.arg(4);
+    cap::on_check(&ctx, cap as u32, ret, 0);
+    0
+}
+
+/// kprobe on `cap_capable(cred, ns, cap, opts)`: stashes the arguments until the return.
+#[kprobe]
+pub fn cap_capable_entry(ctx: ProbeContext) -> u32 {
+    if let (Some(cap), Some(opts)) = (ctx.arg::<i32>(2), ctx.arg::<u32>(3)) {
+        cap::on_kprobe_entry(cap as u32, opts);
+    }
+    0
+}
+
+/// kretprobe on `cap_capable`: the verdict, joined with the stashed arguments.
+#[kretprobe]
+pub fn cap_capable_return(ctx: RetProbeContext) -> u32 {
+    let ret: i32 = ctx.ret();
+    cap::on_kprobe_return(&ctx, ret);
+    0
+}
+
+/// `tp_btf/sys_exit(regs, ret)`: every syscall's return on the host; only EPERM/EACCES go on.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
+    let regs: *const pt_regs = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    failure::on_exit(regs, ret);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

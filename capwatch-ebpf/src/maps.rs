@@ -1,0 +1,32 @@
+//! Every map the programs share with userspace. Names carry the `CW_` prefix so that a pinned or
+//! listed map is recognisable on a host.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, RingBuf, StackTrace},
+};
+use capwatch_common::{loss, CapKey, FailKey, KprobeStash, Totals};
+
+/// Capability checks by (cgroup, capability, verdict, syscall, flags).
+#[map]
+pub static CW_CAPS: HashMap<CapKey, Totals> = HashMap::with_max_entries(16384, 0);
+
+/// Syscalls that failed with EPERM/EACCES by (cgroup, syscall, errno).
+#[map]
+pub static CW_FAILURES: HashMap<FailKey, Totals> = HashMap::with_max_entries(16384, 0);
+
+/// First occurrences of keys, announced to userspace.
+#[map]
+pub static CW_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Kernel stacks of first occurrences (their call sites tell advisory checks apart).
+#[map]
+pub static CW_STACKS: StackTrace = StackTrace::with_max_entries(1024, 0);
+
+/// What could not be delivered, by `capwatch_common::loss` index.
+#[map]
+pub static CW_LOSSES: Array<u64> = Array::with_max_entries(loss::LEN, 0);
+
+/// kprobe backend: `cap_capable`'s arguments by thread, between entry and return.
+#[map]
+pub static CW_KPROBE_STASH: HashMap<u64, KprobeStash> = HashMap::with_max_entries(8192, 0);
