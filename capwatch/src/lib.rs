@@ -1,1 +1,17 @@
+//! capwatch: watches the kernel's capability checks and the syscalls that fail with EPERM or
+//! EACCES, per cgroup. Data flows one way: kernel (`probe`) → `intake` → `aggregate` →
+//! output (`journal`, `cli`).
 
+pub mod aggregate;
+pub mod cgroup;
+pub mod cli;
+pub mod clock;
+pub mod error;
+pub mod intake;
+pub mod journal;
+pub mod monitor;
+pub mod names;
+pub mod paths;
+pub mod probe;
+
+pub use error::Error;

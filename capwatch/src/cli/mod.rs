@@ -1,0 +1,56 @@
+//! The command line: one file per subcommand; `main.rs` only dispatches.
+
+pub mod daemon;
+pub mod trace;
+
+use clap::{Parser, Subcommand};
+
+use crate::probe::Backend;
+
+/// capwatch: which capabilities containers really use, and why their syscalls fail with EPERM.
+#[derive(Debug, Parser)]
+#[command(name = "capwatch", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch every cgroup on the host and log each new observation as a JSON line.
+    Daemon(daemon::Args),
+    /// Watch one cgroup in the foreground; Ctrl-C prints the totals.
+    Trace(trace::Args),
+}
+
+/// `--probe`: which capability backend to use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeChoice {
+    /// The first that works: the tracepoint, then the kprobe.
+    #[default]
+    Auto,
+    Tracepoint,
+    Kprobe,
+}
+
+impl ProbeChoice {
+    pub fn backend(self) -> Option<Backend> {
+        match self {
+            ProbeChoice::Auto => None,
+            ProbeChoice::Tracepoint => Some(Backend::Tracepoint),
+            ProbeChoice::Kprobe => Some(Backend::Kprobe),
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,39 @@
+//! capwatch's errors. Each one says what is wrong and what to do, on one line.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("capwatch needs root to load its eBPF programs (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN): run it as root")]
+    NotRoot,
+
+    #[error("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): capwatch needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.11 or newer)")]
+    NoBtf,
+
+    #[error("no capability probe could attach ({attempts}): capwatch needs the capability:cap_capable tracepoint (Linux 6.14+) or kprobes (CONFIG_KPROBES=y)")]
+    NoBackend { attempts: String },
+
+    #[error("the kernel refused capwatch's {program} program: {reason}")]
+    Program { program: &'static str, reason: String },
+
+    #[error("the eBPF object does not hold {0}: this build of capwatch is broken, rebuild it")]
+    Missing(&'static str),
+
+    #[error("no cgroup2 hierarchy is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup/unified)")]
+    NoCgroup2,
+
+    #[error("{path}: not a cgroup in the cgroup2 hierarchy at {mount}")]
+    NotACgroup { path: PathBuf, mount: PathBuf },
+
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("reading capwatch's kernel maps: {0}")]
+    Map(#[from] aya::maps::MapError),
+}
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().to_path_buf(), source }
+    }
+}

@@ -1,0 +1,100 @@
+//! One running observation: the probe attached, its intake read, its aggregates kept, and the
+//! cgroups it saw named while they still exist. The daemon and `capwatch trace` both drive one.
+
+use std::{collections::HashSet, time::Duration};
+
+use tokio::time::{interval, Interval, MissedTickBehavior};
+
+use crate::{
+    aggregate::{Aggregates, Change},
+    cgroup::Hierarchy,
+    error::Error,
+    intake::Intake,
+    probe::{self, Probe},
+};
+
+/// How often the in-kernel aggregates are read in full.
+pub const DRAIN_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Monitor {
+    probe: Probe,
+    intake: Intake,
+    aggregates: Aggregates,
+    hierarchy: Hierarchy,
+    drain: Interval,
+}
+
+impl Monitor {
+    /// Attaches the probe. Needs a tokio runtime.
+    pub fn start(options: probe::Options, hierarchy: Hierarchy) -> Result<Self, Error> {
+        let mut probe = Probe::start(options)?;
+        let intake = Intake::new(probe.take_maps()?)?;
+        let mut drain = interval(DRAIN_INTERVAL);
+        drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ok(Self { probe, intake, aggregates: Aggregates::default(), hierarchy, drain })
+    }
+
+    /// Waits for the next announcements or the next drain, whichever comes first.
+    pub async fn next(&mut self) -> Result<Vec<Change>, Error> {
+        tokio::select! {
+            announced = self.intake.announced() => {
+                let changes = self.aggregates.apply(&announced?);
+                self.name_cgroups(&changes);
+                Ok(changes)
+            }
+            _ = self.drain.tick() => self.drain(),
+        }
+    }
+
+    /// Reads everything the kernel holds now: pending announcements, then the full aggregates.
+    /// Cgroups that are gone are forgotten by the kernel once read.
+    pub fn drain(&mut self) -> Result<Vec<Change>, Error> {
+        let pending = self.intake.pending();
+        let mut changes = self.aggregates.apply(&pending);
+        let snapshot = self.intake.snapshot()?;
+        changes.extend(self.aggregates.merge(&snapshot));
+        self.name_cgroups(&changes);
+        let gone: HashSet<u64> = snapshot
+            .caps
+            .iter()
+            .map(|(k, _)| k.cgroup_id)
+            .chain(snapshot.failures.iter().map(|(k, _)| k.cgroup_id))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .filter(|&id| !self.hierarchy.exists(id))
+            .collect();
+        if !gone.is_empty() {
+            self.intake.forget(&gone)?;
+        }
+        Ok(changes)
+    }
+
+    /// The cgroup's path in the hierarchy, or `#<id>` when it was gone before it could be named.
+    pub fn cgroup_name(&mut self, id: u64) -> String {
+        self.hierarchy.name(id).unwrap_or_else(|| format!("#{id}"))
+    }
+
+    pub fn aggregates(&self) -> &Aggregates {
+        &self.aggregates
+    }
+
+    pub fn probe(&self) -> &Probe {
+        &self.probe
+    }
+
+    /// The kernel stack of a first occurrence.
+    pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
+        self.intake.stack(id)
+    }
+
+    /// Names new cgroups now, while their directories exist.
+    fn name_cgroups(&mut self, changes: &[Change]) {
+        for change in changes {
+            match change {
+                Change::NewCap(key, _) => drop(self.hierarchy.name(key.cgroup_id)),
+                Change::NewFailure(key, _) => drop(self.hierarchy.name(key.cgroup_id)),
+                Change::Lost { .. } => {}
+            }
+        }
+    }
+}

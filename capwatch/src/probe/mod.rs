@@ -1,0 +1,224 @@
+//! Loading and attaching capwatch's eBPF programs. The capability probe has several backends,
+//! one file each; the failing-syscall hook is the same on all of them.
+
+mod kprobe;
+mod tracepoint;
+
+use std::{fmt, path::Path};
+
+use aya::{
+    maps::{Array, HashMap, MapData, RingBuf, StackTraceMap},
+    programs::BtfTracePoint,
+    Btf, Ebpf, EbpfLoader,
+};
+use capwatch_common::{CapKey, FailKey, Totals};
+use serde::Serialize;
+
+use crate::{cgroup::Scope, error::Error};
+
+/// The eBPF object built from `capwatch-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capwatch"));
+
+/// Where the capability probe attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// `tp_btf/cap_capable`, the capability tracepoint (Linux 6.14+).
+    Tracepoint,
+    /// kprobe + kretprobe on `cap_capable`; sees `opts`, so advisory checks are known.
+    Kprobe,
+}
+
+impl Backend {
+    /// In the order `auto` tries them.
+    pub const PREFERENCE: [Backend; 2] = [Backend::Tracepoint, Backend::Kprobe];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Tracepoint => "tracepoint",
+            Backend::Kprobe => "kprobe",
+        }
+    }
+
+    fn load(self, ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
+        match self {
+            Backend::Tracepoint => tracepoint::load(ebpf, btf),
+            Backend::Kprobe => kprobe::load(ebpf),
+        }
+    }
+
+    fn attach(self, ebpf: &mut Ebpf) -> Result<(), String> {
+        match self {
+            Backend::Tracepoint => tracepoint::attach(ebpf),
+            Backend::Kprobe => kprobe::attach(ebpf),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What start-up tried for the capability probe, and why a backend was refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub backend: Backend,
+    /// None when it attached.
+    pub refused: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub scope: Scope,
+    /// None: the first backend of `Backend::PREFERENCE` that attaches.
+    pub backend: Option<Backend>,
+}
+
+/// The programs, loaded and attached; dropping it detaches them.
+pub struct Probe {
+    ebpf: Ebpf,
+    backend: Backend,
+    attempts: Vec<Attempt>,
+}
+
+/// The maps through which the kernel side reports.
+pub struct KernelMaps {
+    pub events: RingBuf<MapData>,
+    pub caps: HashMap<MapData, CapKey, Totals>,
+    pub failures: HashMap<MapData, FailKey, Totals>,
+    pub losses: Array<MapData, u64>,
+    pub stacks: StackTraceMap<MapData>,
+}
+
+impl Probe {
+    /// Loads the programs for `options.scope` and attaches the failing-syscall hook and the
+    /// first capability backend that the kernel accepts.
+    pub fn start(options: Options) -> Result<Self, Error> {
+        let (mut ebpf, btf) = open(options.scope)?;
+        attach_sys_exit(&mut ebpf, &btf)?;
+        let candidates: &[Backend] = match &options.backend {
+            Some(forced) => std::slice::from_ref(forced),
+            None => &Backend::PREFERENCE,
+        };
+        let mut attempts = Vec::new();
+        for &backend in candidates {
+            let outcome = backend.load(&mut ebpf, &btf).and_then(|()| backend.attach(&mut ebpf));
+            attempts.push(Attempt { backend, refused: outcome.clone().err() });
+            if outcome.is_ok() {
+                return Ok(Self { ebpf, backend, attempts });
+            }
+        }
+        Err(Error::NoBackend { attempts: describe(&attempts) })
+    }
+
+    /// Loads a backend's programs through the verifier without attaching them: proof that they
+    /// would run on this kernel's verifier even where the attach point is missing.
+    pub fn verify(backend: Backend) -> Result<(), Error> {
+        let (mut ebpf, btf) = open(Scope { root_id: crate::cgroup::ROOT_ID, level: 0, include_root: false })?;
+        backend
+            .load(&mut ebpf, &btf)
+            .map_err(|reason| Error::Program { program: backend.name(), reason })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+
+    /// Hands the report maps to their reader; the programs stay attached as long as `self` lives.
+    pub fn take_maps(&mut self) -> Result<KernelMaps, Error> {
+        let mut take = |name: &'static str| self.ebpf.take_map(name).ok_or(Error::Missing(name));
+        Ok(KernelMaps {
+            events: RingBuf::try_from(take("CW_EVENTS")?)?,
+            caps: HashMap::try_from(take("CW_CAPS")?)?,
+            failures: HashMap::try_from(take("CW_FAILURES")?)?,
+            losses: Array::try_from(take("CW_LOSSES")?)?,
+            stacks: StackTraceMap::try_from(take("CW_STACKS")?)?,
+        })
+    }
+}
+
+/// "tracepoint: …; kprobe: …"
+fn describe(attempts: &[Attempt]) -> String {
+    attempts
+        .iter()
+        .map(|a| format!("{}: {}", a.backend, a.refused.as_deref().unwrap_or("attached")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Checks what every backend needs, then loads the object with the scope in its globals.
+fn open(scope: Scope) -> Result<(Ebpf, Btf), Error> {
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(Error::NoBtf);
+    }
+    let btf = Btf::from_sys_fs().map_err(|_| Error::NoBtf)?;
+    let include_root = u32::from(scope.include_root);
+    let ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global("CW_WATCH_ROOT_ID", &scope.root_id, true)
+        .override_global("CW_WATCH_ROOT_LEVEL", &scope.level, true)
+        .override_global("CW_WATCH_ROOT_INCLUDED", &include_root, true)
+        .load(OBJECT)
+        .map_err(|e| match permission_denied(&e) {
+            true => Error::NotRoot,
+            false => Error::Program { program: "object", reason: chain(&e) },
+        })?;
+    Ok((ebpf, btf))
+}
+
+fn attach_sys_exit(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), Error> {
+    let fail = |e: &(dyn std::error::Error + 'static)| match permission_denied(e) {
+        true => Error::NotRoot,
+        false => Error::Program { program: "sys_exit", reason: chain(e) },
+    };
+    let program: &mut BtfTracePoint = program(ebpf, "sys_exit")?;
+    program.load("sys_exit", btf).map_err(|e| fail(&e))?;
+    program.attach().map_err(|e| fail(&e))?;
+    Ok(())
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+{
+    ebpf.program_mut(name).and_then(|p| p.try_into().ok()).ok_or(Error::Missing(name))
+}
+
+/// An error and its causes on one line.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
+fn permission_denied<'a>(err: &'a (dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.raw_os_error() == Some(libc::EPERM) && !running_as_root() {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
