@@ -1,0 +1,181 @@
+//! capwatch's programs in the real kernel: real cgroups, capabilities really dropped, exact
+//! counts. These need root and BPF; in CI they must run.
+
+use std::{os::unix::fs::PermissionsExt, path::PathBuf};
+
+use capwatch::probe::{Backend, Probe};
+use capwatch_common::{CapKey, FailKey, Totals, VERDICT_DENIED, VERDICT_GRANTED};
+use capwatch_tests::{kernel_available, refused, Launch, TestCgroup};
+use caps::Capability::{CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_NET_RAW};
+
+const SYS_SOCKET: u32 = libc::SYS_socket as u32;
+const SYS_SETUID: u32 = libc::SYS_setuid as u32;
+const SYS_OPENAT: u32 = libc::SYS_openat as u32;
+
+fn cap(cgroup: &TestCgroup, cap: caps::Capability, verdict: u32, syscall: u32) -> CapKey {
+    CapKey { cgroup_id: cgroup.id, cap: cap.index().into(), verdict, syscall, flags: 0 }
+}
+
+fn count<K: Ord>(map: &std::collections::BTreeMap<K, Totals>, key: &K) -> u64 {
+    map.get(key).map_or(0, |t| t.count)
+}
+
+#[tokio::test]
+async fn setuid_as_root_makes_exactly_one_granted_check_per_call() {
+    if !kernel_available("setuid_as_root_makes_exactly_one_granted_check_per_call") {
+        return;
+    }
+    let cgroup = TestCgroup::new("setuid");
+    let mut monitor = cgroup.monitor();
+    let out = Launch::in_cgroup(&cgroup).run(&["setuid", "1000"]);
+    assert!(out.status.success(), "{out:?}");
+    monitor.drain().expect("drain");
+    let caps = monitor.aggregates().caps();
+    let key = cap(&cgroup, caps::Capability::CAP_SETUID, VERDICT_GRANTED, SYS_SETUID);
+    assert_eq!(count(caps, &key), 1000, "{caps:#?}");
+    let sample = caps[&key].sample;
+    assert_eq!(capwatch::names::comm(&sample.comm), "cw-workload");
+    assert_eq!(sample.uid, 0);
+    assert_eq!(monitor.cgroup_name(cgroup.id), cgroup.name);
+}
+
+#[tokio::test]
+async fn a_raw_socket_without_net_raw_is_a_denied_check_and_an_eperm() {
+    if !kernel_available("a_raw_socket_without_net_raw_is_a_denied_check_and_an_eperm") {
+        return;
+    }
+    let cgroup = TestCgroup::new("rawsock");
+    let mut monitor = cgroup.monitor();
+    let out = Launch::in_cgroup(&cgroup).dropping(&[CAP_NET_RAW]).run(&["raw-socket"]);
+    assert!(refused(&out), "the raw socket should be refused: {out:?}");
+    monitor.drain().expect("drain");
+    let aggregates = monitor.aggregates();
+    assert_eq!(count(aggregates.caps(), &cap(&cgroup, CAP_NET_RAW, VERDICT_DENIED, SYS_SOCKET)), 1, "{:#?}", aggregates.caps());
+    assert_eq!(count(aggregates.caps(), &cap(&cgroup, CAP_NET_RAW, VERDICT_GRANTED, SYS_SOCKET)), 0);
+    let failure = FailKey { cgroup_id: cgroup.id, syscall: SYS_SOCKET, errno: libc::EPERM as u32 };
+    assert_eq!(count(aggregates.failures(), &failure), 1, "{:#?}", aggregates.failures());
+
+    // With the capability, the same call is a granted check and no failure.
+    let out = Launch::in_cgroup(&cgroup).run(&["raw-socket"]);
+    assert!(out.status.success(), "{out:?}");
+    monitor.drain().expect("drain");
+    let aggregates = monitor.aggregates();
+    assert_eq!(count(aggregates.caps(), &cap(&cgroup, CAP_NET_RAW, VERDICT_GRANTED, SYS_SOCKET)), 1);
+    assert_eq!(count(aggregates.failures(), &failure), 1);
+}
+
+#[tokio::test]
+async fn a_mode_000_file_without_dac_capabilities_is_two_denied_checks_and_an_eacces() {
+    if !kernel_available("a_mode_000_file_without_dac_capabilities_is_two_denied_checks_and_an_eacces") {
+        return;
+    }
+    let file = ProtectedFile::new();
+    let cgroup = TestCgroup::new("dac");
+    let mut monitor = cgroup.monitor();
+    let out = Launch::in_cgroup(&cgroup).dropping(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH]).run(&["open", file.path()]);
+    assert!(refused(&out), "opening a mode-000 file should fail: {out:?}");
+    monitor.drain().expect("drain");
+    let aggregates = monitor.aggregates();
+    for denied in [CAP_DAC_READ_SEARCH, CAP_DAC_OVERRIDE] {
+        assert!(
+            count(aggregates.caps(), &cap(&cgroup, denied, VERDICT_DENIED, SYS_OPENAT)) >= 1,
+            "no denied {denied} in openat: {:#?}",
+            aggregates.caps()
+        );
+    }
+    let failure = FailKey { cgroup_id: cgroup.id, syscall: SYS_OPENAT, errno: libc::EACCES as u32 };
+    assert_eq!(count(aggregates.failures(), &failure), 1, "{:#?}", aggregates.failures());
+}
+
+#[tokio::test]
+async fn each_cgroup_sees_only_its_own_processes() {
+    if !kernel_available("each_cgroup_sees_only_its_own_processes") {
+        return;
+    }
+    let watched = TestCgroup::new("watched");
+    let a = watched.child("a");
+    let b = watched.child("b");
+    let outside = TestCgroup::new("outside");
+    let mut monitor = watched.monitor();
+
+    for (cgroup, n) in [(&a, "300"), (&b, "700"), (&outside, "500")] {
+        let out = Launch::in_cgroup(cgroup).run(&["setuid", n]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    monitor.drain().expect("drain");
+
+    let setuid = |cgroup_id| CapKey { cgroup_id, cap: 7, verdict: VERDICT_GRANTED, syscall: SYS_SETUID, flags: 0 };
+    let caps = monitor.aggregates().caps();
+    assert_eq!(count(caps, &setuid(a.id)), 300);
+    assert_eq!(count(caps, &setuid(b.id)), 700);
+    assert!(
+        !monitor.aggregates().cgroups().contains(&outside.id),
+        "a cgroup outside the watched subtree was recorded"
+    );
+    assert!(
+        monitor.aggregates().cgroups().iter().all(|id| [watched.id, a.id, b.id].contains(id)),
+        "only the watched subtree may appear: {:?}",
+        monitor.aggregates().cgroups()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_checks_from_two_cpus_are_counted_exactly_and_nothing_is_lost() {
+    if !kernel_available("a_million_checks_from_two_cpus_are_counted_exactly_and_nothing_is_lost") {
+        return;
+    }
+    let cgroup = TestCgroup::new("million");
+    let mut monitor = cgroup.monitor();
+    let launch = Launch::in_cgroup(&cgroup);
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let launch = launch.clone();
+            std::thread::spawn(move || launch.run(&["setuid", "500000"]))
+        })
+        .collect();
+    for worker in workers {
+        let out = worker.join().expect("worker");
+        assert!(out.status.success(), "{out:?}");
+    }
+    monitor.drain().expect("drain");
+    let key = cap(&cgroup, caps::Capability::CAP_SETUID, VERDICT_GRANTED, SYS_SETUID);
+    assert_eq!(count(monitor.aggregates().caps(), &key), 1_000_000);
+    assert!(monitor.aggregates().losses().iter().all(|&n| n == 0), "losses: {:?}", monitor.aggregates().losses());
+}
+
+#[test]
+fn the_kprobe_backend_passes_the_verifier() {
+    if !kernel_available("the_kprobe_backend_passes_the_verifier") {
+        return;
+    }
+    Probe::verify(Backend::Kprobe).expect("kprobe programs load");
+    Probe::verify(Backend::Tracepoint).expect("tracepoint program loads");
+}
+
+/// A root-owned file with mode 000 in a fresh directory, removed when dropped.
+struct ProtectedFile {
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+impl ProtectedFile {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("capwatch-test-{}-dac", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+        let file = dir.join("secret");
+        std::fs::write(&file, "secret\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
+        Self { dir, file }
+    }
+
+    fn path(&self) -> &str {
+        self.file.to_str().expect("utf-8 path")
+    }
+}
+
+impl Drop for ProtectedFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
