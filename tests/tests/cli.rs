@@ -1,0 +1,221 @@
+//! The `capwatch` binary as users run it: the daemon's NDJSON lines, `trace`, and the one-line
+//! errors for what it cannot do. These need root and BPF; in CI they must run.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use capwatch_tests::{bin, kernel_available, refused, Launch, TestCgroup};
+use caps::Capability::CAP_NET_RAW;
+use serde_json::Value;
+
+/// A running capwatch whose stdout lines arrive on a channel.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    errors: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+/// Forwards a pipe's lines to a channel.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(bin("capwatch"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start capwatch");
+        let lines = lines_of(child.stdout.take().expect("stdout"));
+        let errors = lines_of(child.stderr.take().expect("stderr"));
+        Self { child, lines, errors, seen: Vec::new() }
+    }
+
+    /// Waits (up to 15 s) for the first line on stderr.
+    fn first_stderr_line(&mut self) -> String {
+        self.errors.recv_timeout(Duration::from_secs(15)).expect("a line on stderr")
+    }
+
+    /// Waits (up to 15 s) for a line that satisfies `wanted`.
+    fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let stderr: Vec<String> = self.errors.try_iter().collect();
+        let stderr = stderr.join("\n");
+        panic!("no line with {what}; stdout so far:\n{}\nstderr:\n{stderr}", self.seen.join("\n"));
+    }
+
+    /// Sends `signal`, waits for the exit, returns the exit code and the remaining lines.
+    fn stop(mut self, signal: i32) -> (Option<i32>, Vec<String>) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = self.child.wait().expect("wait");
+        self.seen.extend(self.lines.iter());
+        (status.code(), self.seen)
+    }
+}
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+}
+
+#[test]
+fn the_daemon_logs_each_new_observation_as_a_json_line() {
+    if !kernel_available("the_daemon_logs_each_new_observation_as_a_json_line") {
+        return;
+    }
+    // The daemon watches the cgroups below its root, as it watches those below /docker.
+    let parent = TestCgroup::new("daemon");
+    let cgroup = parent.child("container");
+    let state = tempdir("daemon-state");
+    let mut daemon = Running::start(&["daemon", "--state-dir", state.to_str().unwrap(), "--cgroup-root", &parent.name]);
+    daemon.wait_for("event=started", |l| json(l)["event"] == "started");
+
+    let out = Launch::in_cgroup(&cgroup).dropping(&[CAP_NET_RAW]).run(&["raw-socket"]);
+    assert!(refused(&out), "{out:?}");
+    let check = json(&daemon.wait_for("a denied CAP_NET_RAW check", |l| {
+        let v = json(l);
+        v["event"] == "capability_check" && v["capability"] == "CAP_NET_RAW"
+    }));
+    assert_eq!(check["verdict"], "denied");
+    assert_eq!(check["syscall"], "socket");
+    assert_eq!(check["syscall_nr"], libc::SYS_socket);
+    assert_eq!(check["cgroup"], cgroup.name.as_str());
+    assert_eq!(check["cgroup_id"], cgroup.id);
+    assert_eq!(check["comm"], "cw-workload");
+    assert_eq!(check["uid"], 0);
+    assert_eq!(check["count"], 1);
+    let failure = json(&daemon.wait_for("socket failing with EPERM", |l| {
+        let v = json(l);
+        v["event"] == "syscall_failure" && v["syscall"] == "socket"
+    }));
+    assert_eq!(failure["errno"], "EPERM");
+    assert_eq!(failure["cgroup"], cgroup.name.as_str());
+
+    let status: Value = serde_json::from_str(&std::fs::read_to_string(state.join("status.json")).expect("status.json")).expect("status JSON");
+    assert_eq!(status["backend"], "tracepoint");
+
+    let (code, lines) = daemon.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "the daemon should stop cleanly on SIGTERM");
+    for line in &lines {
+        let v = json(line);
+        assert!(v["timestamp"].is_string() && v["event"].is_string(), "every line has a timestamp and an event: {line}");
+    }
+    assert!(lines.iter().any(|l| json(l)["event"] == "stopped"));
+    // Nothing outside the watched subtree is reported.
+    assert!(lines
+        .iter()
+        .map(|l| json(l))
+        .filter(|v| v["cgroup"].is_string())
+        .all(|v| v["cgroup"].as_str().unwrap().starts_with(&cgroup.name)));
+    let _ = std::fs::remove_dir_all(state);
+}
+
+#[test]
+fn trace_prints_observations_and_the_totals_on_ctrl_c() {
+    if !kernel_available("trace_prints_observations_and_the_totals_on_ctrl_c") {
+        return;
+    }
+    let cgroup = TestCgroup::new("trace");
+    let mut trace = Running::start(&["trace", "--cgroup", &cgroup.name]);
+    let banner = trace.first_stderr_line();
+    assert!(banner.contains("tracing") && banner.contains("tracepoint"), "{banner}");
+    let out = Launch::in_cgroup(&cgroup).run(&["setuid", "250"]);
+    assert!(out.status.success(), "{out:?}");
+    let line = trace.wait_for("the setuid check", |l| l.contains("CAP_SETUID granted in setuid"));
+    assert!(line.contains(&cgroup.name) && line.contains("cw-workload"), "{line}");
+    let (code, lines) = trace.stop(libc::SIGINT);
+    assert_eq!(code, Some(0));
+    assert!(
+        lines.iter().any(|l| l.contains("CAP_SETUID granted") && l.contains("setuid") && l.split_whitespace().any(|w| w == "250")),
+        "the totals should show 250 setuid checks:\n{}",
+        lines.join("\n")
+    );
+    assert!(lines.iter().any(|l| l == "lost: nothing"), "{}", lines.join("\n"));
+}
+
+#[test]
+fn without_root_capwatch_says_so_in_one_line() {
+    if !kernel_available("without_root_capwatch_says_so_in_one_line") {
+        return;
+    }
+    let state = tempdir("nonroot-state");
+    std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
+    let mut command = Command::new(bin("capwatch"));
+    command.args(["daemon", "--state-dir", state.to_str().unwrap()]);
+    Launch::default().as_user(65534).apply(&mut command);
+    let out = command.output().expect("run capwatch as nobody");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
+    let _ = std::fs::remove_dir_all(state);
+}
+
+#[test]
+fn a_forced_kprobe_backend_attaches_or_says_why_not() {
+    if !kernel_available("a_forced_kprobe_backend_attaches_or_says_why_not") {
+        return;
+    }
+    let cgroup = TestCgroup::new("kprobe");
+    let state = tempdir("kprobe-state");
+    let args = ["daemon", "--probe", "kprobe", "--state-dir", state.to_str().unwrap(), "--cgroup-root", &cgroup.name];
+    if Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        let mut daemon = Running::start(&args);
+        let started = json(&daemon.wait_for("event=started", |l| json(l)["event"] == "started"));
+        assert_eq!(started["backend"], "kprobe");
+        assert_eq!(daemon.stop(libc::SIGTERM).0, Some(0));
+    } else {
+        let out = Command::new(bin("capwatch")).args(args).output().expect("run capwatch");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains("no capability probe could attach") && stderr.contains("CONFIG_KPROBES"), "{stderr}");
+    }
+    let _ = std::fs::remove_dir_all(state);
+}
+
+#[test]
+fn an_unknown_cgroup_root_is_a_clear_error() {
+    let out = Command::new(bin("capwatch"))
+        .args(["daemon", "--state-dir", tempdir("badroot").to_str().unwrap(), "--cgroup-root", "/no/such/cgroup"])
+        .output()
+        .expect("run capwatch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("/no/such/cgroup") && stderr.contains("not a cgroup"), "{stderr}");
+}
+
+fn tempdir(label: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("capwatch-test-{}-{label}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    dir
+}
