@@ -43,12 +43,9 @@ pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32) {
     }
 }
 
-/// kprobe backend, at `cap_capable`'s entry: keep `cap` and what `opts` says until the return.
+/// `CapKey::flags` for a check whose `opts` the probe saw (fexit, kprobe).
 #[inline(always)]
-pub fn on_kprobe_entry(cap: u32, opts: u32) {
-    if scope::watched_cgroup().is_none() {
-        return;
-    }
+pub fn flags_from_opts(opts: u32) -> u32 {
     let mut flags = CAP_FLAG_OPTS_KNOWN;
     if opts & CAP_OPT_NOAUDIT != 0 {
         flags |= CAP_FLAG_NOAUDIT;
@@ -56,7 +53,16 @@ pub fn on_kprobe_entry(cap: u32, opts: u32) {
     if opts & CAP_OPT_INSETID != 0 {
         flags |= CAP_FLAG_INSETID;
     }
-    let stash = KprobeStash { cap, flags };
+    flags
+}
+
+/// kprobe backend, at `cap_capable`'s entry: keep `cap` and what `opts` says until the return.
+#[inline(always)]
+pub fn on_kprobe_entry(cap: u32, opts: u32) {
+    if scope::watched_cgroup().is_none() {
+        return;
+    }
+    let stash = KprobeStash { cap, flags: flags_from_opts(opts) };
     let tid = bpf_get_current_pid_tgid();
     if CW_KPROBE_STASH.insert(tid, stash, BPF_NOEXIST as u64).is_ok() {
         return;

@@ -12,8 +12,8 @@ mod scope;
 
 use aya_ebpf::{
     bindings::pt_regs,
-    macros::{btf_tracepoint, kprobe, kretprobe},
-    programs::{BtfTracePointContext, ProbeContext, RetProbeContext},
+    macros::{btf_tracepoint, fexit, kprobe, kretprobe},
+    programs::{BtfTracePointContext, FExitContext, ProbeContext, RetProbeContext},
 };
 
 /// `tp_btf/cap_capable(cred, target_ns, capable_ns, cap, ret)`: the capability tracepoint (6.14+).
@@ -23,6 +23,18 @@ pub fn cap_capable_tp(ctx: BtfTracePointContext) -> i32 {
     let cap: i32 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
     cap::on_check(&ctx, cap as u32, ret, 0);
+    0
+}
+
+/// fexit on `cap_capable(cred, ns, cap, opts)`: arguments and verdict in one program, so
+/// nothing has to be carried from entry to return. The return value follows the four arguments
+/// in the trampoline's context (read as an argument, it needs no `bpf_get_func_ret`, 5.17+).
+#[fexit(function = "cap_capable")]
+pub fn cap_capable_fexit(ctx: FExitContext) -> i32 {
+    let cap: i32 = ctx.arg(2);
+    let opts: u32 = ctx.arg(3);
+    let ret: i32 = ctx.arg(4);
+    cap::on_check(&ctx, cap as u32, ret, cap::flags_from_opts(opts));
     0
 }
 
