@@ -1,6 +1,7 @@
 //! Loading and attaching capwatch's eBPF programs. The capability probe has several backends,
 //! one file each; the failing-syscall hook is the same on all of them.
 
+mod fexit;
 mod kprobe;
 mod tracepoint;
 
@@ -12,7 +13,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use capwatch_common::{CapKey, FailKey, Totals};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{cgroup::Scope, error::Error};
 
@@ -20,9 +21,11 @@ use crate::{cgroup::Scope, error::Error};
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capwatch"));
 
 /// Where the capability probe attaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// fexit (a BPF trampoline) on `cap_capable`: arguments, `opts` and verdict in one program.
+    Fexit,
     /// `tp_btf/cap_capable`, the capability tracepoint (Linux 6.14+).
     Tracepoint,
     /// kprobe + kretprobe on `cap_capable`; sees `opts`, so advisory checks are known.
@@ -30,11 +33,15 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// In the order `auto` tries them.
-    pub const PREFERENCE: [Backend; 2] = [Backend::Tracepoint, Backend::Kprobe];
+    /// In the order `auto` tries them: the most truth first. fexit sees `opts` and needs no
+    /// state between entry and return; the tracepoint is exact but has no `opts`; the kprobe pair
+    /// sees `opts` but joins entry and return through a per-thread stash, which can lose checks
+    /// (counted) when a return is missed.
+    pub const PREFERENCE: [Backend; 3] = [Backend::Fexit, Backend::Tracepoint, Backend::Kprobe];
 
     pub fn name(self) -> &'static str {
         match self {
+            Backend::Fexit => "fexit",
             Backend::Tracepoint => "tracepoint",
             Backend::Kprobe => "kprobe",
         }
@@ -42,6 +49,7 @@ impl Backend {
 
     fn load(self, ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
         match self {
+            Backend::Fexit => fexit::load(ebpf, btf),
             Backend::Tracepoint => tracepoint::load(ebpf, btf),
             Backend::Kprobe => kprobe::load(ebpf),
         }
@@ -49,6 +57,7 @@ impl Backend {
 
     fn attach(self, ebpf: &mut Ebpf) -> Result<(), String> {
         match self {
+            Backend::Fexit => fexit::attach(ebpf),
             Backend::Tracepoint => tracepoint::attach(ebpf),
             Backend::Kprobe => kprobe::attach(ebpf),
         }
@@ -62,7 +71,7 @@ impl fmt::Display for Backend {
 }
 
 /// What start-up tried for the capability probe, and why a backend was refused.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
     pub backend: Backend,
     /// None when it attached.
