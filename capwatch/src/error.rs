@@ -10,11 +10,14 @@ pub enum Error {
     #[error("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): capwatch needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.11 or newer)")]
     NoBtf,
 
-    #[error("no capability probe could attach ({attempts}): capwatch needs the capability:cap_capable tracepoint (Linux 6.14+) or kprobes (CONFIG_KPROBES=y)")]
+    #[error("no capability probe could attach ({attempts}): capwatch needs BPF trampolines (fexit), the capability:cap_capable tracepoint (Linux 6.14+) or kprobes (CONFIG_KPROBES=y)")]
     NoBackend { attempts: String },
 
     #[error("the kernel refused capwatch's {program} program: {reason}")]
     Program { program: &'static str, reason: String },
+
+    #[error("this kernel's BTF does not describe {0}: capwatch cannot read it on this kernel")]
+    KernelLayout(&'static str),
 
     #[error("the eBPF object does not hold {0}: this build of capwatch is broken, rebuild it")]
     Missing(&'static str),
@@ -24,6 +27,12 @@ pub enum Error {
 
     #[error("{path}: not a cgroup in the cgroup2 hierarchy at {mount}")]
     NotACgroup { path: PathBuf, mount: PathBuf },
+
+    #[error("{path} is missing: no capwatch daemon has run with this state directory (start one with `capwatch daemon`, or pass --state-dir)")]
+    NoStatus { path: PathBuf },
+
+    #[error("{path}: not a status file capwatch understands ({reason})")]
+    BadStatus { path: PathBuf, reason: String },
 
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Daemon(args) => cli::daemon::run(args).await,
             Command::Trace(args) => cli::trace::run(args).await,
+            Command::Status(args) => cli::status::run(args),
         }
     });
     match result {
@@ -41,6 +42,6 @@ fn init_logging(command: &Command) {
             .with_env_filter(filter)
             .with_writer(std::io::stdout)
             .init(),
-        Command::Trace(_) => fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
+        Command::Trace(_) | Command::Status(_) => fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
     }
 }

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand; `main.rs` only dispatches.
 
 pub mod daemon;
+pub mod status;
 pub mod trace;
 
 use clap::{Parser, Subcommand};
@@ -21,14 +22,17 @@ pub enum Command {
     Daemon(daemon::Args),
     /// Watch one cgroup in the foreground; Ctrl-C prints the totals.
     Trace(trace::Args),
+    /// Show which capability probe the daemon attached, and why others were refused.
+    Status(status::Args),
 }
 
 /// `--probe`: which capability backend to use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProbeChoice {
-    /// The first that works: the tracepoint, then the kprobe.
+    /// The first that works: fexit, then the tracepoint, then the kprobe.
     #[default]
     Auto,
+    Fexit,
     Tracepoint,
     Kprobe,
 }
@@ -37,6 +41,7 @@ impl ProbeChoice {
     pub fn backend(self) -> Option<Backend> {
         match self {
             ProbeChoice::Auto => None,
+            ProbeChoice::Fexit => Some(Backend::Fexit),
             ProbeChoice::Tracepoint => Some(Backend::Tracepoint),
             ProbeChoice::Kprobe => Some(Backend::Kprobe),
         }
