@@ -5,9 +5,20 @@
 #![no_std]
 
 /// Verdict of a capability check: the kernel granted the capability.
-pub const VERDICT_GRANTED: u32 = 0;
+pub const VERDICT_GRANTED: u16 = 0;
 /// Verdict of a capability check: the kernel refused the capability.
-pub const VERDICT_DENIED: u32 = 1;
+pub const VERDICT_DENIED: u16 = 1;
+
+/// Who in a container's cgroup made a check or a failing call. Numbers are never reused.
+pub mod origin {
+    /// The container's own command and its descendants (the default).
+    pub const APP: u16 = 0;
+    /// The OCI runtime (runc init and the like) setting the container up before it execs the
+    /// container's command, or before it execs a `docker exec` command.
+    pub const RUNTIME: u16 = 1;
+    /// A command started in the container after its own (`docker exec`), and its descendants.
+    pub const EXEC: u16 = 2;
+}
 
 /// `CapKey::flags`: the probe saw `cap_capable`'s `opts` argument, so the NOAUDIT and INSETID
 /// bits below are facts rather than unknowns.
@@ -35,10 +46,12 @@ pub struct CapKey {
     pub cgroup_id: u64,
     /// Capability number (linux/capability.h).
     pub cap: u32,
-    /// `VERDICT_GRANTED` or `VERDICT_DENIED`.
-    pub verdict: u32,
     /// The syscall the thread was in, or `NO_SYSCALL`.
     pub syscall: u32,
+    /// `VERDICT_GRANTED` or `VERDICT_DENIED`.
+    pub verdict: u16,
+    /// An `origin` constant.
+    pub origin: u16,
     /// `CAP_FLAG_*` bits.
     pub flags: u32,
 }
@@ -50,7 +63,9 @@ pub struct FailKey {
     pub cgroup_id: u64,
     pub syscall: u32,
     /// Positive errno: `EPERM` (1) or `EACCES` (13).
-    pub errno: u32,
+    pub errno: u16,
+    /// An `origin` constant.
+    pub origin: u16,
 }
 
 /// The thread that made a key's first occurrence.
@@ -158,7 +173,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<CapKey>(), 8 + 4 * 4);
+        assert_eq!(size_of::<CapKey>(), 8 + 3 * 4 + 2 * 2);
         assert_eq!(size_of::<FailKey>(), 16);
         assert_eq!(size_of::<Sample>(), 4 * 4 + COMM_LEN);
         assert_eq!(size_of::<Totals>(), 3 * 8 + 2 * 4 + size_of::<Sample>());

@@ -16,7 +16,7 @@ use capwatch_common::{
 use crate::{
     aggregate::{self, First},
     maps::{CW_CAPS, CW_KPROBE_STASH, CW_STACKS},
-    scope,
+    origin, scope,
 };
 
 /// Records one check: `ret` is `cap_capable`'s result (0 granted, negative denied).
@@ -28,8 +28,9 @@ pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32) {
     let key = CapKey {
         cgroup_id,
         cap,
-        verdict: if ret == 0 { VERDICT_GRANTED } else { VERDICT_DENIED },
         syscall: current_syscall(),
+        verdict: if ret == 0 { VERDICT_GRANTED } else { VERDICT_DENIED },
+        origin: origin::current(),
         flags,
     };
     let now = aggregate::now();

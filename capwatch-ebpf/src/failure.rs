@@ -7,7 +7,7 @@ use capwatch_common::{loss, EventKind, FailKey, NewFailureEvent};
 use crate::{
     aggregate::{self, First},
     maps::CW_FAILURES,
-    scope,
+    origin, scope,
 };
 
 const EPERM: i64 = 1;
@@ -24,7 +24,8 @@ pub fn on_exit(regs: *const pt_regs, ret: i64) {
     let key = FailKey {
         cgroup_id,
         syscall: unsafe { (*regs).orig_rax } as u32,
-        errno: -ret as u32,
+        errno: -ret as u16,
+        origin: origin::current(),
     };
     let now = aggregate::now();
     if aggregate::bump(&CW_FAILURES, &key, now) {

@@ -8,6 +8,7 @@ mod aggregate;
 mod cap;
 mod failure;
 mod maps;
+mod origin;
 mod scope;
 
 use aya_ebpf::{
@@ -61,6 +62,34 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let regs: *const pt_regs = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     failure::on_exit(regs, ret);
+    0
+}
+
+/// `tp_btf/sched_process_fork(parent, child)`: the child inherits its parent's origin.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn process_fork(ctx: BtfTracePointContext) -> i32 {
+    if scope::watched_cgroup().is_some() {
+        let child: *const u8 = ctx.arg(1);
+        origin::on_fork(child);
+    }
+    0
+}
+
+/// `tp_btf/sched_process_exec(task, old_pid, bprm)`: the runtime hands over to a command.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn process_exec(_ctx: BtfTracePointContext) -> i32 {
+    if let Some(cgroup_id) = scope::watched_cgroup() {
+        origin::on_exec(cgroup_id, aggregate::now());
+    }
+    0
+}
+
+/// `tp_btf/sched_process_exit(task)`: a process's pid may be reused.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
+    if scope::watched_cgroup().is_some() {
+        origin::on_exit();
+    }
     0
 }
 

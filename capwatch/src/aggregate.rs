@@ -127,7 +127,7 @@ mod tests {
         }
     }
 
-    const KEY: CapKey = CapKey { cgroup_id: 42, cap: 7, verdict: VERDICT_GRANTED, syscall: 105, flags: 0 };
+    const KEY: CapKey = CapKey { cgroup_id: 42, cap: 7, syscall: 105, verdict: VERDICT_GRANTED, origin: 0, flags: 0 };
 
     #[test]
     fn a_key_is_new_once_whether_announced_or_read() {

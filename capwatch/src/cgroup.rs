@@ -110,6 +110,23 @@ impl Hierarchy {
         }
     }
 
+    /// Cgroups below `root_id` (itself included) that hold processes now.
+    pub fn populated_below(&self, root_id: u64) -> Vec<u64> {
+        let Some(root) = self.resolve(root_id) else { return Vec::new() };
+        let mut populated = Vec::new();
+        let mut stack = vec![self.dir(Path::new(&root))];
+        while let Some(dir) = stack.pop() {
+            if fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|procs| !procs.trim().is_empty()) {
+                if let Ok(meta) = fs::metadata(&dir) {
+                    populated.push(meta.ino());
+                }
+            }
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            stack.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+        }
+        populated
+    }
+
     fn walk_for(&self, id: u64) -> Option<String> {
         let mut stack = vec![self.mount.clone()];
         while let Some(dir) = stack.pop() {

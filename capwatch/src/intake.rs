@@ -31,16 +31,17 @@ pub struct Intake {
     failures: HashMap<MapData, FailKey, Totals>,
     losses: Array<MapData, u64>,
     stacks: StackTraceMap<MapData>,
+    started: HashMap<MapData, u64, u64>,
 }
 
 impl Intake {
     /// Needs a tokio runtime (the ring buffer is registered with its reactor).
     pub fn new(maps: KernelMaps) -> Result<Self, Error> {
-        let KernelMaps { events, caps, failures, losses, stacks } = maps;
+        let KernelMaps { events, caps, failures, losses, stacks, started } = maps;
         // SAFETY: the RingBuf owns its map's descriptor for as long as the AsyncFd owns it.
         let events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
             .map_err(|e| Error::io("ring buffer", e.into()))?;
-        Ok(Self { events, caps, failures, losses, stacks })
+        Ok(Self { events, caps, failures, losses, stacks, started })
     }
 
     /// Waits for the kernel to announce something and returns all that is announced.
@@ -76,6 +77,15 @@ impl Intake {
         Some(trace.frames().iter().map(|f| f.ip).collect())
     }
 
+    /// Tells the kernel side that these cgroups' own commands were running before it attached,
+    /// so that a runtime process exec-ing there later is an exec session.
+    pub fn mark_started(&mut self, cgroups: &[u64]) -> Result<(), Error> {
+        for &id in cgroups {
+            self.started.insert(id, 0, 0)?;
+        }
+        Ok(())
+    }
+
     /// Drops the kernel's entries for cgroups that no longer exist, once their totals have been
     /// read: a removed cgroup makes no more checks, and the maps stay small.
     pub fn forget(&mut self, cgroups: &HashSet<u64>) -> Result<(), Error> {
@@ -87,6 +97,10 @@ impl Intake {
             self.failures.keys().filter_map(Result::ok).filter(|k| cgroups.contains(&k.cgroup_id)).collect();
         for key in failures {
             self.failures.remove(&key)?;
+        }
+        for id in cgroups {
+            // Absent when the cgroup's command never started while watched.
+            let _ = self.started.remove(id);
         }
         Ok(())
     }

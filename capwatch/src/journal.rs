@@ -9,7 +9,7 @@ use crate::{aggregate::{loss_name, Change}, clock, names};
 /// The `target` of every observation line, so a log pipeline can select them.
 pub const TARGET: &str = "capwatch::observation";
 
-pub fn verdict(verdict: u32) -> &'static str {
+pub fn verdict(verdict: u16) -> &'static str {
     if verdict == VERDICT_GRANTED { "granted" } else { "denied" }
 }
 
@@ -47,6 +47,7 @@ pub fn capability_check(key: &CapKey, totals: &Totals, cgroup: &str, message: &s
         capability = %names::capability(key.cap),
         cap = key.cap,
         verdict = verdict(key.verdict),
+        origin = names::origin(key.origin),
         syscall = %names::syscall(key.syscall),
         syscall_nr = key.syscall as i32,
         noaudit = noaudit(key.flags),
@@ -70,6 +71,7 @@ pub fn syscall_failure(key: &FailKey, totals: &Totals, cgroup: &str, message: &s
         syscall = %names::syscall(key.syscall),
         syscall_nr = key.syscall as i32,
         errno = %names::errno(key.errno),
+        origin = names::origin(key.origin),
         count = totals.count,
         first_seen = %clock::rfc3339(clock::wall(totals.first_ns)),
         last_seen = %clock::rfc3339(clock::wall(totals.last_ns)),

@@ -28,7 +28,8 @@ impl Monitor {
     /// Attaches the probe. Needs a tokio runtime.
     pub fn start(options: probe::Options, hierarchy: Hierarchy) -> Result<Self, Error> {
         let mut probe = Probe::start(options)?;
-        let intake = Intake::new(probe.take_maps()?)?;
+        let mut intake = Intake::new(probe.take_maps()?)?;
+        intake.mark_started(&hierarchy.populated_below(options.scope.root_id))?;
         let mut drain = interval(DRAIN_INTERVAL);
         drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Ok(Self { probe, intake, aggregates: Aggregates::default(), hierarchy, drain })

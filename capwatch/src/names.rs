@@ -41,11 +41,21 @@ pub fn syscall(number: u32) -> Cow<'static, str> {
 }
 
 /// A kernel errno's symbolic name, for the two capwatch watches.
-pub fn errno(errno: u32) -> Cow<'static, str> {
+pub fn errno(errno: u16) -> Cow<'static, str> {
     match errno as i32 {
         libc::EPERM => Cow::Borrowed("EPERM"),
         libc::EACCES => Cow::Borrowed("EACCES"),
         other => Cow::Owned(format!("errno {other}")),
+    }
+}
+
+/// Who acted, for people and logs: `app`, `runtime` (container setup), `exec` (a later command).
+pub fn origin(origin: u16) -> &'static str {
+    match origin {
+        capwatch_common::origin::APP => "app",
+        capwatch_common::origin::RUNTIME => "runtime",
+        capwatch_common::origin::EXEC => "exec",
+        _ => "unknown",
     }
 }
 

@@ -85,6 +85,13 @@ impl TestCgroup {
         let options = probe::Options { scope: self.scope(), backend: None };
         Monitor::start(options, Hierarchy::find().expect("cgroup2")).expect("attach capwatch's probe")
     }
+
+    /// The same with the capability probe forced to `backend`.
+    pub fn monitor_with(&self, backend: probe::Backend) -> Monitor {
+        let options = probe::Options { scope: self.scope(), backend: Some(backend) };
+        Monitor::start(options, Hierarchy::find().expect("cgroup2"))
+            .unwrap_or_else(|e| panic!("attach capwatch's {backend} probe: {e}"))
+    }
 }
 
 impl Drop for TestCgroup {
@@ -105,6 +112,7 @@ pub struct Launch {
     cgroup: Option<PathBuf>,
     drop: Vec<caps::Capability>,
     uid: Option<u32>,
+    runtime: bool,
 }
 
 impl Launch {
@@ -118,6 +126,13 @@ impl Launch {
         self
     }
 
+    /// Starts the program the way an OCI runtime starts a container's command: a process named
+    /// like runc's init enters the cgroup, makes a capability check (setuid), then execs.
+    pub fn as_runtime(mut self) -> Self {
+        self.runtime = true;
+        self
+    }
+
     pub fn as_user(mut self, uid: u32) -> Self {
         self.uid = Some(uid);
         self
@@ -128,6 +143,7 @@ impl Launch {
         let procs = self.cgroup.as_ref().map(|dir| CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes()).expect("path"));
         let drop: Vec<libc::c_ulong> = self.drop.iter().map(|c| libc::c_ulong::from(c.index())).collect();
         let uid = self.uid;
+        let runtime = self.runtime;
         // SAFETY: between fork and exec the closure makes only raw syscalls on memory prepared
         // before the fork.
         unsafe {
@@ -138,6 +154,11 @@ impl Launch {
                         return Err(io::Error::last_os_error());
                     }
                     libc::close(fd);
+                }
+                if runtime {
+                    if libc::prctl(libc::PR_SET_NAME, c"runc:[2:INIT]".as_ptr(), 0, 0, 0) != 0 || libc::setuid(0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
                 }
                 for &cap in &drop {
                     if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {

@@ -4,7 +4,7 @@
 use std::{os::unix::fs::PermissionsExt, path::PathBuf};
 
 use capwatch::probe::{Backend, Probe};
-use capwatch_common::{CapKey, FailKey, Totals, VERDICT_DENIED, VERDICT_GRANTED};
+use capwatch_common::{origin, CapKey, FailKey, Totals, VERDICT_DENIED, VERDICT_GRANTED};
 use capwatch_tests::{kernel_available, refused, Launch, TestCgroup};
 use caps::Capability::{CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_NET_RAW};
 
@@ -12,8 +12,8 @@ const SYS_SOCKET: u32 = libc::SYS_socket as u32;
 const SYS_SETUID: u32 = libc::SYS_setuid as u32;
 const SYS_OPENAT: u32 = libc::SYS_openat as u32;
 
-fn cap(cgroup: &TestCgroup, cap: caps::Capability, verdict: u32, syscall: u32) -> CapKey {
-    CapKey { cgroup_id: cgroup.id, cap: cap.index().into(), verdict, syscall, flags: 0 }
+fn cap(cgroup: &TestCgroup, cap: caps::Capability, verdict: u16, syscall: u32) -> CapKey {
+    CapKey { cgroup_id: cgroup.id, cap: cap.index().into(), syscall, verdict, origin: origin::APP, flags: 0 }
 }
 
 fn count<K: Ord>(map: &std::collections::BTreeMap<K, Totals>, key: &K) -> u64 {
@@ -52,7 +52,7 @@ async fn a_raw_socket_without_net_raw_is_a_denied_check_and_an_eperm() {
     let aggregates = monitor.aggregates();
     assert_eq!(count(aggregates.caps(), &cap(&cgroup, CAP_NET_RAW, VERDICT_DENIED, SYS_SOCKET)), 1, "{:#?}", aggregates.caps());
     assert_eq!(count(aggregates.caps(), &cap(&cgroup, CAP_NET_RAW, VERDICT_GRANTED, SYS_SOCKET)), 0);
-    let failure = FailKey { cgroup_id: cgroup.id, syscall: SYS_SOCKET, errno: libc::EPERM as u32 };
+    let failure = FailKey { cgroup_id: cgroup.id, syscall: SYS_SOCKET, errno: libc::EPERM as u16, origin: origin::APP };
     assert_eq!(count(aggregates.failures(), &failure), 1, "{:#?}", aggregates.failures());
 
     // With the capability, the same call is a granted check and no failure.
@@ -83,7 +83,7 @@ async fn a_mode_000_file_without_dac_capabilities_is_two_denied_checks_and_an_ea
             aggregates.caps()
         );
     }
-    let failure = FailKey { cgroup_id: cgroup.id, syscall: SYS_OPENAT, errno: libc::EACCES as u32 };
+    let failure = FailKey { cgroup_id: cgroup.id, syscall: SYS_OPENAT, errno: libc::EACCES as u16, origin: origin::APP };
     assert_eq!(count(aggregates.failures(), &failure), 1, "{:#?}", aggregates.failures());
 }
 
@@ -104,7 +104,7 @@ async fn each_cgroup_sees_only_its_own_processes() {
     }
     monitor.drain().expect("drain");
 
-    let setuid = |cgroup_id| CapKey { cgroup_id, cap: 7, verdict: VERDICT_GRANTED, syscall: SYS_SETUID, flags: 0 };
+    let setuid = |cgroup_id| CapKey { cgroup_id, cap: 7, syscall: SYS_SETUID, verdict: VERDICT_GRANTED, origin: origin::APP, flags: 0 };
     let caps = monitor.aggregates().caps();
     assert_eq!(count(caps, &setuid(a.id)), 300);
     assert_eq!(count(caps, &setuid(b.id)), 700);
@@ -141,6 +141,29 @@ async fn a_million_checks_from_two_cpus_are_counted_exactly_and_nothing_is_lost(
     let key = cap(&cgroup, caps::Capability::CAP_SETUID, VERDICT_GRANTED, SYS_SETUID);
     assert_eq!(count(monitor.aggregates().caps(), &key), 1_000_000);
     assert!(monitor.aggregates().losses().iter().all(|&n| n == 0), "losses: {:?}", monitor.aggregates().losses());
+}
+
+#[tokio::test]
+async fn the_runtime_its_container_and_later_exec_sessions_are_told_apart() {
+    if !kernel_available("the_runtime_its_container_and_later_exec_sessions_are_told_apart") {
+        return;
+    }
+    let cgroup = TestCgroup::new("origin");
+    let mut monitor = cgroup.monitor();
+    let setuid = |origin| CapKey { cgroup_id: cgroup.id, cap: 7, syscall: SYS_SETUID, verdict: VERDICT_GRANTED, origin, flags: 0 };
+
+    // The runtime starts the container's command, whose child inherits its origin.
+    let out = Launch::in_cgroup(&cgroup).as_runtime().run(&["child", "setuid", "10"]);
+    assert!(out.status.success(), "{out:?}");
+    // A second runtime process execs an operator's command: an exec session, children included.
+    let out = Launch::in_cgroup(&cgroup).as_runtime().run(&["child", "setuid", "20"]);
+    assert!(out.status.success(), "{out:?}");
+    monitor.drain().expect("drain");
+
+    let caps = monitor.aggregates().caps();
+    assert_eq!(count(caps, &setuid(origin::RUNTIME)), 2, "one setuid by each runtime process: {caps:#?}");
+    assert_eq!(count(caps, &setuid(origin::APP)), 10, "{caps:#?}");
+    assert_eq!(count(caps, &setuid(origin::EXEC)), 20, "{caps:#?}");
 }
 
 #[test]

@@ -55,7 +55,7 @@ fn print_changes(monitor: &mut Monitor, changes: &[Change], started: Instant) {
     for change in changes {
         let line = match *change {
             Change::NewCap(key, t) => format!(
-                "{at:8.3}s  {}  {} {} in {}  by {} (pid {}, uid {})",
+                "{at:8.3}s  {}  {} {} in {}  by {} (pid {}, uid {}, {})",
                 monitor.cgroup_name(key.cgroup_id),
                 names::capability(key.cap),
                 verdict(key.verdict),
@@ -63,15 +63,17 @@ fn print_changes(monitor: &mut Monitor, changes: &[Change], started: Instant) {
                 names::comm(&t.sample.comm),
                 t.sample.pid,
                 t.sample.uid,
+                names::origin(key.origin),
             ),
             Change::NewFailure(key, t) => format!(
-                "{at:8.3}s  {}  {} failed with {}  by {} (pid {}, uid {})",
+                "{at:8.3}s  {}  {} failed with {}  by {} (pid {}, uid {}, {})",
                 monitor.cgroup_name(key.cgroup_id),
                 names::syscall(key.syscall),
                 names::errno(key.errno),
                 names::comm(&t.sample.comm),
                 t.sample.pid,
                 t.sample.uid,
+                names::origin(key.origin),
             ),
             Change::Lost { kind, total, added } => {
                 format!("{at:8.3}s  lost: {added} more {} ({total} in all)", loss_name(kind))
@@ -83,13 +85,14 @@ fn print_changes(monitor: &mut Monitor, changes: &[Change], started: Instant) {
 
 fn print_totals(monitor: &mut Monitor) {
     let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header(["cgroup", "observed", "in syscall", "noaudit", "count"]);
+    table.load_preset(UTF8_BORDERS_ONLY).set_header(["cgroup", "observed", "in syscall", "by", "noaudit", "count"]);
     let caps: Vec<_> = monitor.aggregates().caps().iter().map(|(k, t)| (*k, *t)).collect();
     for (key, t) in caps {
         table.add_row([
             monitor.cgroup_name(key.cgroup_id),
             format!("{} {}", names::capability(key.cap), verdict(key.verdict)),
             names::syscall(key.syscall).into_owned(),
+            names::origin(key.origin).to_string(),
             noaudit(key.flags).to_string(),
             t.count.to_string(),
         ]);
@@ -100,6 +103,7 @@ fn print_totals(monitor: &mut Monitor) {
             monitor.cgroup_name(key.cgroup_id),
             format!("failed with {}", names::errno(key.errno)),
             names::syscall(key.syscall).into_owned(),
+            names::origin(key.origin).to_string(),
             String::new(),
             t.count.to_string(),
         ]);

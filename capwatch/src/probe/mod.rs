@@ -3,6 +3,7 @@
 
 mod fexit;
 mod kprobe;
+mod offsets;
 mod tracepoint;
 
 use std::{fmt, path::Path};
@@ -99,6 +100,7 @@ pub struct KernelMaps {
     pub failures: HashMap<MapData, FailKey, Totals>,
     pub losses: Array<MapData, u64>,
     pub stacks: StackTraceMap<MapData>,
+    pub started: HashMap<MapData, u64, u64>,
 }
 
 impl Probe {
@@ -106,7 +108,7 @@ impl Probe {
     /// first capability backend that the kernel accepts.
     pub fn start(options: Options) -> Result<Self, Error> {
         let (mut ebpf, btf) = open(options.scope)?;
-        attach_sys_exit(&mut ebpf, &btf)?;
+        attach_common(&mut ebpf, &btf)?;
         let candidates: &[Backend] = match &options.backend {
             Some(forced) => std::slice::from_ref(forced),
             None => &Backend::PREFERENCE,
@@ -148,6 +150,7 @@ impl Probe {
             failures: HashMap::try_from(take("CW_FAILURES")?)?,
             losses: Array::try_from(take("CW_LOSSES")?)?,
             stacks: StackTraceMap::try_from(take("CW_STACKS")?)?,
+            started: HashMap::try_from(take("CW_STARTED")?)?,
         })
     }
 }
@@ -168,11 +171,13 @@ fn open(scope: Scope) -> Result<(Ebpf, Btf), Error> {
     }
     let btf = Btf::from_sys_fs().map_err(|_| Error::NoBtf)?;
     let include_root = u32::from(scope.include_root);
+    let tgid_offset = offsets::task_tgid()?;
     let ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .override_global("CW_WATCH_ROOT_ID", &scope.root_id, true)
         .override_global("CW_WATCH_ROOT_LEVEL", &scope.level, true)
         .override_global("CW_WATCH_ROOT_INCLUDED", &include_root, true)
+        .override_global("CW_TASK_TGID_OFFSET", &tgid_offset, true)
         .load(OBJECT)
         .map_err(|e| match permission_denied(&e) {
             true => Error::NotRoot,
@@ -181,14 +186,25 @@ fn open(scope: Scope) -> Result<(Ebpf, Btf), Error> {
     Ok((ebpf, btf))
 }
 
-fn attach_sys_exit(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), Error> {
-    let fail = |e: &(dyn std::error::Error + 'static)| match permission_denied(e) {
-        true => Error::NotRoot,
-        false => Error::Program { program: "sys_exit", reason: chain(e) },
-    };
-    let program: &mut BtfTracePoint = program(ebpf, "sys_exit")?;
-    program.load("sys_exit", btf).map_err(|e| fail(&e))?;
-    program.attach().map_err(|e| fail(&e))?;
+/// The programs every backend shares: failing syscalls, and the process lifecycle that tells
+/// a container's own processes from its runtime's and from exec sessions.
+const COMMON_PROGRAMS: [(&str, &str); 4] = [
+    ("sys_exit", "sys_exit"),
+    ("process_fork", "sched_process_fork"),
+    ("process_exec", "sched_process_exec"),
+    ("process_exit", "sched_process_exit"),
+];
+
+fn attach_common(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), Error> {
+    for (name, tracepoint) in COMMON_PROGRAMS {
+        let fail = |e: &(dyn std::error::Error + 'static)| match permission_denied(e) {
+            true => Error::NotRoot,
+            false => Error::Program { program: name, reason: chain(e) },
+        };
+        let program: &mut BtfTracePoint = program(ebpf, name)?;
+        program.load(tracepoint, btf).map_err(|e| fail(&e))?;
+        program.attach().map_err(|e| fail(&e))?;
+    }
     Ok(())
 }
 

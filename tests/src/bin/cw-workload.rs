@@ -7,6 +7,7 @@
 //!   raw-socket        socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)
 //!   open PATH         open PATH for reading
 //!   mmap N            N private writable anonymous mappings
+//!   child ACTION ...  run ACTION in a child process and wait for it
 
 use std::{ffi::CString, process::ExitCode};
 
@@ -19,8 +20,9 @@ fn main() -> ExitCode {
         (Some("raw-socket"), 1) => raw_socket(),
         (Some("open"), 2) => open(&args[1]),
         (Some("mmap"), 2) => repeat(count(1), mmap_once),
+        (Some("child"), n) if n > 1 => child(&args[1..]),
         _ => {
-            eprintln!("usage: cw-workload setuid N | getppid N | raw-socket | open PATH | mmap N");
+            eprintln!("usage: cw-workload setuid N | getppid N | raw-socket | open PATH | mmap N | child ACTION...");
             return ExitCode::from(64);
         }
     };
@@ -42,6 +44,14 @@ fn repeat(n: Option<u64>, mut f: impl FnMut() -> i64) -> Result<(), i32> {
         }
     }
     Ok(())
+}
+
+fn child(args: &[String]) -> Result<(), i32> {
+    let status = std::process::Command::new("/proc/self/exe").args(args).status().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        _ => Err(libc::ECHILD),
+    }
 }
 
 fn raw_socket() -> Result<(), i32> {
