@@ -198,3 +198,32 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn refused(output: &Output) -> bool {
     output.status.code() == Some(2)
 }
+
+/// A root-owned file with mode 000 in a fresh directory, removed when dropped.
+pub struct ProtectedFile {
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+impl ProtectedFile {
+    pub fn new(label: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("capwatch-test-{}-{label}", std::process::id()));
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod dir");
+        let file = dir.join("secret");
+        fs::write(&file, "secret\n").expect("write");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o000)).expect("chmod 000");
+        Self { dir, file }
+    }
+
+    pub fn path(&self) -> &str {
+        self.file.to_str().expect("utf-8 path")
+    }
+}
+
+impl Drop for ProtectedFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
