@@ -34,6 +34,21 @@ pub enum Error {
     #[error("{path}: not a status file capwatch understands ({reason})")]
     BadStatus { path: PathBuf, reason: String },
 
+    #[error("no container matches {0:?}: `capwatch ps --all` lists the containers capwatch has seen")]
+    UnknownContainer(String),
+
+    #[error("{query:?} matches more than one container: {candidates}; give more of the id or the name")]
+    AmbiguousContainer { query: String, candidates: String },
+
+    #[error("{0}: capwatch has no store there yet: start the daemon (capwatch daemon --state-dir {0}) or pass the --state-dir it uses")]
+    NoStore(PathBuf),
+
+    #[error("{path}: the store cannot be read ({reason}); it was left untouched: move it aside to start a new one")]
+    CorruptStore { path: PathBuf, reason: String },
+
+    #[error("{path}: the store was written by a newer capwatch (schema {version}); upgrade capwatch to read it")]
+    NewerStore { path: PathBuf, version: i64 },
+
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 

@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod cgroup;
 pub mod cli;
 pub mod clock;
+pub mod containers;
 pub mod error;
 pub mod intake;
 pub mod journal;
@@ -13,5 +14,6 @@ pub mod monitor;
 pub mod names;
 pub mod paths;
 pub mod probe;
+pub mod store;
 
 pub use error::Error;

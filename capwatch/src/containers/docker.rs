@@ -1,0 +1,127 @@
+//! Docker's Engine API (through bollard): the containers already running, then its event
+//! stream, each container inspected once at start while its cgroup and init process exist.
+
+use std::{collections::HashMap, time::Duration};
+
+use bollard::{
+    query_parameters::{EventsOptions, ListContainersOptions},
+    Docker, API_DEFAULT_VERSION,
+};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::{identity, proc_caps, proc_cgroup, Container, Granted, Runtime};
+
+/// Docker's socket unless `DOCKER_HOST` or `--docker-socket` says otherwise.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// What the event stream tells the daemon.
+#[derive(Debug)]
+pub enum Event {
+    Started(Container),
+    Exited { id: String, at: String },
+}
+
+/// Follows Docker until `events` is closed. Reconnects when dockerd restarts; where there is no
+/// socket it says so once and keeps trying quietly, so containers are named from cgroup paths
+/// meanwhile.
+pub async fn follow(socket: String, events: mpsc::Sender<Event>) {
+    let mut announced_absence = false;
+    loop {
+        match connect(&socket).await {
+            Ok(docker) => {
+                announced_absence = false;
+                info!(event = "docker_connected", socket, "following Docker's containers");
+                if let Err(e) = follow_connected(&docker, &events).await {
+                    warn!(event = "docker_disconnected", socket, error = %e, "lost Docker's event stream");
+                }
+                if events.is_closed() {
+                    return;
+                }
+            }
+            Err(e) if !announced_absence => {
+                info!(event = "docker_unavailable", socket, error = %e, "no Docker engine; naming containers from cgroup paths");
+                announced_absence = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+async fn connect(socket: &str) -> Result<Docker, bollard::errors::Error> {
+    Docker::connect_with_unix(socket, 30, API_DEFAULT_VERSION)?.negotiate_version().await
+}
+
+async fn follow_connected(docker: &Docker, events: &mpsc::Sender<Event>) -> Result<(), bollard::errors::Error> {
+    // Subscribe first so that nothing starting during the listing is missed.
+    let filters = HashMap::from([("type".to_string(), vec!["container".to_string()])]);
+    let mut stream = docker.events(Some(EventsOptions { filters: Some(filters), ..Default::default() }));
+
+    let running = docker.list_containers(Some(ListContainersOptions { all: false, ..Default::default() })).await?;
+    for summary in running {
+        if let Some(container) = inspect(docker, summary.id.as_deref().unwrap_or_default()).await {
+            if events.send(Event::Started(container)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    while let Some(message) = stream.next().await {
+        let message = message?;
+        let action = message.action.as_deref().unwrap_or_default();
+        let Some(id) = message.actor.and_then(|a| a.id) else { continue };
+        let event = match action {
+            "start" => match inspect(docker, &id).await {
+                Some(container) => Event::Started(container),
+                None => continue,
+            },
+            "die" => Event::Exited { id, at: event_time(message.time_nano, message.time) },
+            _ => continue,
+        };
+        if events.send(event).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Everything capwatch keeps about a container, read while its init process runs.
+async fn inspect(docker: &Docker, id: &str) -> Option<Container> {
+    let details = docker.inspect_container(id, None).await.ok()?;
+    let id = details.id?;
+    let state = details.state.unwrap_or_default();
+    let pid = state.pid.filter(|&p| p > 0).map(|p| p as u32);
+    let host = details.host_config.unwrap_or_default();
+    let (cap_eff, cap_bnd) = pid.map(proc_caps).unwrap_or_default();
+    // The init process's cgroup is the truth whatever the cgroup driver or --cgroup-parent.
+    let cgroup_path = pid.and_then(proc_cgroup);
+    let identity = cgroup_path.as_deref().and_then(identity::parse);
+    let cgroup = identity.as_ref().map(|i| i.cgroup.clone()).or(cgroup_path).unwrap_or_default();
+    Some(Container {
+        name: details.name.map(|n| n.trim_start_matches('/').to_string()).unwrap_or_else(|| super::short_id(&id).to_string()),
+        image: details.config.and_then(|c| c.image),
+        runtime: Runtime::Docker,
+        pod_uid: None,
+        cgroup,
+        init_pid: pid,
+        started_at: state.started_at,
+        exited_at: None,
+        granted: Some(Granted {
+            cap_add: host.cap_add.unwrap_or_default(),
+            cap_drop: host.cap_drop.unwrap_or_default(),
+            privileged: host.privileged.unwrap_or(false),
+            security_opt: host.security_opt.unwrap_or_default(),
+            cap_eff,
+            cap_bnd,
+        }),
+        id,
+    })
+}
+
+fn event_time(nanos: Option<i64>, secs: Option<i64>) -> String {
+    let nanos = nanos.or(secs.map(|s| s * 1_000_000_000)).unwrap_or(0).max(0) as u64;
+    let time = if nanos == 0 { std::time::SystemTime::now() } else { std::time::UNIX_EPOCH + Duration::from_nanos(nanos) };
+    crate::clock::rfc3339(time)
+}

@@ -1,0 +1,468 @@
+//! The embedded store: every container's metadata and every aggregate, in SQLite (WAL) under the
+//! state directory. The daemon writes it at each drain; the CLI reads it, with or without a
+//! daemon running.
+//!
+//! The kernel's counters start at zero each time the daemon loads its programs, so aggregates are
+//! kept per daemon run and summed when read: rewriting a run's absolute totals is idempotent, and
+//! a daemon killed at any moment leaves every earlier write intact.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use capwatch_common::{CapKey, FailKey, Sample, Totals};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use crate::{clock, containers::Container, error::Error};
+
+/// The database file in the state directory.
+pub const FILE: &str = "capwatch.db";
+
+/// Bumped when the schema changes; older stores are migrated, newer ones refused.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    run_id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_ns INTEGER NOT NULL,
+    backend    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS containers (
+    id        TEXT PRIMARY KEY,
+    name      TEXT NOT NULL,
+    json      TEXT NOT NULL,
+    last_seen_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cgroups (
+    run_id       INTEGER NOT NULL,
+    cgroup_id    INTEGER NOT NULL,
+    path         TEXT NOT NULL,
+    container_id TEXT,
+    PRIMARY KEY (run_id, cgroup_id)
+);
+CREATE INDEX IF NOT EXISTS cgroups_by_container ON cgroups (container_id);
+CREATE TABLE IF NOT EXISTS cap_checks (
+    run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL,
+    cap INTEGER NOT NULL, syscall INTEGER NOT NULL, verdict INTEGER NOT NULL,
+    origin INTEGER NOT NULL, flags INTEGER NOT NULL,
+    count INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
+    tid INTEGER NOT NULL, pid INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+    comm TEXT NOT NULL, call_site TEXT,
+    PRIMARY KEY (run_id, cgroup_id, cap, syscall, verdict, origin, flags)
+);
+CREATE TABLE IF NOT EXISTS failures (
+    run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL,
+    syscall INTEGER NOT NULL, errno INTEGER NOT NULL, origin INTEGER NOT NULL,
+    count INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
+    tid INTEGER NOT NULL, pid INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+    comm TEXT NOT NULL,
+    PRIMARY KEY (run_id, cgroup_id, syscall, errno, origin)
+);
+";
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// One daemon run's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunId(i64);
+
+/// A capability aggregate as read back, summed over runs. Timestamps are wall-clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapRow {
+    pub key: CapKey,
+    pub count: u64,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+    pub sample: Sample,
+    pub call_site: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailRow {
+    pub key: FailKey,
+    pub count: u64,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+    pub sample: Sample,
+}
+
+/// A cgroup seen in a run, and its container if it belongs to one.
+pub struct CgroupRow<'a> {
+    pub cgroup_id: u64,
+    pub path: &'a str,
+    pub container_id: Option<&'a str>,
+}
+
+/// What one drain writes: absolute totals of this run.
+pub struct Batch<'a> {
+    pub cgroups: &'a [CgroupRow<'a>],
+    pub containers: &'a [&'a Container],
+    pub caps: &'a [(CapKey, Totals, Option<String>)],
+    pub failures: &'a [(FailKey, Totals)],
+}
+
+impl Store {
+    /// Opens (creating if needed) the store for writing.
+    pub fn open(state_dir: &Path) -> Result<Self, Error> {
+        std::fs::create_dir_all(state_dir).map_err(|e| Error::io(state_dir, e))?;
+        let path = state_dir.join(FILE);
+        let conn = Connection::open(&path).map_err(|e| corrupt(&path, e))?;
+        let store = Self { conn, path };
+        store.prepare(true)?;
+        Ok(store)
+    }
+
+    /// Opens an existing store read-only, as the CLI does.
+    pub fn open_read_only(state_dir: &Path) -> Result<Self, Error> {
+        let path = state_dir.join(FILE);
+        if !path.exists() {
+            return Err(Error::NoStore(state_dir.to_path_buf()));
+        }
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|e| corrupt(&path, e))?;
+        let store = Self { conn, path };
+        store.prepare(false)?;
+        Ok(store)
+    }
+
+    fn prepare(&self, writable: bool) -> Result<(), Error> {
+        let fail = |e| corrupt(&self.path, e);
+        self.conn.busy_timeout(Duration::from_secs(5)).map_err(fail)?;
+        // A file that is not a database fails here, before anything is written to it.
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(fail)?;
+        self.conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)).map_err(fail).and_then(|ok| {
+            if ok == "ok" { Ok(()) } else { Err(Error::CorruptStore { path: self.path.clone(), reason: ok }) }
+        })?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::NewerStore { path: self.path.clone(), version });
+        }
+        if writable {
+            self.conn.pragma_update(None, "journal_mode", "WAL").map_err(fail)?;
+            self.conn.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
+            self.conn.execute_batch(SCHEMA).map_err(fail)?;
+            self.conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(fail)?;
+        } else if version == 0 {
+            return Err(Error::NoStore(self.path.parent().unwrap_or(Path::new(".")).to_path_buf()));
+        }
+        Ok(())
+    }
+
+    pub fn begin_run(&mut self, backend: &str) -> Result<RunId, Error> {
+        self.conn
+            .execute("INSERT INTO runs (started_ns, backend) VALUES (?1, ?2)", params![unix_ns(SystemTime::now()), backend])
+            .map_err(|e| corrupt(&self.path, e))?;
+        Ok(RunId(self.conn.last_insert_rowid()))
+    }
+
+    /// Writes one drain in a single transaction: all of it or none.
+    pub fn write(&mut self, run: RunId, batch: &Batch<'_>) -> Result<(), Error> {
+        let path = self.path.clone();
+        let fail = |e| corrupt(&path, e);
+        let tx = self.conn.transaction().map_err(fail)?;
+        {
+            let mut cgroup = tx
+                .prepare_cached("INSERT OR REPLACE INTO cgroups (run_id, cgroup_id, path, container_id) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(fail)?;
+            for row in batch.cgroups {
+                cgroup.execute(params![run.0, row.cgroup_id as i64, row.path, row.container_id]).map_err(fail)?;
+            }
+            let mut container = tx
+                .prepare_cached("INSERT OR REPLACE INTO containers (id, name, json, last_seen_ns) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(fail)?;
+            let now = unix_ns(SystemTime::now());
+            for c in batch.containers {
+                let json = serde_json::to_string(c).expect("containers serialize");
+                container.execute(params![c.id, c.name, json, now]).map_err(fail)?;
+            }
+            let mut cap = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO cap_checks (run_id, cgroup_id, cap, syscall, verdict, origin, flags, count,
+                     first_ns, last_ns, tid, pid, uid, gid, comm, call_site)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                )
+                .map_err(fail)?;
+            for (k, t, call_site) in batch.caps {
+                let s = &t.sample;
+                cap.execute(params![
+                    run.0, k.cgroup_id as i64, k.cap, k.syscall, k.verdict, k.origin, k.flags, t.count as i64,
+                    wall_ns(t.first_ns), wall_ns(t.last_ns), s.tid, s.pid, s.uid, s.gid, crate::names::comm(&s.comm), call_site
+                ])
+                .map_err(fail)?;
+            }
+            let mut failure = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO failures (run_id, cgroup_id, syscall, errno, origin, count, first_ns, last_ns,
+                     tid, pid, uid, gid, comm) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                )
+                .map_err(fail)?;
+            for (k, t) in batch.failures {
+                let s = &t.sample;
+                failure
+                    .execute(params![
+                        run.0, k.cgroup_id as i64, k.syscall, k.errno, k.origin, t.count as i64,
+                        wall_ns(t.first_ns), wall_ns(t.last_ns), s.tid, s.pid, s.uid, s.gid, crate::names::comm(&s.comm)
+                    ])
+                    .map_err(fail)?;
+            }
+        }
+        tx.commit().map_err(fail)
+    }
+
+    /// Every container ever seen, most recently started first.
+    pub fn containers(&self) -> Result<Vec<Container>, Error> {
+        let fail = |e| corrupt(&self.path, e);
+        let mut stmt = self.conn.prepare("SELECT json FROM containers").map_err(fail)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(fail)?;
+        let mut containers = Vec::new();
+        for json in rows {
+            let json = json.map_err(fail)?;
+            let container: Container = serde_json::from_str(&json)
+                .map_err(|e| Error::CorruptStore { path: self.path.clone(), reason: format!("a container record: {e}") })?;
+            containers.push(container);
+        }
+        containers.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.name.cmp(&b.name)));
+        Ok(containers)
+    }
+
+    /// A container's capability checks, summed over runs and over its cgroups; cgroup_id in
+    /// the keys is 0.
+    pub fn cap_checks(&self, container_id: &str) -> Result<Vec<CapRow>, Error> {
+        let fail = |e| corrupt(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT c.cap, c.syscall, c.verdict, c.origin, c.flags, SUM(c.count), MIN(c.first_ns), MAX(c.last_ns),
+                        c.tid, c.pid, c.uid, c.gid, c.comm, MAX(c.call_site)
+                 FROM cap_checks c JOIN cgroups g ON g.run_id = c.run_id AND g.cgroup_id = c.cgroup_id
+                 WHERE g.container_id = ?1
+                 GROUP BY c.cap, c.syscall, c.verdict, c.origin, c.flags
+                 ORDER BY c.cap, c.verdict, c.syscall, c.origin",
+            )
+            .map_err(fail)?;
+        let rows = stmt
+            .query_map([container_id], |r| {
+                Ok(CapRow {
+                    key: CapKey { cgroup_id: 0, cap: r.get(0)?, syscall: r.get(1)?, verdict: r.get(2)?, origin: r.get(3)?, flags: r.get(4)? },
+                    count: r.get::<_, i64>(5)? as u64,
+                    first_seen: from_unix_ns(r.get(6)?),
+                    last_seen: from_unix_ns(r.get(7)?),
+                    sample: sample(r, 8)?,
+                    call_site: r.get(13)?,
+                })
+            })
+            .map_err(fail)?;
+        rows.collect::<Result<_, _>>().map_err(fail)
+    }
+
+    /// A container's failing syscalls, summed as `cap_checks` does.
+    pub fn failures(&self, container_id: &str) -> Result<Vec<FailRow>, Error> {
+        let fail = |e| corrupt(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT f.syscall, f.errno, f.origin, SUM(f.count), MIN(f.first_ns), MAX(f.last_ns),
+                        f.tid, f.pid, f.uid, f.gid, f.comm
+                 FROM failures f JOIN cgroups g ON g.run_id = f.run_id AND g.cgroup_id = f.cgroup_id
+                 WHERE g.container_id = ?1
+                 GROUP BY f.syscall, f.errno, f.origin
+                 ORDER BY f.syscall, f.errno, f.origin",
+            )
+            .map_err(fail)?;
+        let rows = stmt
+            .query_map([container_id], |r| {
+                Ok(FailRow {
+                    key: FailKey { cgroup_id: 0, syscall: r.get(0)?, errno: r.get(1)?, origin: r.get(2)? },
+                    count: r.get::<_, i64>(3)? as u64,
+                    first_seen: from_unix_ns(r.get(4)?),
+                    last_seen: from_unix_ns(r.get(5)?),
+                    sample: sample(r, 6)?,
+                })
+            })
+            .map_err(fail)?;
+        rows.collect::<Result<_, _>>().map_err(fail)
+    }
+
+    /// How many checks and failures each container has, by container id.
+    pub fn counts(&self) -> Result<std::collections::HashMap<String, (u64, u64)>, Error> {
+        let fail = |e| corrupt(&self.path, e);
+        let mut counts = std::collections::HashMap::new();
+        for (table, column) in [("cap_checks", 0), ("failures", 1)] {
+            let sql = format!(
+                "SELECT g.container_id, SUM(t.count) FROM {table} t JOIN cgroups g ON g.run_id = t.run_id AND g.cgroup_id = t.cgroup_id
+                 WHERE g.container_id IS NOT NULL GROUP BY g.container_id"
+            );
+            let mut stmt = self.conn.prepare(&sql).map_err(fail)?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).map_err(fail)?;
+            for row in rows {
+                let (id, n) = row.map_err(fail)?;
+                let entry: &mut (u64, u64) = counts.entry(id).or_default();
+                if column == 0 { entry.0 = n } else { entry.1 = n }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Removes containers that exited more than `age` ago, with everything recorded about them.
+    pub fn forget_exited_before(&mut self, age: Duration) -> Result<usize, Error> {
+        let cutoff = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
+        let old: Vec<String> = self
+            .containers()?
+            .into_iter()
+            .filter(|c| c.exited_at.as_deref().and_then(|t| humantime::parse_rfc3339_weak(t).ok()).is_some_and(|t| t < cutoff))
+            .map(|c| c.id)
+            .collect();
+        let path = self.path.clone();
+        let fail = |e| corrupt(&path, e);
+        let tx = self.conn.transaction().map_err(fail)?;
+        for id in &old {
+            for table in ["cap_checks", "failures"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE (run_id, cgroup_id) IN (SELECT run_id, cgroup_id FROM cgroups WHERE container_id = ?1)"),
+                    [id],
+                )
+                .map_err(fail)?;
+            }
+            tx.execute("DELETE FROM cgroups WHERE container_id = ?1", [id]).map_err(fail)?;
+            tx.execute("DELETE FROM containers WHERE id = ?1", [id]).map_err(fail)?;
+        }
+        tx.commit().map_err(fail)?;
+        Ok(old.len())
+    }
+
+    /// The backend of the newest run, if any.
+    pub fn last_backend(&self) -> Result<Option<String>, Error> {
+        self.conn
+            .query_row("SELECT backend FROM runs ORDER BY run_id DESC LIMIT 1", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| corrupt(&self.path, e))
+    }
+}
+
+fn sample(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Sample> {
+    let comm: String = r.get(at + 4)?;
+    let mut raw = [0u8; capwatch_common::COMM_LEN];
+    let n = comm.len().min(raw.len());
+    raw[..n].copy_from_slice(&comm.as_bytes()[..n]);
+    Ok(Sample { tid: r.get(at)?, pid: r.get(at + 1)?, uid: r.get(at + 2)?, gid: r.get(at + 3)?, comm: raw })
+}
+
+fn corrupt(path: &Path, e: rusqlite::Error) -> Error {
+    Error::CorruptStore { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+/// A kernel monotonic timestamp as Unix nanoseconds.
+fn wall_ns(monotonic_ns: u64) -> i64 {
+    unix_ns(clock::wall(monotonic_ns))
+}
+
+fn unix_ns(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn from_unix_ns(ns: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::containers::Runtime;
+    use capwatch_common::VERDICT_GRANTED;
+
+    fn container(id: &str, name: &str, exited_at: Option<&str>) -> Container {
+        Container {
+            id: id.into(),
+            name: name.into(),
+            image: Some("img".into()),
+            runtime: Runtime::Docker,
+            pod_uid: None,
+            cgroup: format!("/docker/{id}"),
+            init_pid: Some(42),
+            started_at: Some("2026-11-23T00:00:00Z".into()),
+            exited_at: exited_at.map(Into::into),
+            granted: None,
+        }
+    }
+
+    fn totals(count: u64) -> Totals {
+        Totals {
+            count,
+            first_ns: clock::monotonic_now_ns(),
+            last_ns: clock::monotonic_now_ns(),
+            stack_id: -1,
+            _pad: 0,
+            sample: Sample { tid: 7, pid: 7, uid: 0, gid: 0, comm: *b"web\0\0\0\0\0\0\0\0\0\0\0\0\0" },
+        }
+    }
+
+    fn tempdir(label: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("capwatch-store-{}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn runs_add_up_and_rewrites_are_idempotent() {
+        let dir = tempdir("runs");
+        let web = container("a".repeat(64).as_str(), "web", None);
+        let key = CapKey { cgroup_id: 100, cap: 13, syscall: 41, verdict: VERDICT_GRANTED, origin: 0, flags: 0 };
+        let mut store = Store::open(&dir).unwrap();
+        for (cgroup_id, counts) in [(100, [3, 5]), (200, [4, 4])] {
+            let run = store.begin_run("tracepoint").unwrap();
+            for n in counts {
+                let key = CapKey { cgroup_id, ..key };
+                let cgroups = [CgroupRow { cgroup_id, path: &web.cgroup, container_id: Some(&web.id) }];
+                let caps = [(key, totals(n), None)];
+                store.write(run, &Batch { cgroups: &cgroups, containers: &[&web], caps: &caps, failures: &[] }).unwrap();
+            }
+        }
+        drop(store);
+        let store = Store::open_read_only(&dir).unwrap();
+        let rows = store.cap_checks(&web.id).unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].count, 5 + 4);
+        assert_eq!(crate::names::comm(&rows[0].sample.comm), "web");
+        assert_eq!(store.containers().unwrap(), vec![web.clone()]);
+        assert_eq!(store.counts().unwrap()[&web.id], (9, 0));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn retention_forgets_only_long_exited_containers() {
+        let dir = tempdir("retention");
+        let mut store = Store::open(&dir).unwrap();
+        let run = store.begin_run("tracepoint").unwrap();
+        let old = container(&"b".repeat(64), "old", Some("2020-01-01T00:00:00Z"));
+        let live = container(&"c".repeat(64), "live", None);
+        store.write(run, &Batch { cgroups: &[], containers: &[&old, &live], caps: &[], failures: &[] }).unwrap();
+        assert_eq!(store.forget_exited_before(Duration::from_secs(86400)).unwrap(), 1);
+        assert_eq!(store.containers().unwrap().iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["live"]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_corrupt_store_is_refused_and_left_as_it_was() {
+        let dir = tempdir("corrupt");
+        std::fs::create_dir_all(&dir).unwrap();
+        let garbage = b"this is not a database, and it must survive being opened".repeat(100);
+        std::fs::write(dir.join(FILE), &garbage).unwrap();
+        for result in [Store::open(&dir).map(drop), Store::open_read_only(&dir).map(drop)] {
+            let err = result.expect_err("a corrupt store must be refused");
+            assert!(matches!(err, Error::CorruptStore { .. }), "{err}");
+            assert_eq!(err.to_string().lines().count(), 1);
+        }
+        assert_eq!(std::fs::read(dir.join(FILE)).unwrap(), garbage, "nothing may be destroyed");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn reading_without_a_store_says_where_it_looked() {
+        let dir = tempdir("missing");
+        let err = Store::open_read_only(&dir).map(drop).expect_err("no store");
+        assert!(err.to_string().contains(&dir.display().to_string()), "{err}");
+    }
+}
