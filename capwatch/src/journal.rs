@@ -4,7 +4,12 @@
 use capwatch_common::{CapKey, FailKey, Totals, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, VERDICT_GRANTED};
 use tracing::info;
 
-use crate::{aggregate::{loss_name, Change}, clock, names};
+use crate::{
+    aggregate::{loss_name, Change},
+    clock,
+    containers::Container,
+    names,
+};
 
 /// The `target` of every observation line, so a log pipeline can select them.
 pub const TARGET: &str = "capwatch::observation";
@@ -22,11 +27,11 @@ pub fn noaudit(flags: u32) -> &'static str {
     }
 }
 
-/// Logs one change; `cgroup` is the path of the change's cgroup.
-pub fn change(change: &Change, cgroup: &str) {
+/// Logs one change; `cgroup` is the path of the change's cgroup, `container` its container.
+pub fn change(change: &Change, cgroup: &str, container: Option<&Container>) {
     match *change {
-        Change::NewCap(key, totals) => capability_check(&key, &totals, cgroup, "new capability check"),
-        Change::NewFailure(key, totals) => syscall_failure(&key, &totals, cgroup, "new failing syscall"),
+        Change::NewCap(key, totals) => capability_check(&key, &totals, cgroup, container, "new capability check"),
+        Change::NewFailure(key, totals) => syscall_failure(&key, &totals, cgroup, container, "new failing syscall"),
         Change::Lost { kind, total, added } => info!(
             target: TARGET,
             event = "loss",
@@ -38,10 +43,38 @@ pub fn change(change: &Change, cgroup: &str) {
     }
 }
 
-pub fn capability_check(key: &CapKey, totals: &Totals, cgroup: &str, message: &str) {
+/// A container's id, name and image for a line; empty where the cgroup is no container's.
+fn who(container: Option<&Container>) -> (&str, &str, &str) {
+    container.map_or(("", "", ""), |c| (c.id.as_str(), c.name.as_str(), c.image.as_deref().unwrap_or("")))
+}
+
+/// A container started or exited.
+pub fn container(container: &Container, exited: bool) {
+    let granted = container.granted.clone().unwrap_or_default();
+    info!(
+        target: TARGET,
+        event = if exited { "container_exit" } else { "container_start" },
+        container_id = container.id.as_str(),
+        container_name = container.name.as_str(),
+        image = container.image.as_deref().unwrap_or(""),
+        runtime = container.runtime.name(),
+        cgroup = container.cgroup.as_str(),
+        cap_add = %granted.cap_add.join(","),
+        cap_drop = %granted.cap_drop.join(","),
+        privileged = granted.privileged,
+        "{}",
+        if exited { "container exited" } else { "container started" }
+    );
+}
+
+pub fn capability_check(key: &CapKey, totals: &Totals, cgroup: &str, container: Option<&Container>, message: &str) {
+    let (container_id, container_name, image) = who(container);
     info!(
         target: TARGET,
         event = "capability_check",
+        container_id,
+        container_name,
+        image,
         cgroup_id = key.cgroup_id,
         cgroup,
         capability = %names::capability(key.cap),
@@ -62,10 +95,14 @@ pub fn capability_check(key: &CapKey, totals: &Totals, cgroup: &str, message: &s
     );
 }
 
-pub fn syscall_failure(key: &FailKey, totals: &Totals, cgroup: &str, message: &str) {
+pub fn syscall_failure(key: &FailKey, totals: &Totals, cgroup: &str, container: Option<&Container>, message: &str) {
+    let (container_id, container_name, image) = who(container);
     info!(
         target: TARGET,
         event = "syscall_failure",
+        container_id,
+        container_name,
+        image,
         cgroup_id = key.cgroup_id,
         cgroup,
         syscall = %names::syscall(key.syscall),

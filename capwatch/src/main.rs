@@ -15,6 +15,7 @@ fn main() -> ExitCode {
             Command::Daemon(args) => cli::daemon::run(args).await,
             Command::Trace(args) => cli::trace::run(args).await,
             Command::Status(args) => cli::status::run(args),
+            Command::Ps(args) => cli::ps::run(args),
         }
     });
     match result {
@@ -42,6 +43,6 @@ fn init_logging(command: &Command) {
             .with_env_filter(filter)
             .with_writer(std::io::stdout)
             .init(),
-        Command::Trace(_) | Command::Status(_) => fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
+        Command::Trace(_) | Command::Status(_) | Command::Ps(_) => fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
     }
 }

@@ -16,6 +16,23 @@ use crate::{
 /// How often the in-kernel aggregates are read in full.
 pub const DRAIN_INTERVAL: Duration = Duration::from_secs(1);
 
+/// What `Monitor::next` brought.
+#[derive(Debug)]
+pub enum Step {
+    /// First occurrences the kernel announced.
+    Announced(Vec<Change>),
+    /// A full read of the kernel's aggregates: the moment to persist them.
+    Drained(Vec<Change>),
+}
+
+impl Step {
+    pub fn changes(&self) -> &[Change] {
+        match self {
+            Step::Announced(changes) | Step::Drained(changes) => changes,
+        }
+    }
+}
+
 pub struct Monitor {
     probe: Probe,
     intake: Intake,
@@ -36,14 +53,14 @@ impl Monitor {
     }
 
     /// Waits for the next announcements or the next drain, whichever comes first.
-    pub async fn next(&mut self) -> Result<Vec<Change>, Error> {
+    pub async fn next(&mut self) -> Result<Step, Error> {
         tokio::select! {
             announced = self.intake.announced() => {
                 let changes = self.aggregates.apply(&announced?);
                 self.name_cgroups(&changes);
-                Ok(changes)
+                Ok(Step::Announced(changes))
             }
-            _ = self.drain.tick() => self.drain(),
+            _ = self.drain.tick() => self.drain().map(Step::Drained),
         }
     }
 

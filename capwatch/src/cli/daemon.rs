@@ -1,8 +1,14 @@
-//! `capwatch daemon`: watches the host and logs NDJSON.
+//! `capwatch daemon`: watches the host, names containers, logs NDJSON and keeps the store.
 
-use std::path::PathBuf;
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
 
+use capwatch_common::{CapKey, FailKey};
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::{
@@ -10,15 +16,17 @@ use crate::{
     cgroup::Hierarchy,
     cli::{shutdown_signal, ProbeChoice},
     clock,
+    containers::{catalog::Catalog, docker},
     error::Error,
     journal,
-    monitor::Monitor,
+    monitor::{Monitor, Step},
     paths, probe,
+    store::{Batch, CgroupRow, RunId, Store},
 };
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Where capwatch keeps its state.
+    /// Where capwatch keeps its store and status.
     #[arg(long, env = "CAPWATCH_STATE_DIR", default_value = paths::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
     /// Watch only the cgroups below this one (a path in the cgroup2 hierarchy such as /docker,
@@ -28,6 +36,12 @@ pub struct Args {
     /// Which capability probe to use.
     #[arg(long, value_enum, env = "CAPWATCH_PROBE", default_value_t = ProbeChoice::Auto)]
     pub probe: ProbeChoice,
+    /// Docker's API socket; without one, containers are named from their cgroup paths.
+    #[arg(long, env = "CAPWATCH_DOCKER_SOCKET", default_value = docker::DEFAULT_SOCKET)]
+    pub docker_socket: String,
+    /// Forget containers that exited more than this many days ago.
+    #[arg(long, env = "CAPWATCH_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u64,
 }
 
 /// `status.json` in the state directory: what the running daemon attached.
@@ -40,63 +54,149 @@ struct Status<'a> {
     cgroup_root: String,
 }
 
+/// How often retention runs.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
 pub async fn run(args: Args) -> Result<(), Error> {
-    std::fs::create_dir_all(&args.state_dir).map_err(|e| Error::io(&args.state_dir, e))?;
+    let mut store = Store::open(&args.state_dir)?;
     let hierarchy = Hierarchy::find()?;
     let scope = hierarchy.scope(&args.cgroup_root, false)?;
+    let retention = Duration::from_secs(args.retention_days * 86400);
+    store.forget_exited_before(retention)?;
+    let now = clock::rfc3339(SystemTime::now());
+    let cgroup_exists = |cgroup: &str| !cgroup.is_empty() && hierarchy.dir(Path::new(cgroup)).exists();
+    let mut catalog = Catalog::load(store.containers()?, cgroup_exists, &now);
     let mut monitor = Monitor::start(probe::Options { scope, backend: args.probe.backend() }, hierarchy)?;
 
     let probe = monitor.probe();
     for attempt in probe.attempts().iter().filter(|a| a.refused.is_some()) {
         info!(event = "probe_refused", backend = %attempt.backend, reason = attempt.refused.as_deref(), "capability probe refused");
     }
+    let run = store.begin_run(probe.backend().name())?;
     info!(event = "started", backend = %probe.backend(), cgroup_root = %args.cgroup_root.display(), "capwatch is watching");
     write_status(&args, probe)?;
 
+    let (events_tx, mut events) = mpsc::channel(256);
+    let docker = tokio::spawn(docker::follow(args.docker_socket.clone(), events_tx));
+    let mut persist = Persister::new(run);
+    let mut last_retention = Instant::now();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            changes = monitor.next() => log_changes(&mut monitor, &changes?),
+            step = monitor.next() => {
+                let step = step?;
+                log_changes(&mut monitor, &mut catalog, step.changes());
+                if let Step::Drained(_) = step {
+                    persist.write(&mut store, &mut monitor, &mut catalog)?;
+                    if last_retention.elapsed() > RETENTION_INTERVAL {
+                        store.forget_exited_before(retention)?;
+                        last_retention = Instant::now();
+                    }
+                }
+            }
+            Some(event) = events.recv() => {
+                let exited = matches!(event, docker::Event::Exited { .. });
+                if let Some(container) = catalog.apply(event) {
+                    journal::container(container, exited);
+                }
+            }
             _ = &mut shutdown => break,
         }
     }
+    docker.abort();
     let changes = monitor.drain()?;
-    log_changes(&mut monitor, &changes);
-    log_totals(&mut monitor);
+    log_changes(&mut monitor, &mut catalog, &changes);
+    persist.write(&mut store, &mut monitor, &mut catalog)?;
+    log_totals(&mut monitor, &mut catalog);
     info!(event = "stopped", "capwatch stopped");
     Ok(())
 }
 
-fn log_changes(monitor: &mut Monitor, changes: &[Change]) {
+fn log_changes(monitor: &mut Monitor, catalog: &mut Catalog, changes: &[Change]) {
     for change in changes {
         let cgroup = match change {
             Change::NewCap(key, _) => monitor.cgroup_name(key.cgroup_id),
             Change::NewFailure(key, _) => monitor.cgroup_name(key.cgroup_id),
             Change::Lost { .. } => String::new(),
         };
-        journal::change(change, &cgroup);
+        journal::change(change, &cgroup, catalog.for_cgroup(&cgroup));
     }
 }
 
 /// On the way out, the totals of everything seen, one line per key.
-fn log_totals(monitor: &mut Monitor) {
+fn log_totals(monitor: &mut Monitor, catalog: &mut Catalog) {
     let caps: Vec<_> = monitor.aggregates().caps().iter().map(|(k, t)| (*k, *t)).collect();
     for (key, totals) in caps {
         let cgroup = monitor.cgroup_name(key.cgroup_id);
-        journal::capability_check(&key, &totals, &cgroup, "totals");
+        journal::capability_check(&key, &totals, &cgroup, catalog.for_cgroup(&cgroup), "totals");
     }
     let failures: Vec<_> = monitor.aggregates().failures().iter().map(|(k, t)| (*k, *t)).collect();
     for (key, totals) in failures {
         let cgroup = monitor.cgroup_name(key.cgroup_id);
-        journal::syscall_failure(&key, &totals, &cgroup, "totals");
+        journal::syscall_failure(&key, &totals, &cgroup, catalog.for_cgroup(&cgroup), "totals");
+    }
+}
+
+/// Writes to the store what changed since its previous write.
+struct Persister {
+    run: RunId,
+    caps: HashMap<CapKey, u64>,
+    failures: HashMap<FailKey, u64>,
+    cgroups: HashMap<u64, Option<String>>,
+}
+
+impl Persister {
+    fn new(run: RunId) -> Self {
+        Self { run, caps: HashMap::new(), failures: HashMap::new(), cgroups: HashMap::new() }
+    }
+
+    fn write(&mut self, store: &mut Store, monitor: &mut Monitor, catalog: &mut Catalog) -> Result<(), Error> {
+        let caps: Vec<_> = monitor
+            .aggregates()
+            .caps()
+            .iter()
+            .filter(|(k, t)| self.caps.get(*k) != Some(&t.count))
+            .map(|(k, t)| (*k, *t, None))
+            .collect();
+        let failures: Vec<_> = monitor
+            .aggregates()
+            .failures()
+            .iter()
+            .filter(|(k, t)| self.failures.get(*k) != Some(&t.count))
+            .map(|(k, t)| (*k, *t))
+            .collect();
+        // A cgroup is written once it is named and, if it is a container's, once its container
+        // is known, so a report finds its rows.
+        let mut cgroup_paths: Vec<(u64, String, Option<String>)> = Vec::new();
+        for id in caps.iter().map(|(k, ..)| k.cgroup_id).chain(failures.iter().map(|(k, _)| k.cgroup_id)) {
+            if self.cgroups.contains_key(&id) || cgroup_paths.iter().any(|(known, ..)| *known == id) {
+                continue;
+            }
+            let path = monitor.cgroup_name(id);
+            let container = catalog.for_cgroup(&path).map(|c| c.id.clone());
+            cgroup_paths.push((id, path, container));
+        }
+        let cgroups: Vec<CgroupRow<'_>> = cgroup_paths
+            .iter()
+            .map(|(id, path, container)| CgroupRow { cgroup_id: *id, path, container_id: container.as_deref() })
+            .collect();
+        let containers = catalog.take_changed();
+        if caps.is_empty() && failures.is_empty() && cgroups.is_empty() && containers.is_empty() {
+            return Ok(());
+        }
+        store.write(self.run, &Batch { cgroups: &cgroups, containers: &containers, caps: &caps, failures: &failures })?;
+        self.caps.extend(caps.iter().map(|(k, t, _)| (*k, t.count)));
+        self.failures.extend(failures.iter().map(|(k, t)| (*k, t.count)));
+        self.cgroups.extend(cgroup_paths.into_iter().map(|(id, _, container)| (id, container)));
+        Ok(())
     }
 }
 
 fn write_status(args: &Args, probe: &probe::Probe) -> Result<(), Error> {
     let status = Status {
         pid: std::process::id(),
-        started: clock::rfc3339(std::time::SystemTime::now()),
+        started: clock::rfc3339(SystemTime::now()),
         backend: probe.backend(),
         attempts: probe.attempts(),
         cgroup_root: args.cgroup_root.display().to_string(),

@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand; `main.rs` only dispatches.
 
 pub mod daemon;
+pub mod ps;
 pub mod status;
 pub mod trace;
 
@@ -22,6 +23,8 @@ pub enum Command {
     Daemon(daemon::Args),
     /// Watch one cgroup in the foreground; Ctrl-C prints the totals.
     Trace(trace::Args),
+    /// List the containers capwatch has seen (running ones; --all for exited ones too).
+    Ps(ps::Args),
     /// Show which capability probe the daemon attached, and why others were refused.
     Status(status::Args),
 }

@@ -39,7 +39,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            changes = monitor.next() => print_changes(&mut monitor, &changes?, started),
+            step = monitor.next() => print_changes(&mut monitor, step?.changes(), started),
             _ = &mut shutdown => break,
         }
     }

@@ -1,6 +1,7 @@
 //! Containers: who a cgroup belongs to (from its path, and from the runtime's API where one
 //! answers), what the container was granted, and finding one by the name or id a user types.
 
+pub mod catalog;
 pub mod docker;
 pub mod identity;
 

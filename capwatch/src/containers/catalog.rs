@@ -1,0 +1,129 @@
+//! The daemon's view of containers: what the runtime told it, what cgroup paths say where no
+//! runtime answered, and which cgroup belongs to which container.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::{docker::Event, identity, Container};
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    by_id: HashMap<String, Container>,
+    /// Containers changed since the last `take_changed`.
+    changed: BTreeSet<String>,
+}
+
+impl Catalog {
+    /// Starts from what the store remembers. Containers it thought running whose cgroup is gone
+    /// exited while no daemon watched: they are marked exited now.
+    pub fn load(stored: Vec<Container>, cgroup_exists: impl Fn(&str) -> bool, now: &str) -> Self {
+        let mut catalog = Self::default();
+        for mut container in stored {
+            if container.running() && !cgroup_exists(&container.cgroup) {
+                container.exited_at = Some(now.to_string());
+                catalog.changed.insert(container.id.clone());
+            }
+            catalog.by_id.insert(container.id.clone(), container);
+        }
+        catalog
+    }
+
+    /// Applies a runtime event; returns the container it concerns.
+    pub fn apply(&mut self, event: Event) -> Option<&Container> {
+        let id = match event {
+            Event::Started(container) => {
+                let id = container.id.clone();
+                self.by_id.insert(id.clone(), container);
+                id
+            }
+            Event::Exited { id, at } => {
+                let container = self.by_id.get_mut(&id)?;
+                container.exited_at = Some(at);
+                id
+            }
+        };
+        self.changed.insert(id.clone());
+        self.by_id.get(&id)
+    }
+
+    /// The container a cgroup belongs to: one the runtime described whose cgroup holds it, or
+    /// else what the path itself says.
+    pub fn for_cgroup(&mut self, path: &str) -> Option<&Container> {
+        let known = self
+            .by_id
+            .values()
+            .filter(|c| !c.cgroup.is_empty() && (path == c.cgroup || path.starts_with(&format!("{}/", c.cgroup))))
+            .max_by_key(|c| (c.running(), c.started_at.clone()))
+            .map(|c| c.id.clone());
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let identity = identity::parse(path)?;
+                if !self.by_id.contains_key(&identity.id) {
+                    self.by_id.insert(identity.id.clone(), Container::from_identity(&identity));
+                    self.changed.insert(identity.id.clone());
+                }
+                identity.id
+            }
+        };
+        self.by_id.get(&id)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Container> {
+        self.by_id.get(id)
+    }
+
+    /// Containers changed since the last call, for the store.
+    pub fn take_changed(&mut self) -> Vec<&Container> {
+        let changed = std::mem::take(&mut self.changed);
+        changed.iter().filter_map(|id| self.by_id.get(id)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::containers::Runtime;
+
+    const ID: &str = "3f4e1a7c9b2d8e6f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071";
+
+    fn described(id: &str, cgroup: &str) -> Container {
+        Container {
+            id: id.into(),
+            name: "web".into(),
+            image: Some("nginx".into()),
+            runtime: Runtime::Docker,
+            pod_uid: None,
+            cgroup: cgroup.into(),
+            init_pid: Some(1),
+            started_at: Some("2026-11-23T00:00:00Z".into()),
+            exited_at: None,
+            granted: None,
+        }
+    }
+
+    #[test]
+    fn cgroups_map_to_described_containers_then_to_their_paths() {
+        let mut catalog = Catalog::default();
+        catalog.apply(Event::Started(described(ID, &format!("/docker/{ID}"))));
+        assert_eq!(catalog.for_cgroup(&format!("/docker/{ID}")).map(|c| c.name.as_str()), Some("web"));
+        // A nested cgroup is the container's too.
+        assert_eq!(catalog.for_cgroup(&format!("/docker/{ID}/inner")).map(|c| c.name.as_str()), Some("web"));
+        // A container nobody described is named by its short id.
+        let other = "b".repeat(64);
+        assert_eq!(catalog.for_cgroup(&format!("/system.slice/docker-{other}.scope")).map(|c| c.name.clone()), Some("b".repeat(12)));
+        assert_eq!(catalog.for_cgroup("/user.slice"), None);
+        assert_eq!(catalog.take_changed().len(), 2);
+        assert!(catalog.take_changed().is_empty());
+    }
+
+    #[test]
+    fn exits_are_kept_and_stale_running_containers_are_closed_on_load() {
+        let mut catalog = Catalog::default();
+        catalog.apply(Event::Started(described(ID, "/docker/x")));
+        catalog.apply(Event::Exited { id: ID.into(), at: "2026-11-23T01:00:00Z".into() });
+        assert_eq!(catalog.get(ID).and_then(|c| c.exited_at.as_deref()), Some("2026-11-23T01:00:00Z"));
+
+        let loaded = Catalog::load(vec![described(ID, "/docker/gone")], |_| false, "2026-11-24T00:00:00Z");
+        assert_eq!(loaded.get(ID).and_then(|c| c.exited_at.as_deref()), Some("2026-11-24T00:00:00Z"));
+    }
+}
