@@ -28,6 +28,11 @@ pub const CAP_FLAG_NOAUDIT: u32 = 1 << 1;
 /// `CapKey::flags`: the check was made with `CAP_OPT_INSETID`.
 pub const CAP_FLAG_INSETID: u32 = 1 << 2;
 
+/// `CapKey::flags`: the check was on credentials other than the task's own (`cred` is not the
+/// task's `real_cred`): the kernel acting with substituted credentials, as overlayfs does with
+/// its mounter's. The task's own capabilities do not decide it.
+pub const CAP_FLAG_FOREIGN_CRED: u32 = 1 << 3;
+
 /// `cap_capable`'s `opts` bits (include/linux/security.h).
 pub const CAP_OPT_NOAUDIT: u32 = 1 << 1;
 pub const CAP_OPT_INSETID: u32 = 1 << 2;

@@ -1,15 +1,17 @@
 //! Capability checks, from whichever backend saw them, into `CW_CAPS`.
 
+use core::ptr::read_volatile;
+
 use aya_ebpf::{
     bindings::{pt_regs, BPF_NOEXIST},
     helpers::{
-        bpf_get_current_pid_tgid,
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     programs::tracing::StackIdContext,
 };
 use capwatch_common::{
-    loss, CapKey, EventKind, KprobeStash, NewCapEvent, CAP_FLAG_INSETID, CAP_FLAG_NOAUDIT,
+    loss, CapKey, EventKind, KprobeStash, NewCapEvent, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_NOAUDIT,
     CAP_FLAG_OPTS_KNOWN, CAP_OPT_INSETID, CAP_OPT_NOAUDIT, VERDICT_DENIED, VERDICT_GRANTED,
 };
 
@@ -19,12 +21,18 @@ use crate::{
     origin, scope,
 };
 
-/// Records one check: `ret` is `cap_capable`'s result (0 granted, negative denied).
+/// Offset of `real_cred` in `struct task_struct`, read by userspace from the kernel's BTF.
+#[unsafe(no_mangle)]
+static CW_TASK_REAL_CRED_OFFSET: u32 = 0;
+
+/// Records one check: `ret` is `cap_capable`'s result (0 granted, negative denied); `cred` the
+/// credentials checked, where not already judged into `flags`.
 #[inline(always)]
-pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32) {
+pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, cred: Option<*const u8>) {
     let Some(cgroup_id) = scope::watched_cgroup() else {
         return;
     };
+    let flags = flags | cred.map_or(0, cred_flags);
     let key = CapKey {
         cgroup_id,
         cap,
@@ -57,13 +65,28 @@ pub fn flags_from_opts(opts: u32) -> u32 {
     flags
 }
 
-/// kprobe backend, at `cap_capable`'s entry: keep `cap` and what `opts` says until the return.
+/// `CAP_FLAG_FOREIGN_CRED` when `cred` is not the current task's own (`real_cred`).
 #[inline(always)]
-pub fn on_kprobe_entry(cap: u32, opts: u32) {
+fn cred_flags(cred: *const u8) -> u32 {
+    let offset = unsafe { read_volatile(&CW_TASK_REAL_CRED_OFFSET) };
+    if offset == 0 {
+        return 0;
+    }
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    match unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize) as *const *const u8) } {
+        Ok(own) if own != cred => CAP_FLAG_FOREIGN_CRED,
+        _ => 0,
+    }
+}
+
+/// kprobe backend, at `cap_capable`'s entry: keep `cap` and what `opts` and `cred` say until
+/// the return.
+#[inline(always)]
+pub fn on_kprobe_entry(cred: *const u8, cap: u32, opts: u32) {
     if scope::watched_cgroup().is_none() {
         return;
     }
-    let stash = KprobeStash { cap, flags: flags_from_opts(opts) };
+    let stash = KprobeStash { cap, flags: flags_from_opts(opts) | cred_flags(cred) };
     let tid = bpf_get_current_pid_tgid();
     if CW_KPROBE_STASH.insert(tid, stash, BPF_NOEXIST as u64).is_ok() {
         return;
@@ -90,7 +113,7 @@ pub fn on_kprobe_return<C: StackIdContext>(ctx: &C, ret: i32) {
         return;
     };
     let _ = CW_KPROBE_STASH.remove(tid);
-    on_check(ctx, stash.cap, ret, stash.flags);
+    on_check(ctx, stash.cap, ret, stash.flags, None);
 }
 
 /// The syscall the current thread is in, from its user pt_regs (`orig_ax`, `orig_rax` in the uapi layout; -1 outside one).

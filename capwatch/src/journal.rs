@@ -1,7 +1,9 @@
 //! The NDJSON lines the daemon writes, one per new observation (see docs/log-format.md for the
 //! fields). They go through `tracing` so that one subscriber formats everything the daemon says.
 
-use capwatch_common::{CapKey, FailKey, Totals, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, VERDICT_GRANTED};
+use capwatch_common::{
+    CapKey, FailKey, Totals, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, VERDICT_GRANTED,
+};
 use tracing::info;
 
 use crate::{
@@ -25,6 +27,12 @@ pub fn noaudit(flags: u32) -> &'static str {
         (true, true) => "yes",
         (true, false) => "no",
     }
+}
+
+/// `own` for a check on the task's own credentials, `substituted` where the kernel checked
+/// other ones on its behalf (overlayfs acting as its mounter).
+pub fn credentials(flags: u32) -> &'static str {
+    if flags & CAP_FLAG_FOREIGN_CRED != 0 { "substituted" } else { "own" }
 }
 
 /// Logs one change; `cgroup` is the path of the change's cgroup, `container` its container.
@@ -84,6 +92,7 @@ pub fn capability_check(key: &CapKey, totals: &Totals, cgroup: &str, container: 
         syscall = %names::syscall(key.syscall),
         syscall_nr = key.syscall as i32,
         noaudit = noaudit(key.flags),
+        credentials = credentials(key.flags),
         count = totals.count,
         first_seen = %clock::rfc3339(clock::wall(totals.first_ns)),
         last_seen = %clock::rfc3339(clock::wall(totals.last_ns)),

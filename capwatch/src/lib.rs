@@ -2,6 +2,7 @@
 //! EACCES, per cgroup. Data flows one way: kernel (`probe`) → `intake` → `aggregate` →
 //! output (`journal`, `cli`).
 
+pub mod advice;
 pub mod aggregate;
 pub mod cgroup;
 pub mod cli;
@@ -15,5 +16,6 @@ pub mod names;
 pub mod paths;
 pub mod probe;
 pub mod store;
+pub mod symbols;
 
 pub use error::Error;

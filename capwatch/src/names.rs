@@ -29,6 +29,11 @@ pub fn capability_number(name: &str) -> Option<u32> {
     full.parse::<caps::Capability>().ok().map(|c| u32::from(c.index()))
 }
 
+/// The capability numbers set in a mask such as /proc's `CapEff`.
+pub fn mask_bits(mask: u64) -> impl Iterator<Item = u32> {
+    (0..64).filter(move |bit| mask & (1 << bit) != 0)
+}
+
 /// The syscall's name on this architecture: `setuid` for 105 on x86_64.
 pub fn syscall(number: u32) -> Cow<'static, str> {
     if number == capwatch_common::NO_SYSCALL {
@@ -80,6 +85,18 @@ mod tests {
         assert_eq!(capability_number("net_raw"), Some(13));
         assert_eq!(capability_number("CAP_SYS_MODULE"), Some(16));
         assert_eq!(capability_number("NOPE"), None);
+    }
+
+    #[test]
+    fn decodes_seed_001s_mask_including_the_bits_above_31() {
+        let names: Vec<String> = mask_bits(0x0000001dbdbeffff).map(|n| capability(n).into_owned()).collect();
+        for set in ["CAP_CHOWN", "CAP_SYS_ADMIN", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND"] {
+            assert!(names.iter().any(|n| n == set), "{set} missing from {names:?}");
+        }
+        for clear in ["CAP_SYS_MODULE", "CAP_SYS_BOOT", "CAP_SYS_TIME", "CAP_AUDIT_CONTROL", "CAP_MAC_ADMIN", "CAP_AUDIT_READ"] {
+            assert!(!names.iter().any(|n| n == clear), "{clear} wrongly in {names:?}");
+        }
+        assert_eq!(names.len(), 0x0000001dbdbeffffu64.count_ones() as usize);
     }
 
     #[test]

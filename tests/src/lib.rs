@@ -5,12 +5,18 @@
 use std::{
     ffi::CString,
     fs,
-    io,
+    io::{self, BufRead, BufReader},
     os::unix::{fs::MetadataExt, process::CommandExt},
     path::{Path, PathBuf},
-    process::{Command, Output},
-    sync::atomic::{AtomicU32, Ordering},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
 };
+
+use serde_json::Value;
 
 use capwatch::{
     cgroup::{Hierarchy, Scope},
@@ -226,4 +232,166 @@ impl Drop for ProtectedFile {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A running capwatch whose stdout lines arrive on a channel.
+pub struct Running {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    errors: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+/// Forwards a pipe's lines to a channel.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Running {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(bin("capwatch"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start capwatch");
+        let lines = lines_of(child.stdout.take().expect("stdout"));
+        let errors = lines_of(child.stderr.take().expect("stderr"));
+        Self { child, lines, errors, seen: Vec::new() }
+    }
+
+    /// Waits (up to 15 s) for the first line on stderr.
+    pub fn first_stderr_line(&mut self) -> String {
+        self.errors.recv_timeout(Duration::from_secs(15)).expect("a line on stderr")
+    }
+
+    /// Waits (up to 15 s) for a line that satisfies `wanted`.
+    pub fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if wanted(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let stderr: Vec<String> = self.errors.try_iter().collect();
+        let stderr = stderr.join("\n");
+        panic!("no line with {what}; stdout so far:\n{}\nstderr:\n{stderr}", self.seen.join("\n"));
+    }
+
+    /// Sends `signal`, waits for the exit, returns the exit code and the remaining lines.
+    pub fn stop(mut self, signal: i32) -> (Option<i32>, Vec<String>) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let status = self.child.wait().expect("wait");
+        self.seen.extend(self.lines.iter());
+        (status.code(), self.seen)
+    }
+}
+
+/// A line as JSON; a line that is not JSON fails the test.
+pub fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+}
+
+/// A fresh directory under the temporary directory.
+pub fn tempdir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("capwatch-test-{}-{label}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("mkdir");
+    dir
+}
+
+/// The tests' own Docker engine, which `cargo xtask test` starts, and the image it imported.
+pub struct DockerEnv {
+    pub socket: String,
+    pub image: String,
+}
+
+/// The Docker engine for a test, if there is one. In CI there must be; elsewhere a test without
+/// one says so and skips.
+pub fn docker_available(test: &str) -> Option<DockerEnv> {
+    if !kernel_available(test) {
+        return None;
+    }
+    match (std::env::var("CAPWATCH_TEST_DOCKER_SOCKET"), std::env::var("CAPWATCH_TEST_IMAGE")) {
+        (Ok(socket), Ok(image)) if Path::new(&socket).exists() => Some(DockerEnv { socket, image }),
+        _ if in_ci() => panic!("{test}: cannot run in CI: no Docker engine (run the tests with `cargo xtask test`)"),
+        _ => {
+            eprintln!("SKIPPED {test}: no Docker engine (`cargo xtask test` starts one)");
+            None
+        }
+    }
+}
+
+impl DockerEnv {
+    /// Runs `docker ARGS` against the test engine and returns what it printed; fails the test if
+    /// docker itself fails.
+    pub fn docker(&self, args: &[&str]) -> String {
+        let out = self.try_docker(args);
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn try_docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("--host")
+            .arg(format!("unix://{}", self.socket))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("docker {args:?}: {e}"))
+    }
+
+    /// `docker run --detach --network none OPTIONS IMAGE COMMAND`, returning the full id.
+    pub fn start(&self, options: &[&str], command: &[&str]) -> String {
+        let mut args = vec!["run", "--detach", "--network", "none"];
+        args.extend_from_slice(options);
+        args.push(&self.image);
+        args.extend_from_slice(command);
+        self.docker(&args)
+    }
+
+    /// Waits for a container to exit and returns its exit code.
+    pub fn wait(&self, id: &str) -> i32 {
+        self.docker(&["wait", id]).parse().expect("exit code")
+    }
+
+    /// `capwatch daemon` following this engine, writing its store in `state`.
+    pub fn daemon(&self, state: &Path) -> Running {
+        let mut daemon = Running::start(&[
+            "daemon",
+            "--state-dir",
+            state.to_str().expect("utf-8 path"),
+            "--docker-socket",
+            &self.socket,
+        ]);
+        daemon.wait_for("event=docker_connected", |l| json(l)["event"] == "docker_connected");
+        daemon
+    }
+}
+
+/// A unique container name for a test.
+pub fn container_name(label: &str) -> String {
+    static SERIAL: AtomicU32 = AtomicU32::new(0);
+    format!("cw-{label}-{}-{}", std::process::id(), SERIAL.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `capwatch ARGS` run to completion: (exit code, stdout, stderr).
+pub fn capwatch(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin("capwatch")).args(args).output().expect("run capwatch");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }

@@ -1,90 +1,11 @@
 //! The `capwatch` binary as users run it: the daemon's NDJSON lines, `trace`, and the one-line
 //! errors for what it cannot do. These need root and BPF; in CI they must run.
 
-use std::{
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::Command};
 
-use capwatch_tests::{bin, kernel_available, refused, Launch, TestCgroup};
+use capwatch_tests::{bin, json, kernel_available, refused, tempdir, Launch, Running, TestCgroup};
 use caps::Capability::CAP_NET_RAW;
 use serde_json::Value;
-
-/// A running capwatch whose stdout lines arrive on a channel.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    errors: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-/// Forwards a pipe's lines to a channel.
-fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(bin("capwatch"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start capwatch");
-        let lines = lines_of(child.stdout.take().expect("stdout"));
-        let errors = lines_of(child.stderr.take().expect("stderr"));
-        Self { child, lines, errors, seen: Vec::new() }
-    }
-
-    /// Waits (up to 15 s) for the first line on stderr.
-    fn first_stderr_line(&mut self) -> String {
-        self.errors.recv_timeout(Duration::from_secs(15)).expect("a line on stderr")
-    }
-
-    /// Waits (up to 15 s) for a line that satisfies `wanted`.
-    fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if wanted(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let stderr: Vec<String> = self.errors.try_iter().collect();
-        let stderr = stderr.join("\n");
-        panic!("no line with {what}; stdout so far:\n{}\nstderr:\n{stderr}", self.seen.join("\n"));
-    }
-
-    /// Sends `signal`, waits for the exit, returns the exit code and the remaining lines.
-    fn stop(mut self, signal: i32) -> (Option<i32>, Vec<String>) {
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-        let status = self.child.wait().expect("wait");
-        self.seen.extend(self.lines.iter());
-        (status.code(), self.seen)
-    }
-}
-
-fn json(line: &str) -> Value {
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
-}
 
 #[test]
 fn the_daemon_logs_each_new_observation_as_a_json_line() {
@@ -212,10 +133,4 @@ fn an_unknown_cgroup_root_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("/no/such/cgroup") && stderr.contains("not a cgroup"), "{stderr}");
-}
-
-fn tempdir(label: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("capwatch-test-{}-{label}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    dir
 }

@@ -22,6 +22,7 @@ use crate::{
     monitor::{Monitor, Step},
     paths, probe,
     store::{Batch, CgroupRow, RunId, Store},
+    symbols::Kallsyms,
 };
 
 #[derive(Debug, clap::Args)]
@@ -53,6 +54,9 @@ struct Status<'a> {
     attempts: &'a [probe::Attempt],
     cgroup_root: String,
 }
+
+/// Frames of a first occurrence's kernel stack kept as its call site.
+const CALL_SITE_DEPTH: usize = 4;
 
 /// How often retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
@@ -141,6 +145,9 @@ fn log_totals(monitor: &mut Monitor, catalog: &mut Catalog) {
 /// Writes to the store what changed since its previous write.
 struct Persister {
     run: RunId,
+    kallsyms: Option<Kallsyms>,
+    /// Call sites of first occurrences, resolved once.
+    sites: HashMap<CapKey, Option<String>>,
     caps: HashMap<CapKey, u64>,
     failures: HashMap<FailKey, u64>,
     cgroups: HashMap<u64, Option<String>>,
@@ -148,17 +155,20 @@ struct Persister {
 
 impl Persister {
     fn new(run: RunId) -> Self {
-        Self { run, caps: HashMap::new(), failures: HashMap::new(), cgroups: HashMap::new() }
+        Self { run, kallsyms: Kallsyms::load(), sites: HashMap::new(), caps: HashMap::new(), failures: HashMap::new(), cgroups: HashMap::new() }
     }
 
     fn write(&mut self, store: &mut Store, monitor: &mut Monitor, catalog: &mut Catalog) -> Result<(), Error> {
-        let caps: Vec<_> = monitor
-            .aggregates()
-            .caps()
-            .iter()
-            .filter(|(k, t)| self.caps.get(*k) != Some(&t.count))
-            .map(|(k, t)| (*k, *t, None))
-            .collect();
+        let changed: Vec<_> =
+            monitor.aggregates().caps().iter().filter(|(k, t)| self.caps.get(*k) != Some(&t.count)).map(|(k, t)| (*k, *t)).collect();
+        let mut caps = Vec::with_capacity(changed.len());
+        for (key, totals) in changed {
+            let site = self.sites.entry(key).or_insert_with(|| {
+                let stack = monitor.stack(totals.stack_id)?;
+                self.kallsyms.as_ref()?.call_site(&stack, CALL_SITE_DEPTH)
+            });
+            caps.push((key, totals, site.clone()));
+        }
         let failures: Vec<_> = monitor
             .aggregates()
             .failures()

@@ -171,13 +171,14 @@ fn open(scope: Scope) -> Result<(Ebpf, Btf), Error> {
     }
     let btf = Btf::from_sys_fs().map_err(|_| Error::NoBtf)?;
     let include_root = u32::from(scope.include_root);
-    let tgid_offset = offsets::task_tgid()?;
+    let offsets = offsets::read()?;
     let ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .override_global("CW_WATCH_ROOT_ID", &scope.root_id, true)
         .override_global("CW_WATCH_ROOT_LEVEL", &scope.level, true)
         .override_global("CW_WATCH_ROOT_INCLUDED", &include_root, true)
-        .override_global("CW_TASK_TGID_OFFSET", &tgid_offset, true)
+        .override_global("CW_TASK_TGID_OFFSET", &offsets.task_tgid, true)
+        .override_global("CW_TASK_REAL_CRED_OFFSET", &offsets.task_real_cred, true)
         .load(OBJECT)
         .map_err(|e| match permission_denied(&e) {
             true => Error::NotRoot,

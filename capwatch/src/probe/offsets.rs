@@ -7,10 +7,22 @@ use crate::error::Error;
 
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
-/// `offsetof(struct task_struct, tgid)`.
-pub fn task_tgid() -> Result<u32, Error> {
+/// The offsets the programs need, in their globals' order.
+#[derive(Debug, Clone, Copy)]
+pub struct Offsets {
+    /// `offsetof(struct task_struct, tgid)`.
+    pub task_tgid: u32,
+    /// `offsetof(struct task_struct, real_cred)`.
+    pub task_real_cred: u32,
+}
+
+pub fn read() -> Result<Offsets, Error> {
     let btf = Btf::from_file(VMLINUX).map_err(|_| Error::NoBtf)?;
-    field_offset(&btf, "task_struct", "tgid").ok_or(Error::KernelLayout("task_struct.tgid"))
+    let field = |name: &'static str| {
+        let (structure, member) = name.split_once('.').expect("struct.field");
+        field_offset(&btf, structure, member).ok_or(Error::KernelLayout(name))
+    };
+    Ok(Offsets { task_tgid: field("task_struct.tgid")?, task_real_cred: field("task_struct.real_cred")? })
 }
 
 /// Byte offset of `field` in `structure`, looking through anonymous members.
@@ -48,8 +60,9 @@ mod tests {
             eprintln!("SKIPPED: this kernel exposes no BTF");
             return;
         }
-        let offset = super::task_tgid().expect("task_struct.tgid");
-        // tgid follows pid, deep inside task_struct on every kernel capwatch supports.
-        assert!(offset > 64 && offset % 4 == 0, "{offset}");
+        let offsets = super::read().expect("task_struct offsets");
+        // Both sit deep inside task_struct, tgid after pid, the credentials after both.
+        assert!(offsets.task_tgid > 64 && offsets.task_tgid % 4 == 0, "{offsets:?}");
+        assert!(offsets.task_real_cred > offsets.task_tgid && offsets.task_real_cred % 8 == 0, "{offsets:?}");
     }
 }

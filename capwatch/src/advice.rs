@@ -1,0 +1,355 @@
+//! Which capabilities a container needs: verdicts from what the store recorded about it, and
+//! the least privilege it can run with.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::SystemTime,
+};
+
+use capwatch_common::{origin, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_NOAUDIT, VERDICT_GRANTED};
+use serde::Serialize;
+
+use crate::{
+    containers::Container,
+    names,
+    store::{CapRow, FailRow},
+};
+
+/// Call sites where the kernel only asks, and nothing is refused whatever the answer: the
+/// overcommit heuristics ask for CAP_SYS_ADMIN on every private writable mmap, brk and execve.
+const ADVISORY_SITES: [&str; 3] = ["security_vm_enough_memory_mm", "cap_vm_enough_memory", "__vm_enough_memory"];
+
+/// Capabilities the kernel tries one after the other for the same permission: the first
+/// denied then the second granted means the second sufficed.
+const FALLBACKS: [(u32, u32); 2] = [(2, 1), (1, 2)]; // DAC_READ_SEARCH ↔ DAC_OVERRIDE
+
+/// Docker's default capability set (moby's oci/caps/defaults.go).
+pub const DOCKER_DEFAULT_CAPS: u64 = 0x00000000a80425fb;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The application used it: a granted, consequential check.
+    Needed,
+    /// It was never needed while observed; `reason` says why.
+    NotNeeded,
+    /// It was denied and a syscall failed because of it.
+    Missing,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Usage {
+    pub count: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub syscalls: Vec<String>,
+    pub programs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CapabilityReport {
+    pub capability: String,
+    pub number: u32,
+    /// Whether the container held it at start; None when no runtime said.
+    pub granted: Option<bool>,
+    /// The application's consequential granted checks.
+    pub used: Option<Usage>,
+    /// The application's denied checks.
+    pub denied: Option<Usage>,
+    pub verdict: Verdict,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub container: Container,
+    /// From the first to the latest thing seen in the container.
+    pub observed_from: Option<String>,
+    pub observed_to: Option<String>,
+    pub observed_seconds: u64,
+    pub capabilities: Vec<CapabilityReport>,
+    /// The least privilege: `--cap-drop ALL` and these.
+    pub cap_add: Vec<String>,
+}
+
+/// Builds a container's report from its rows in the store.
+pub fn report(container: Container, caps: &[CapRow], failures: &[FailRow]) -> Report {
+    let granted_mask = granted_mask(&container);
+    let mut numbers: BTreeSet<u32> = caps.iter().map(|r| r.key.cap).collect();
+    if let Some(mask) = granted_mask {
+        numbers.extend(names::mask_bits(mask));
+    }
+    let failed: BTreeSet<u32> = failures.iter().filter(|f| f.key.origin == origin::APP).map(|f| f.key.syscall).collect();
+    let capabilities: Vec<CapabilityReport> = numbers
+        .into_iter()
+        .map(|cap| {
+            let rows: Vec<&CapRow> = caps.iter().filter(|r| r.key.cap == cap).collect();
+            judge(cap, granted_mask.map(|m| m & (1 << cap) != 0), &rows, caps, &failed)
+        })
+        .collect();
+    let cap_add = capabilities
+        .iter()
+        .filter(|c| c.verdict != Verdict::NotNeeded)
+        .map(|c| c.capability.trim_start_matches("CAP_").to_string())
+        .collect();
+    let seen = caps.iter().map(|r| (r.first_seen, r.last_seen)).chain(failures.iter().map(|f| (f.first_seen, f.last_seen)));
+    let (from, to) = seen.fold((None::<SystemTime>, None::<SystemTime>), |(from, to), (first, last)| {
+        (Some(from.map_or(first, |f| f.min(first))), Some(to.map_or(last, |t| t.max(last))))
+    });
+    let observed_seconds = match (&container.started_at, from, to) {
+        (_, Some(from), Some(to)) => to.duration_since(from).map_or(0, |d| d.as_secs()),
+        _ => 0,
+    };
+    Report {
+        observed_from: from.map(crate::clock::rfc3339),
+        observed_to: to.map(crate::clock::rfc3339),
+        observed_seconds,
+        container,
+        capabilities,
+        cap_add,
+    }
+}
+
+/// The container's capabilities at start: the init process's effective set, or what its
+/// runtime configuration implies.
+fn granted_mask(container: &Container) -> Option<u64> {
+    let granted = container.granted.as_ref()?;
+    if let Some(eff) = granted.cap_eff {
+        return Some(eff);
+    }
+    if granted.privileged {
+        return Some(u64::MAX >> (64 - 41));
+    }
+    let mut mask = DOCKER_DEFAULT_CAPS;
+    for (names, add) in [(&granted.cap_drop, false), (&granted.cap_add, true)] {
+        for name in names {
+            if name.eq_ignore_ascii_case("ALL") {
+                mask = if add { u64::MAX >> (64 - 41) } else { 0 };
+            } else if let Some(n) = names::capability_number(name) {
+                mask = if add { mask | 1 << n } else { mask & !(1 << n) };
+            }
+        }
+    }
+    Some(mask)
+}
+
+fn judge(cap: u32, granted: Option<bool>, rows: &[&CapRow], all: &[CapRow], failed: &BTreeSet<u32>) -> CapabilityReport {
+    let (substituted, app): (Vec<&CapRow>, Vec<&CapRow>) = rows
+        .iter()
+        .copied()
+        .filter(|r| r.key.origin == origin::APP)
+        .partition(|r| r.key.flags & CAP_FLAG_FOREIGN_CRED != 0);
+    let (granted_rows, denied_rows): (Vec<&CapRow>, Vec<&CapRow>) = app.iter().partition(|r| r.key.verdict == VERDICT_GRANTED);
+    let (advisory, consequential): (Vec<&CapRow>, Vec<&CapRow>) = granted_rows.into_iter().partition(|r| advisory(r));
+
+    let (verdict, reason) = if !consequential.is_empty() {
+        (Verdict::Needed, format!("used in {}", syscalls(&consequential).join(", ")))
+    } else if let Some(reason) = missing(cap, &denied_rows, all, failed) {
+        reason
+    } else if !denied_rows.is_empty() {
+        let covered = fallback_cover(cap, &denied_rows, all);
+        match covered {
+            Some(partner) => (Verdict::NotNeeded, format!("denied, but {partner} was granted in the same call and sufficed")),
+            None => (Verdict::NotNeeded, format!("denied in {}, and the calls still succeeded", syscalls(&denied_rows).join(", "))),
+        }
+    } else if !advisory.is_empty() {
+        (Verdict::NotNeeded, format!("only advisory checks (kernel overcommit accounting in {})", syscalls(&advisory).join(", ")))
+    } else if !substituted.is_empty() {
+        (
+            Verdict::NotNeeded,
+            format!(
+                "checked only against credentials the kernel substituted (in {}, e.g. overlayfs acting as its mounter): --cap-add cannot change that",
+                syscalls(&substituted).join(", ")
+            ),
+        )
+    } else if rows.iter().any(|r| r.key.origin == origin::RUNTIME) || rows.iter().any(|r| r.key.origin == origin::EXEC) {
+        let who: Vec<&str> = [(origin::RUNTIME, "the runtime's setup"), (origin::EXEC, "docker exec sessions")]
+            .into_iter()
+            .filter(|(o, _)| rows.iter().any(|r| r.key.origin == *o))
+            .map(|(_, who)| who)
+            .collect();
+        (Verdict::NotNeeded, format!("used only by {}", who.join(" and ")))
+    } else {
+        (Verdict::NotNeeded, "never checked while observed".to_string())
+    };
+    CapabilityReport {
+        capability: names::capability(cap).into_owned(),
+        number: cap,
+        granted,
+        used: usage(&consequential),
+        denied: usage(&denied_rows),
+        verdict,
+        reason,
+    }
+}
+
+/// Denied in a syscall that failed, with no fallback that sufficed.
+fn missing(cap: u32, denied: &[&CapRow], all: &[CapRow], failed: &BTreeSet<u32>) -> Option<(Verdict, String)> {
+    let failing: Vec<&CapRow> = denied
+        .iter()
+        .copied()
+        .filter(|r| failed.contains(&r.key.syscall) && partner_granted(cap, r.key.syscall, all).is_none())
+        .collect();
+    (!failing.is_empty()).then(|| (Verdict::Missing, format!("denied in {}, which failed", syscalls(&failing).join(", "))))
+}
+
+fn fallback_cover(cap: u32, denied: &[&CapRow], all: &[CapRow]) -> Option<String> {
+    let partners: Vec<String> = denied.iter().filter_map(|r| partner_granted(cap, r.key.syscall, all)).collect();
+    (partners.len() == denied.len()).then(|| partners.into_iter().next()).flatten()
+}
+
+/// The fallback partner of `cap` granted to the application in the same syscall.
+fn partner_granted(cap: u32, syscall: u32, all: &[CapRow]) -> Option<String> {
+    FALLBACKS.iter().filter(|(first, _)| *first == cap).find_map(|&(_, partner)| {
+        all.iter()
+            .any(|r| r.key.cap == partner && r.key.syscall == syscall && r.key.verdict == VERDICT_GRANTED && r.key.origin == origin::APP)
+            .then(|| names::capability(partner).into_owned())
+    })
+}
+
+/// A check the kernel makes without consequence: known from its call site, or, where no stack
+/// was recorded, from the probe's `opts`.
+fn advisory(row: &CapRow) -> bool {
+    match &row.call_site {
+        Some(site) => ADVISORY_SITES.iter().any(|s| site.split(" ← ").next() == Some(*s)),
+        None => row.key.flags & CAP_FLAG_NOAUDIT != 0,
+    }
+}
+
+fn syscalls(rows: &[&CapRow]) -> Vec<String> {
+    rows.iter().map(|r| names::syscall(r.key.syscall).into_owned()).collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+fn usage(rows: &[&CapRow]) -> Option<Usage> {
+    if rows.is_empty() {
+        return None;
+    }
+    let programs: BTreeMap<String, ()> = rows.iter().map(|r| (names::comm(&r.sample.comm), ())).collect();
+    Some(Usage {
+        count: rows.iter().map(|r| r.count).sum(),
+        first_seen: crate::clock::rfc3339(rows.iter().map(|r| r.first_seen).min().expect("not empty")),
+        last_seen: crate::clock::rfc3339(rows.iter().map(|r| r.last_seen).max().expect("not empty")),
+        syscalls: syscalls(rows),
+        programs: programs.into_keys().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::containers::{Granted, Runtime};
+    use capwatch_common::{CapKey, FailKey, Sample, VERDICT_DENIED};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn container(granted: Option<Granted>) -> Container {
+        Container {
+            id: "a".repeat(64),
+            name: "app".into(),
+            image: None,
+            runtime: Runtime::Docker,
+            pod_uid: None,
+            cgroup: String::new(),
+            init_pid: None,
+            started_at: None,
+            exited_at: None,
+            granted,
+        }
+    }
+
+    fn row(cap: u32, syscall: u32, verdict: u16, origin: u16, call_site: Option<&str>) -> CapRow {
+        CapRow {
+            key: CapKey { cgroup_id: 0, cap, syscall, verdict, origin, flags: 0 },
+            count: 3,
+            first_seen: UNIX_EPOCH + Duration::from_secs(100),
+            last_seen: UNIX_EPOCH + Duration::from_secs(160),
+            sample: Sample { tid: 1, pid: 1, uid: 0, gid: 0, comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0" },
+            call_site: call_site.map(Into::into),
+        }
+    }
+
+    fn failure(syscall: u32, errno: u16) -> FailRow {
+        FailRow {
+            key: FailKey { cgroup_id: 0, syscall, errno, origin: origin::APP },
+            count: 1,
+            first_seen: UNIX_EPOCH + Duration::from_secs(120),
+            last_seen: UNIX_EPOCH + Duration::from_secs(120),
+            sample: Sample { tid: 1, pid: 1, uid: 0, gid: 0, comm: [0; 16] },
+        }
+    }
+
+    fn verdict_of(report: &Report, cap: u32) -> (Verdict, String) {
+        let c = report.capabilities.iter().find(|c| c.number == cap).expect("listed");
+        (c.verdict, c.reason.clone())
+    }
+
+    const SOCKET: u32 = 41;
+    const MMAP: u32 = 9;
+    const OPENAT: u32 = 257;
+
+    #[test]
+    fn advisory_runtime_and_exec_checks_are_not_needs() {
+        let caps = [
+            row(13, SOCKET, VERDICT_GRANTED, origin::APP, Some("inet_create ← __sock_create")),
+            row(21, MMAP, VERDICT_GRANTED, origin::APP, Some("security_vm_enough_memory_mm ← __mmap_region")),
+            row(8, 126, VERDICT_GRANTED, origin::RUNTIME, Some("cap_capset")),
+            row(12, 54, VERDICT_GRANTED, origin::EXEC, Some("do_ip_setsockopt")),
+        ];
+        let report = report(container(Some(Granted { cap_eff: Some(DOCKER_DEFAULT_CAPS), ..Default::default() })), &caps, &[]);
+        assert_eq!(verdict_of(&report, 13).0, Verdict::Needed);
+        assert!(verdict_of(&report, 21).1.contains("advisory"));
+        assert!(verdict_of(&report, 8).1.contains("runtime"));
+        assert!(verdict_of(&report, 12).1.contains("exec"));
+        assert_eq!(verdict_of(&report, 0), (Verdict::NotNeeded, "never checked while observed".into()));
+        assert_eq!(report.cap_add, ["NET_RAW"]);
+        assert_eq!(report.observed_seconds, 60);
+    }
+
+    #[test]
+    fn a_denied_check_in_a_failed_call_is_missing_unless_a_fallback_sufficed() {
+        let caps = [
+            row(13, SOCKET, VERDICT_DENIED, origin::APP, None),
+            row(2, OPENAT, VERDICT_DENIED, origin::APP, None),
+            row(1, OPENAT, VERDICT_GRANTED, origin::APP, None),
+            row(7, 105, VERDICT_DENIED, origin::APP, None),
+        ];
+        let report = report(container(None), &caps, &[failure(SOCKET, 1), failure(OPENAT, 13)]);
+        assert_eq!(verdict_of(&report, 13).0, Verdict::Missing);
+        let (verdict, reason) = verdict_of(&report, 2);
+        assert_eq!(verdict, Verdict::NotNeeded);
+        assert!(reason.contains("CAP_DAC_OVERRIDE"), "{reason}");
+        assert_eq!(verdict_of(&report, 1).0, Verdict::Needed);
+        // setuid(0) refused but succeeding (already uid 0) is no failure.
+        assert_eq!(verdict_of(&report, 7).0, Verdict::NotNeeded);
+        assert_eq!(report.cap_add, ["DAC_OVERRIDE", "NET_RAW"]);
+    }
+
+    #[test]
+    fn checks_on_substituted_credentials_are_not_the_applications_need() {
+        let mut overlay = row(21, 262, VERDICT_GRANTED, origin::APP, Some("ovl_getattr"));
+        overlay.key.flags = CAP_FLAG_FOREIGN_CRED;
+        let report = report(container(None), &[overlay], &[]);
+        let (verdict, reason) = verdict_of(&report, 21);
+        assert_eq!(verdict, Verdict::NotNeeded);
+        assert!(reason.contains("substituted") && reason.contains("--cap-add cannot"), "{reason}");
+        assert!(report.cap_add.is_empty());
+    }
+
+    #[test]
+    fn noaudit_marks_advisory_only_where_no_call_site_was_recorded() {
+        let mut probe = row(21, MMAP, VERDICT_GRANTED, origin::APP, None);
+        probe.key.flags = CAP_FLAG_NOAUDIT | capwatch_common::CAP_FLAG_OPTS_KNOWN;
+        assert!(advisory(&probe));
+        // seccomp filter setup asks noaudit too, and its answer decides the call.
+        let mut seccomp = row(21, 317, VERDICT_GRANTED, origin::APP, Some("ns_capable_noaudit ← seccomp_set_mode_filter"));
+        seccomp.key.flags = probe.key.flags;
+        assert!(!advisory(&seccomp));
+    }
+
+    #[test]
+    fn granted_sets_follow_docker_flags_when_no_process_was_read() {
+        let drop_all = Granted { cap_drop: vec!["ALL".into()], cap_add: vec!["NET_RAW".into()], ..Default::default() };
+        assert_eq!(granted_mask(&container(Some(drop_all))), Some(1 << 13));
+        let defaults = Granted { cap_add: vec!["SYS_ADMIN".into()], cap_drop: vec!["MKNOD".into()], ..Default::default() };
+        assert_eq!(granted_mask(&container(Some(defaults))), Some((DOCKER_DEFAULT_CAPS | 1 << 21) & !(1 << 27)));
+    }
+}
