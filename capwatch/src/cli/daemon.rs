@@ -77,14 +77,16 @@ pub async fn run(args: Args) -> Result<(), Error> {
         info!(event = "probe_refused", backend = %attempt.backend, reason = attempt.refused.as_deref(), "capability probe refused");
     }
     let run = store.begin_run(probe.backend().name())?;
-    info!(event = "started", backend = %probe.backend(), cgroup_root = %args.cgroup_root.display(), "capwatch is watching");
+    // Signals and status.json first: once `started` is logged, SIGTERM stops this daemon cleanly
+    // and `capwatch status` reports it.
+    let shutdown = shutdown_signal();
     write_status(&args, probe)?;
+    info!(event = "started", backend = %probe.backend(), cgroup_root = %args.cgroup_root.display(), "capwatch is watching");
 
     let (events_tx, mut events) = mpsc::channel(256);
     let docker = tokio::spawn(docker::follow(args.docker_socket.clone(), events_tx));
     let mut persist = Persister::new(run);
     let mut last_retention = Instant::now();
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -213,5 +215,8 @@ fn write_status(args: &Args, probe: &probe::Probe) -> Result<(), Error> {
     };
     let path = args.state_dir.join(paths::STATUS_FILE);
     let text = serde_json::to_string_pretty(&status).expect("status serializes");
-    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+    // Written aside and renamed, so a reader never sees half a file.
+    let partial = path.with_extension("json.partial");
+    std::fs::write(&partial, text).map_err(|e| Error::io(&partial, e))?;
+    std::fs::rename(&partial, &path).map_err(|e| Error::io(&path, e))
 }

@@ -29,13 +29,13 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let hierarchy = Hierarchy::find()?;
     let scope = hierarchy.scope(&args.cgroup, true)?;
     let mut monitor = Monitor::start(probe::Options { scope, backend: args.probe.backend() }, hierarchy)?;
+    let shutdown = shutdown_signal();
     eprintln!(
         "capwatch: tracing {} with the {} probe; Ctrl-C prints the totals",
         args.cgroup.display(),
         monitor.probe().backend()
     );
     let started = Instant::now();
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
