@@ -385,6 +385,16 @@ impl Daemon {
     }
 }
 
+impl Drop for Daemon {
+    /// A test that fails half-way leaves no daemon behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A state directory for one daemon, removed when dropped.
 struct StateDir(std::path::PathBuf);
 
