@@ -49,6 +49,9 @@ pub enum Error {
     #[error("{path}: the store was written by a newer capwatch (schema {version}); upgrade capwatch to read it")]
     NewerStore { path: PathBuf, version: i64 },
 
+    #[error("{0}")]
+    Usage(String),
+
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 

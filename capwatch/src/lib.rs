@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod containers;
 pub mod error;
+pub mod format;
 pub mod intake;
 pub mod journal;
 pub mod monitor;

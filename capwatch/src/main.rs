@@ -16,6 +16,8 @@ fn main() -> ExitCode {
             Command::Trace(args) => cli::trace::run(args).await,
             Command::Status(args) => cli::status::run(args),
             Command::Ps(args) => cli::ps::run(args),
+            Command::Report(args) => cli::report::run(args),
+            Command::Caps(args) => cli::caps::run(args),
         }
     });
     match result {
@@ -43,6 +45,6 @@ fn init_logging(command: &Command) {
             .with_env_filter(filter)
             .with_writer(std::io::stdout)
             .init(),
-        Command::Trace(_) | Command::Status(_) | Command::Ps(_) => fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
+        Command::Trace(_) | Command::Status(_) | Command::Ps(_) | Command::Report(_) | Command::Caps(_) => fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
     }
 }

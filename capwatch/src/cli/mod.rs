@@ -1,7 +1,9 @@
 //! The command line: one file per subcommand; `main.rs` only dispatches.
 
+pub mod caps;
 pub mod daemon;
 pub mod ps;
+pub mod report;
 pub mod status;
 pub mod trace;
 
@@ -23,6 +25,10 @@ pub enum Command {
     Daemon(daemon::Args),
     /// Watch one cgroup in the foreground; Ctrl-C prints the totals.
     Trace(trace::Args),
+    /// What a container used, each capability's verdict, and the least privilege it needs.
+    Report(report::Args),
+    /// Decode a capability mask, or show a container's granted and used capabilities.
+    Caps(caps::Args),
     /// List the containers capwatch has seen (running ones; --all for exited ones too).
     Ps(ps::Args),
     /// Show which capability probe the daemon attached, and why others were refused.
