@@ -33,6 +33,11 @@ pub const CAP_FLAG_INSETID: u32 = 1 << 2;
 /// its mounter's. The task's own capabilities do not decide it.
 pub const CAP_FLAG_FOREIGN_CRED: u32 = 1 << 3;
 
+/// `CapKey::flags`: the check was against a user namespace above the credentials' own (a
+/// container in its own user namespace asking for something only the host's can grant). No
+/// capability added to the container can satisfy it.
+pub const CAP_FLAG_OUTER_USERNS: u32 = 1 << 4;
+
 /// `cap_capable`'s `opts` bits (include/linux/security.h).
 pub const CAP_OPT_NOAUDIT: u32 = 1 << 1;
 pub const CAP_OPT_INSETID: u32 = 1 << 2;

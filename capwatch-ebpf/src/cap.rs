@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use capwatch_common::{
-    loss, CapKey, EventKind, KprobeStash, NewCapEvent, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_NOAUDIT,
+    loss, CapKey, EventKind, KprobeStash, NewCapEvent, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_OUTER_USERNS, CAP_FLAG_NOAUDIT,
     CAP_FLAG_OPTS_KNOWN, CAP_OPT_INSETID, CAP_OPT_NOAUDIT, VERDICT_DENIED, VERDICT_GRANTED,
 };
 
@@ -21,18 +21,23 @@ use crate::{
     origin, scope,
 };
 
-/// Offset of `real_cred` in `struct task_struct`, read by userspace from the kernel's BTF.
+/// Offsets read by userspace from the kernel's BTF: `task_struct.real_cred`,
+/// `cred.user_ns`, `user_namespace.level`.
 #[unsafe(no_mangle)]
 static CW_TASK_REAL_CRED_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_CRED_USER_NS_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_USER_NS_LEVEL_OFFSET: u32 = 0;
 
 /// Records one check: `ret` is `cap_capable`'s result (0 granted, negative denied); `cred` the
 /// credentials checked, where not already judged into `flags`.
 #[inline(always)]
-pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, cred: Option<*const u8>) {
+pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, cred: Option<(*const u8, *const u8)>) {
     let Some(cgroup_id) = scope::watched_cgroup() else {
         return;
     };
-    let flags = flags | cred.map_or(0, cred_flags);
+    let flags = flags | cred.map_or(0, |(cred, ns)| cred_flags(cred, ns));
     let key = CapKey {
         cgroup_id,
         cap,
@@ -65,28 +70,47 @@ pub fn flags_from_opts(opts: u32) -> u32 {
     flags
 }
 
-/// `CAP_FLAG_FOREIGN_CRED` when `cred` is not the current task's own (`real_cred`).
+/// What the checked credentials and namespace say: `CAP_FLAG_FOREIGN_CRED` when `cred` is not
+/// the current task's own (`real_cred`), `CAP_FLAG_OUTER_USERNS` when `ns` lies above the
+/// credentials' user namespace. The common case (own credentials, own namespace) costs two reads.
 #[inline(always)]
-fn cred_flags(cred: *const u8) -> u32 {
-    let offset = unsafe { read_volatile(&CW_TASK_REAL_CRED_OFFSET) };
-    if offset == 0 {
-        return 0;
-    }
+fn cred_flags(cred: *const u8, ns: *const u8) -> u32 {
+    let mut flags = 0;
+    let real_cred = unsafe { read_volatile(&CW_TASK_REAL_CRED_OFFSET) };
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    match unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize) as *const *const u8) } {
-        Ok(own) if own != cred => CAP_FLAG_FOREIGN_CRED,
-        _ => 0,
+    if real_cred != 0 && read_ptr(task, real_cred).is_some_and(|own| own != cred) {
+        flags |= CAP_FLAG_FOREIGN_CRED;
     }
+    let user_ns = unsafe { read_volatile(&CW_CRED_USER_NS_OFFSET) };
+    let level = unsafe { read_volatile(&CW_USER_NS_LEVEL_OFFSET) };
+    if user_ns == 0 || level == 0 {
+        return flags;
+    }
+    let Some(own_ns) = read_ptr(cred, user_ns) else { return flags };
+    if own_ns != ns {
+        let depth = |ns: *const u8| unsafe { bpf_probe_read_kernel(ns.wrapping_add(level as usize) as *const i32) }.ok();
+        if let (Some(own), Some(target)) = (depth(own_ns), depth(ns)) {
+            if target < own {
+                flags |= CAP_FLAG_OUTER_USERNS;
+            }
+        }
+    }
+    flags
+}
+
+#[inline(always)]
+fn read_ptr(base: *const u8, offset: u32) -> Option<*const u8> {
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const *const u8) }.ok()
 }
 
 /// kprobe backend, at `cap_capable`'s entry: keep `cap` and what `opts` and `cred` say until
 /// the return.
 #[inline(always)]
-pub fn on_kprobe_entry(cred: *const u8, cap: u32, opts: u32) {
+pub fn on_kprobe_entry(cred: *const u8, ns: *const u8, cap: u32, opts: u32) {
     if scope::watched_cgroup().is_none() {
         return;
     }
-    let stash = KprobeStash { cap, flags: flags_from_opts(opts) | cred_flags(cred) };
+    let stash = KprobeStash { cap, flags: flags_from_opts(opts) | cred_flags(cred, ns) };
     let tid = bpf_get_current_pid_tgid();
     if CW_KPROBE_STASH.insert(tid, stash, BPF_NOEXIST as u64).is_ok() {
         return;

@@ -22,9 +22,10 @@ use aya_ebpf::{
 #[btf_tracepoint(function = "cap_capable")]
 pub fn cap_capable_tp(ctx: BtfTracePointContext) -> i32 {
     let cred: *const u8 = ctx.arg(0);
+    let target_ns: *const u8 = ctx.arg(1);
     let cap: i32 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
-    cap::on_check(&ctx, cap as u32, ret, 0, Some(cred));
+    cap::on_check(&ctx, cap as u32, ret, 0, Some((cred, target_ns)));
     0
 }
 
@@ -34,18 +35,21 @@ pub fn cap_capable_tp(ctx: BtfTracePointContext) -> i32 {
 #[fexit(function = "cap_capable")]
 pub fn cap_capable_fexit(ctx: FExitContext) -> i32 {
     let cred: *const u8 = ctx.arg(0);
+    let ns: *const u8 = ctx.arg(1);
     let cap: i32 = ctx.arg(2);
     let opts: u32 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
-    cap::on_check(&ctx, cap as u32, ret, cap::flags_from_opts(opts), Some(cred));
+    cap::on_check(&ctx, cap as u32, ret, cap::flags_from_opts(opts), Some((cred, ns)));
     0
 }
 
 /// kprobe on `cap_capable(cred, ns, cap, opts)`: stashes the arguments until the return.
 #[kprobe]
 pub fn cap_capable_entry(ctx: ProbeContext) -> u32 {
-    if let (Some(cred), Some(cap), Some(opts)) = (ctx.arg::<*const u8>(0), ctx.arg::<i32>(2), ctx.arg::<u32>(3)) {
-        cap::on_kprobe_entry(cred, cap as u32, opts);
+    if let (Some(cred), Some(ns), Some(cap), Some(opts)) =
+        (ctx.arg::<*const u8>(0), ctx.arg::<*const u8>(1), ctx.arg::<i32>(2), ctx.arg::<u32>(3))
+    {
+        cap::on_kprobe_entry(cred, ns, cap as u32, opts);
     }
     0
 }

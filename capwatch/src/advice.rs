@@ -6,7 +6,7 @@ use std::{
     time::SystemTime,
 };
 
-use capwatch_common::{origin, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_NOAUDIT, VERDICT_GRANTED};
+use capwatch_common::{origin, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_NOAUDIT, CAP_FLAG_OUTER_USERNS, VERDICT_GRANTED};
 use serde::Serialize;
 
 use crate::{
@@ -134,11 +134,9 @@ fn granted_mask(container: &Container) -> Option<u64> {
 }
 
 fn judge(cap: u32, granted: Option<bool>, rows: &[&CapRow], all: &[CapRow], failed: &BTreeSet<u32>) -> CapabilityReport {
-    let (substituted, app): (Vec<&CapRow>, Vec<&CapRow>) = rows
-        .iter()
-        .copied()
-        .filter(|r| r.key.origin == origin::APP)
-        .partition(|r| r.key.flags & CAP_FLAG_FOREIGN_CRED != 0);
+    let app: Vec<&CapRow> = rows.iter().copied().filter(|r| r.key.origin == origin::APP).collect();
+    let (outer_ns, app): (Vec<&CapRow>, Vec<&CapRow>) = app.into_iter().partition(|r| r.key.flags & CAP_FLAG_OUTER_USERNS != 0);
+    let (substituted, app): (Vec<&CapRow>, Vec<&CapRow>) = app.into_iter().partition(|r| r.key.flags & CAP_FLAG_FOREIGN_CRED != 0);
     let (granted_rows, denied_rows): (Vec<&CapRow>, Vec<&CapRow>) = app.iter().partition(|r| r.key.verdict == VERDICT_GRANTED);
     let (advisory, consequential): (Vec<&CapRow>, Vec<&CapRow>) = granted_rows.into_iter().partition(|r| advisory(r));
 
@@ -154,6 +152,14 @@ fn judge(cap: u32, granted: Option<bool>, rows: &[&CapRow], all: &[CapRow], fail
         }
     } else if !advisory.is_empty() {
         (Verdict::NotNeeded, format!("only advisory checks (kernel overcommit accounting in {})", syscalls(&advisory).join(", ")))
+    } else if !outer_ns.is_empty() {
+        (
+            Verdict::NotNeeded,
+            format!(
+                "checked against a user namespace above the container's own (in {}): only the host's namespace can grant it, --cap-add cannot help",
+                syscalls(&outer_ns).join(", ")
+            ),
+        )
     } else if !substituted.is_empty() {
         (
             Verdict::NotNeeded,
@@ -331,6 +337,17 @@ mod tests {
         let (verdict, reason) = verdict_of(&report, 21);
         assert_eq!(verdict, Verdict::NotNeeded);
         assert!(reason.contains("substituted") && reason.contains("--cap-add cannot"), "{reason}");
+        assert!(report.cap_add.is_empty());
+    }
+
+    #[test]
+    fn checks_against_an_outer_user_namespace_cannot_be_granted() {
+        let mut mknod = row(27, 259, VERDICT_DENIED, origin::APP, Some("vfs_mknod"));
+        mknod.key.flags = CAP_FLAG_OUTER_USERNS;
+        let report = report(container(None), &[mknod], &[failure(259, 1)]);
+        let (verdict, reason) = verdict_of(&report, 27);
+        assert_eq!(verdict, Verdict::NotNeeded);
+        assert!(reason.contains("user namespace") && reason.contains("--cap-add cannot help"), "{reason}");
         assert!(report.cap_add.is_empty());
     }
 

@@ -2,7 +2,7 @@
 //! fields). They go through `tracing` so that one subscriber formats everything the daemon says.
 
 use capwatch_common::{
-    CapKey, FailKey, Totals, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, VERDICT_GRANTED,
+    CapKey, FailKey, Totals, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_NOAUDIT, CAP_FLAG_OUTER_USERNS, CAP_FLAG_OPTS_KNOWN, VERDICT_GRANTED,
 };
 use tracing::info;
 
@@ -93,6 +93,7 @@ pub fn capability_check(key: &CapKey, totals: &Totals, cgroup: &str, container: 
         syscall_nr = key.syscall as i32,
         noaudit = noaudit(key.flags),
         credentials = credentials(key.flags),
+        user_namespace = if key.flags & CAP_FLAG_OUTER_USERNS != 0 { "outer" } else { "own" },
         count = totals.count,
         first_seen = %clock::rfc3339(clock::wall(totals.first_ns)),
         last_seen = %clock::rfc3339(clock::wall(totals.last_ns)),

@@ -4,7 +4,7 @@
 use std::{os::unix::fs::PermissionsExt, path::PathBuf};
 
 use capwatch::probe::{Backend, Probe};
-use capwatch_common::{origin, CapKey, FailKey, Totals, VERDICT_DENIED, VERDICT_GRANTED};
+use capwatch_common::{origin, CapKey, FailKey, Totals, CAP_FLAG_OUTER_USERNS, VERDICT_DENIED, VERDICT_GRANTED};
 use capwatch_tests::{kernel_available, refused, Launch, TestCgroup};
 use caps::Capability::{CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_NET_RAW};
 
@@ -164,6 +164,35 @@ async fn the_runtime_its_container_and_later_exec_sessions_are_told_apart() {
     assert_eq!(count(caps, &setuid(origin::RUNTIME)), 2, "one setuid by each runtime process: {caps:#?}");
     assert_eq!(count(caps, &setuid(origin::APP)), 10, "{caps:#?}");
     assert_eq!(count(caps, &setuid(origin::EXEC)), 20, "{caps:#?}");
+}
+
+#[tokio::test]
+async fn a_check_against_an_outer_user_namespace_is_marked_so() {
+    if !kernel_available("a_check_against_an_outer_user_namespace_is_marked_so") {
+        return;
+    }
+    let dir = capwatch_tests::tempdir("userns");
+    let node = dir.join("null");
+    let cgroup = TestCgroup::new("userns");
+    let mut monitor = cgroup.monitor();
+    // Root of its own user namespace, the process holds every capability there; making a
+    // device node still needs CAP_MKNOD in the host's namespace.
+    let out = Launch::in_cgroup(&cgroup).run(&["userns", "mknod", node.to_str().unwrap()]);
+    assert!(refused(&out), "{out:?}");
+    // The same on the host's namespace is granted and not marked.
+    let out = Launch::in_cgroup(&cgroup).run(&["mknod", node.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    monitor.drain().expect("drain");
+    let mknod: Vec<(&CapKey, &Totals)> = monitor.aggregates().caps().iter().filter(|(k, _)| k.cap == 27).collect();
+    assert!(
+        mknod.iter().any(|(k, _)| k.verdict == VERDICT_DENIED && k.flags & CAP_FLAG_OUTER_USERNS != 0),
+        "the refused mknod should be marked outer-namespace: {mknod:#?}"
+    );
+    assert!(
+        mknod.iter().any(|(k, _)| k.verdict == VERDICT_GRANTED && k.flags & CAP_FLAG_OUTER_USERNS == 0),
+        "the host's mknod is its own namespace's: {mknod:#?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

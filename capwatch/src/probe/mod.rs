@@ -179,6 +179,8 @@ fn open(scope: Scope) -> Result<(Ebpf, Btf), Error> {
         .override_global("CW_WATCH_ROOT_INCLUDED", &include_root, true)
         .override_global("CW_TASK_TGID_OFFSET", &offsets.task_tgid, true)
         .override_global("CW_TASK_REAL_CRED_OFFSET", &offsets.task_real_cred, true)
+        .override_global("CW_CRED_USER_NS_OFFSET", &offsets.cred_user_ns, true)
+        .override_global("CW_USER_NS_LEVEL_OFFSET", &offsets.user_ns_level, true)
         .load(OBJECT)
         .map_err(|e| match permission_denied(&e) {
             true => Error::NotRoot,

@@ -14,6 +14,10 @@ pub struct Offsets {
     pub task_tgid: u32,
     /// `offsetof(struct task_struct, real_cred)`.
     pub task_real_cred: u32,
+    /// `offsetof(struct cred, user_ns)`.
+    pub cred_user_ns: u32,
+    /// `offsetof(struct user_namespace, level)`.
+    pub user_ns_level: u32,
 }
 
 pub fn read() -> Result<Offsets, Error> {
@@ -22,7 +26,12 @@ pub fn read() -> Result<Offsets, Error> {
         let (structure, member) = name.split_once('.').expect("struct.field");
         field_offset(&btf, structure, member).ok_or(Error::KernelLayout(name))
     };
-    Ok(Offsets { task_tgid: field("task_struct.tgid")?, task_real_cred: field("task_struct.real_cred")? })
+    Ok(Offsets {
+        task_tgid: field("task_struct.tgid")?,
+        task_real_cred: field("task_struct.real_cred")?,
+        cred_user_ns: field("cred.user_ns")?,
+        user_ns_level: field("user_namespace.level")?,
+    })
 }
 
 /// Byte offset of `field` in `structure`, looking through anonymous members.

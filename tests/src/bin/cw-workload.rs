@@ -8,6 +8,8 @@
 //!   open PATH         open PATH for reading
 //!   mmap N            N private writable anonymous mappings
 //!   child ACTION ...  run ACTION in a child process and wait for it
+//!   mknod PATH        make a character device node (1:3, like /dev/null) at PATH
+//!   userns ACTION ... enter a new user namespace (as its root), then do ACTION
 
 use std::{ffi::CString, process::ExitCode};
 
@@ -21,6 +23,8 @@ fn main() -> ExitCode {
         (Some("open"), 2) => open(&args[1]),
         (Some("mmap"), 2) => repeat(count(1), mmap_once),
         (Some("child"), n) if n > 1 => child(&args[1..]),
+        (Some("mknod"), 2) => mknod(&args[1]),
+        (Some("userns"), n) if n > 1 => userns(&args[1..]),
         _ => {
             eprintln!("usage: cw-workload setuid N | getppid N | raw-socket | open PATH | mmap N | child ACTION...");
             return ExitCode::from(64);
@@ -51,6 +55,24 @@ fn child(args: &[String]) -> Result<(), i32> {
     match status.code() {
         Some(0) => Ok(()),
         _ => Err(libc::ECHILD),
+    }
+}
+
+fn mknod(path: &str) -> Result<(), i32> {
+    let path = CString::new(path).map_err(|_| libc::EINVAL)?;
+    let rc = unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) };
+    if rc < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// Becomes root of a new user namespace, then runs the action in this process.
+fn userns(args: &[String]) -> Result<(), i32> {
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } < 0 {
+        return Err(errno());
+    }
+    match (args[0].as_str(), args.len()) {
+        ("mknod", 2) => mknod(&args[1]),
+        ("setuid", 2) => repeat(args[1].parse().ok(), || unsafe { libc::setuid(0) } as i64),
+        _ => Err(libc::EINVAL),
     }
 }
 
