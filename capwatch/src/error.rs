@@ -52,6 +52,12 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    #[error("{path}: {key}: {reason}")]
+    Config { path: PathBuf, key: String, reason: String },
+
+    #[error("cannot serve metrics on {addr} ({source}): choose another metrics_listen")]
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 

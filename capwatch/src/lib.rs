@@ -7,6 +7,7 @@ pub mod aggregate;
 pub mod cgroup;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod containers;
 pub mod error;
 pub mod format;
@@ -16,6 +17,7 @@ pub mod monitor;
 pub mod names;
 pub mod paths;
 pub mod probe;
+pub mod service;
 pub mod store;
 pub mod symbols;
 

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
             Command::Trace(args) => cli::trace::run(args).await,
             Command::Status(args) => cli::status::run(args),
             Command::Ps(args) => cli::ps::run(args),
+            Command::Config(args) => cli::config::run(args),
             Command::Report(args) => cli::report::run(args),
             Command::Caps(args) => cli::caps::run(args),
         }
@@ -31,20 +32,13 @@ fn fail(err: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// The daemon writes JSON lines to stdout (journald, log shippers); people get plain text on
-/// stderr. `RUST_LOG` filters either.
+/// People get plain text on stderr, filtered by `RUST_LOG`. The daemon installs its own JSON
+/// lines once its settings say where they go (service/logs.rs).
 fn init_logging(command: &Command) {
     use tracing_subscriber::{fmt, EnvFilter};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match command {
-        Command::Daemon(_) => fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .with_env_filter(filter)
-            .with_writer(std::io::stdout)
-            .init(),
-        Command::Trace(_) | Command::Status(_) | Command::Ps(_) | Command::Report(_) | Command::Caps(_) => fmt().with_env_filter(filter).with_writer(std::io::stderr).init(),
+    if matches!(command, Command::Daemon(_)) {
+        return;
     }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -2,7 +2,7 @@
 
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -14,36 +14,21 @@ use tracing::info;
 use crate::{
     aggregate::Change,
     cgroup::Hierarchy,
-    cli::{shutdown_signal, ProbeChoice},
+    cli::shutdown_signal,
     clock,
+    config::Settings,
     containers::{catalog::Catalog, docker},
     error::Error,
     journal,
     monitor::{Monitor, Step},
     paths, probe,
+    service::{Service, Tick},
     store::{Batch, CgroupRow, RunId, Store},
     symbols::Kallsyms,
 };
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Where capwatch keeps its store and status.
-    #[arg(long, env = "CAPWATCH_STATE_DIR", default_value = paths::DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
-    /// Watch only the cgroups below this one (a path in the cgroup2 hierarchy such as /docker,
-    /// or its directory). By default every cgroup but the root, where host processes live.
-    #[arg(long, env = "CAPWATCH_CGROUP_ROOT", default_value = "/")]
-    pub cgroup_root: PathBuf,
-    /// Which capability probe to use.
-    #[arg(long, value_enum, env = "CAPWATCH_PROBE", default_value_t = ProbeChoice::Auto)]
-    pub probe: ProbeChoice,
-    /// Docker's API socket; without one, containers are named from their cgroup paths.
-    #[arg(long, env = "CAPWATCH_DOCKER_SOCKET", default_value = docker::DEFAULT_SOCKET)]
-    pub docker_socket: String,
-    /// Forget containers that exited more than this many days ago.
-    #[arg(long, env = "CAPWATCH_RETENTION_DAYS", default_value_t = 30)]
-    pub retention_days: u64,
-}
+/// The daemon's flags: its settings (config.rs), each also in the config file.
+pub use crate::config::Flags as Args;
 
 /// `status.json` in the state directory: what the running daemon attached.
 #[derive(Serialize)]
@@ -62,11 +47,12 @@ const CALL_SITE_DEPTH: usize = 4;
 const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
 
 pub async fn run(args: Args) -> Result<(), Error> {
+    let mut service = Service::configure(args)?;
+    let args = service.settings().clone();
     let mut store = Store::open(&args.state_dir)?;
     let hierarchy = Hierarchy::find()?;
     let scope = hierarchy.scope(&args.cgroup_root, false)?;
-    let retention = Duration::from_secs(args.retention_days * 86400);
-    store.forget_exited_before(retention)?;
+    store.forget_exited_before(retention(&args))?;
     let now = clock::rfc3339(SystemTime::now());
     let cgroup_exists = |cgroup: &str| !cgroup.is_empty() && hierarchy.dir(Path::new(cgroup)).exists();
     let mut catalog = Catalog::load(store.containers()?, cgroup_exists, &now);
@@ -80,8 +66,10 @@ pub async fn run(args: Args) -> Result<(), Error> {
     // Signals and status.json first: once `started` is logged, SIGTERM stops this daemon cleanly
     // and `capwatch status` reports it.
     let shutdown = shutdown_signal();
+    service.listen(probe).await?;
     write_status(&args, probe)?;
     info!(event = "started", backend = %probe.backend(), cgroup_root = %args.cgroup_root.display(), "capwatch is watching");
+    service.ready(probe);
 
     let (events_tx, mut events) = mpsc::channel(256);
     let docker = tokio::spawn(docker::follow(args.docker_socket.clone(), events_tx));
@@ -93,10 +81,11 @@ pub async fn run(args: Args) -> Result<(), Error> {
             step = monitor.next() => {
                 let step = step?;
                 log_changes(&mut monitor, &mut catalog, step.changes());
+                service.observe(&mut monitor, &mut catalog, step.changes(), matches!(step, Step::Drained(_)));
                 if let Step::Drained(_) = step {
                     persist.write(&mut store, &mut monitor, &mut catalog)?;
                     if last_retention.elapsed() > RETENTION_INTERVAL {
-                        store.forget_exited_before(retention)?;
+                        store.forget_exited_before(retention(service.settings()))?;
                         last_retention = Instant::now();
                     }
                 }
@@ -107,16 +96,26 @@ pub async fn run(args: Args) -> Result<(), Error> {
                     journal::container(container, exited);
                 }
             }
+            tick = service.next() => match tick {
+                Tick::Reload => service.reload(),
+                Tick::Summary => service.summarize(&mut monitor, &mut catalog),
+            },
             _ = &mut shutdown => break,
         }
     }
+    service.stopping();
     docker.abort();
     let changes = monitor.drain()?;
     log_changes(&mut monitor, &mut catalog, &changes);
+    service.observe(&mut monitor, &mut catalog, &changes, true);
     persist.write(&mut store, &mut monitor, &mut catalog)?;
     log_totals(&mut monitor, &mut catalog);
     info!(event = "stopped", "capwatch stopped");
     Ok(())
+}
+
+fn retention(settings: &Settings) -> Duration {
+    Duration::from_secs(settings.retention_days.saturating_mul(86400))
 }
 
 fn log_changes(monitor: &mut Monitor, catalog: &mut Catalog, changes: &[Change]) {
@@ -205,7 +204,7 @@ impl Persister {
     }
 }
 
-fn write_status(args: &Args, probe: &probe::Probe) -> Result<(), Error> {
+fn write_status(args: &Settings, probe: &probe::Probe) -> Result<(), Error> {
     let status = Status {
         pid: std::process::id(),
         started: clock::rfc3339(SystemTime::now()),

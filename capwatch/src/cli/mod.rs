@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand; `main.rs` only dispatches.
 
 pub mod caps;
+pub mod config;
 pub mod daemon;
 pub mod ps;
 pub mod report;
@@ -33,6 +34,8 @@ pub enum Command {
     Ps(ps::Args),
     /// Show which capability probe the daemon attached, and why others were refused.
     Status(status::Args),
+    /// The daemon's config file: print the default one, or check one and show the settings.
+    Config(config::Args),
 }
 
 /// `--probe`: which capability backend to use.

@@ -68,6 +68,11 @@ impl Catalog {
         self.by_id.get(&id)
     }
 
+    /// The containers that have not exited.
+    pub fn running(&self) -> impl Iterator<Item = &Container> {
+        self.by_id.values().filter(|c| c.running())
+    }
+
     pub fn get(&self, id: &str) -> Option<&Container> {
         self.by_id.get(id)
     }

@@ -1,0 +1,223 @@
+//! The Prometheus endpoint: what the daemon's aggregates hold, as counters per container, served
+//! on `GET /metrics` by a small HTTP/1 server.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use capwatch_common::{CapKey, FailKey};
+use http_body_util::Full;
+use hyper::{body::Bytes, header::CONTENT_TYPE, server::conn::http1, service::service_fn, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::{
+    aggregate::{loss_name, Change},
+    containers::{catalog::Catalog, Container},
+    error::Error,
+    journal, names,
+};
+
+/// Labels naming a container; empty for cgroups that are no container's (host services).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    container_id: String,
+    container_name: String,
+    image: String,
+    capability: String,
+    verdict: String,
+    origin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    container_id: String,
+    container_name: String,
+    image: String,
+    syscall: String,
+    errno: String,
+    origin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// The daemon's metrics, updated at each drain.
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    checks: Family<CheckLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    events: Family<KindLabels, Counter>,
+    lost: Family<KindLabels, Counter>,
+    containers: Gauge,
+    backend: Family<BackendLabels, Gauge>,
+    /// The counts already added to the counters, per key.
+    cap_counts: HashMap<CapKey, u64>,
+    failure_counts: HashMap<FailKey, u64>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("capwatch");
+        let checks = Family::<CheckLabels, Counter>::default();
+        registry.register("capability_checks", "Capability checks, by container, capability and verdict", checks.clone());
+        let failures = Family::<FailureLabels, Counter>::default();
+        registry.register("syscall_failures", "Syscalls that failed with EPERM or EACCES, by container, syscall and errno", failures.clone());
+        let events = Family::<KindLabels, Counter>::default();
+        registry.register("events", "Everything the kernel side counted, by kind (capability_check, syscall_failure)", events.clone());
+        let lost = Family::<KindLabels, Counter>::default();
+        registry.register("lost_events", "What the kernel side could not deliver, by kind", lost.clone());
+        let containers = Gauge::default();
+        registry.register("containers_watched", "Running containers the daemon knows", containers.clone());
+        let backend = Family::<BackendLabels, Gauge>::default();
+        registry.register("probe_backend", "The capability probe attached (1 for the one in use)", backend.clone());
+        let build = Family::<BuildLabels, Gauge>::default();
+        registry.register("build_info", "capwatch's version (always 1)", build.clone());
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        Self {
+            registry: Arc::new(Mutex::new(registry)),
+            checks,
+            failures,
+            events,
+            lost,
+            containers,
+            backend,
+            cap_counts: HashMap::new(),
+            failure_counts: HashMap::new(),
+        }
+    }
+
+    pub fn set_backend(&self, backend: &str) {
+        self.backend.get_or_create(&BackendLabels { backend: backend.into() }).set(1);
+    }
+
+    /// Counts what the kernel could not deliver.
+    pub fn changes(&self, changes: &[Change]) {
+        for change in changes {
+            if let Change::Lost { kind, added, .. } = change {
+                self.lost.get_or_create(&KindLabels { kind: loss_name(*kind).into() }).inc_by(*added);
+            }
+        }
+    }
+
+    /// Brings a cap check's counter up to its aggregate's count.
+    pub fn cap(&mut self, key: &CapKey, count: u64, container: Option<&Container>) {
+        let seen = self.cap_counts.entry(*key).or_default();
+        let added = count.saturating_sub(*seen);
+        if added == 0 {
+            return;
+        }
+        *seen = count;
+        let (container_id, container_name, image) = labels_of(container);
+        let labels = CheckLabels {
+            container_id,
+            container_name,
+            image,
+            capability: names::capability(key.cap).to_string(),
+            verdict: journal::verdict(key.verdict).into(),
+            origin: names::origin(key.origin).into(),
+        };
+        self.checks.get_or_create(&labels).inc_by(added);
+        self.events.get_or_create(&KindLabels { kind: "capability_check".into() }).inc_by(added);
+    }
+
+    pub fn failure(&mut self, key: &FailKey, count: u64, container: Option<&Container>) {
+        let seen = self.failure_counts.entry(*key).or_default();
+        let added = count.saturating_sub(*seen);
+        if added == 0 {
+            return;
+        }
+        *seen = count;
+        let (container_id, container_name, image) = labels_of(container);
+        let labels = FailureLabels {
+            container_id,
+            container_name,
+            image,
+            syscall: names::syscall(key.syscall).to_string(),
+            errno: names::errno(key.errno).to_string(),
+            origin: names::origin(key.origin).into(),
+        };
+        self.failures.get_or_create(&labels).inc_by(added);
+        self.events.get_or_create(&KindLabels { kind: "syscall_failure".into() }).inc_by(added);
+    }
+
+    pub fn containers(&self, catalog: &Catalog) {
+        self.containers.set(catalog.running().count() as i64);
+    }
+
+    /// Binds `addr` now, so a taken port stops the daemon at start; serves until dropped.
+    pub async fn serve(&self, addr: SocketAddr) -> Result<tokio::task::JoinHandle<()>, Error> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Listen { addr, source })?;
+        let local = listener.local_addr().map_err(|source| Error::Listen { addr, source })?;
+        info!(event = "metrics_listening", address = %local, "serving Prometheus metrics on /metrics");
+        let registry = self.registry.clone();
+        Ok(tokio::spawn(async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        warn!(event = "metrics_accept_failed", error = %e, "could not accept a metrics connection");
+                        continue;
+                    }
+                };
+                let registry = registry.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| respond(request, registry.clone()));
+                    // A scraper that hangs up early is its own business.
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        }))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn labels_of(container: Option<&Container>) -> (String, String, String) {
+    container.map_or_else(Default::default, |c| (c.id.clone(), c.name.clone(), c.image.clone().unwrap_or_default()))
+}
+
+async fn respond(request: Request<hyper::body::Incoming>, registry: Arc<Mutex<Registry>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let reply = |status, content_type, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+            response.headers_mut().insert(CONTENT_TYPE, value);
+        }
+        Ok(response)
+    };
+    if request.uri().path() != "/metrics" {
+        return reply(StatusCode::NOT_FOUND, "text/plain", "capwatch serves /metrics\n".into());
+    }
+    let mut body = String::new();
+    let encoded = encode(&mut body, &registry.lock().unwrap_or_else(PoisonError::into_inner));
+    match encoded {
+        Ok(()) => reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", body),
+        Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "encoding the metrics failed\n".into()),
+    }
+}
