@@ -66,7 +66,8 @@ pub struct CapKey {
     pub flags: u32,
 }
 
-/// One aggregate of failing syscalls.
+/// One aggregate of failing syscalls: with the evidence of its cause, as the failing thread
+/// left it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FailKey {
@@ -76,6 +77,34 @@ pub struct FailKey {
     pub errno: u16,
     /// An `origin` constant.
     pub origin: u16,
+    /// The failing thread's uid.
+    pub uid: u32,
+    /// A `seccomp` constant: what the thread's seccomp filter says of this syscall.
+    pub seccomp: u32,
+    /// Capabilities denied to the same thread in the same syscall, bit per capability.
+    pub denied: u64,
+}
+
+/// `FailKey::seccomp`: the thread's seccomp filter and this syscall.
+pub mod seccomp {
+    /// No filter: seccomp did not refuse it.
+    pub const NONE: u32 = 0;
+    /// A filter that does not always allow this syscall: it may have refused it.
+    pub const MAY_REFUSE: u32 = 1;
+    /// A filter that allows this syscall whatever its arguments: seccomp did not refuse it.
+    pub const ALLOWS: u32 = 2;
+    /// The kernel's seccomp state could not be read.
+    pub const UNKNOWN: u32 = 3;
+}
+
+/// What `CW_DENIED` keeps for a thread between a denied check and the end of its syscall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DeniedInSyscall {
+    pub syscall: u32,
+    pub _pad: u32,
+    /// Bit per capability.
+    pub caps: u64,
 }
 
 /// The thread that made a key's first occurrence.
@@ -153,6 +182,9 @@ pub mod loss {
     pub const KPROBE_STASH_OVERWRITTEN: u32 = 4;
     /// kprobe backend: the per-thread stash was full; the check was not counted.
     pub const KPROBE_STASH_FULL: u32 = 5;
+    /// A denied check could not be remembered for its syscall's exit (`CW_DENIED` full): a
+    /// failure of that syscall may be explained without it.
+    pub const DENIED_STASH_FULL: u32 = 6;
     /// Number of slots.
     pub const LEN: u32 = 8;
 }
@@ -174,6 +206,7 @@ mod user {
     unsafe impl aya::Pod for FailKey {}
     unsafe impl aya::Pod for Totals {}
     unsafe impl aya::Pod for KprobeStash {}
+    unsafe impl aya::Pod for DeniedInSyscall {}
 }
 
 #[cfg(test)]
@@ -184,7 +217,8 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<CapKey>(), 8 + 3 * 4 + 2 * 2);
-        assert_eq!(size_of::<FailKey>(), 16);
+        assert_eq!(size_of::<FailKey>(), 32);
+        assert_eq!(size_of::<DeniedInSyscall>(), 16);
         assert_eq!(size_of::<Sample>(), 4 * 4 + COMM_LEN);
         assert_eq!(size_of::<Totals>(), 3 * 8 + 2 * 4 + size_of::<Sample>());
         assert_eq!(size_of::<NewCapEvent>(), 8 + size_of::<CapKey>() + size_of::<Totals>());

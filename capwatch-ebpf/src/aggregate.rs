@@ -72,7 +72,7 @@ pub fn create<K>(map: &HashMap<K, Totals>, key: &K, now: u64, stack_id: i32, ful
 
 /// Atomic add (BPF `lock xadd`): the BPF target has no `AtomicU64::fetch_add`.
 #[inline(always)]
-unsafe fn add(counter: *mut u64, n: u64) {
+pub unsafe fn add(counter: *mut u64, n: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
 }
 

@@ -17,6 +17,7 @@ use capwatch_common::{
 
 use crate::{
     aggregate::{self, First},
+    failure,
     maps::{CW_CAPS, CW_KPROBE_STASH, CW_STACKS},
     origin, scope,
 };
@@ -38,10 +39,14 @@ pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, cred
         return;
     };
     let flags = flags | cred.map_or(0, |(cred, ns)| cred_flags(cred, ns));
+    let syscall = current_syscall();
+    if ret != 0 {
+        failure::note_denied(syscall, cap);
+    }
     let key = CapKey {
         cgroup_id,
         cap,
-        syscall: current_syscall(),
+        syscall,
         verdict: if ret == 0 { VERDICT_GRANTED } else { VERDICT_DENIED },
         origin: origin::current(),
         flags,

@@ -1,31 +1,59 @@
-//! Syscalls that fail with EPERM or EACCES, into `CW_FAILURES`. This runs at every syscall exit
-//! on the host, so everything else leaves after one compare.
+//! Syscalls that fail with EPERM or EACCES, into `CW_FAILURES`, with the evidence of their
+//! cause: the capabilities denied to the same thread in the same syscall, the thread's uid, and
+//! what its seccomp filter says of the syscall. This runs at every syscall exit on the host, so
+//! everything else leaves after a compare or two.
 
-use aya_ebpf::bindings::pt_regs;
-use capwatch_common::{loss, EventKind, FailKey, NewFailureEvent};
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel, generated::bpf_get_current_task_btf},
+};
+use capwatch_common::{loss, seccomp, DeniedInSyscall, EventKind, FailKey, NewFailureEvent};
 
 use crate::{
     aggregate::{self, First},
-    maps::CW_FAILURES,
+    maps::{CW_DENIED, CW_DENIED_COUNT, CW_FAILURES},
     origin, scope,
 };
 
 const EPERM: i64 = 1;
 const EACCES: i64 = 13;
+const SECCOMP_MODE_FILTER: i32 = 2;
+
+/// Offsets read by userspace from the kernel's BTF: `task_struct.seccomp.mode`,
+/// `task_struct.seccomp.filter`, and the filter's cache of always-allowed native syscalls
+/// (`seccomp_filter.cache.allow_native`, a bitmap of `CW_SECCOMP_NATIVE_BITS` bits).
+#[unsafe(no_mangle)]
+static CW_TASK_SECCOMP_MODE_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_TASK_SECCOMP_FILTER_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_FILTER_ALLOW_NATIVE_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_SECCOMP_NATIVE_BITS: u32 = 0;
 
 #[inline(always)]
 pub fn on_exit(regs: *const pt_regs, ret: i64) {
     if ret != -EPERM && ret != -EACCES {
+        // A thread that was denied something in this syscall, and still succeeded.
+        if denied_pending() {
+            forget_denied();
+        }
         return;
     }
     let Some(cgroup_id) = scope::watched_cgroup() else {
         return;
     };
+    let syscall = unsafe { (*regs).orig_rax } as u32;
     let key = FailKey {
         cgroup_id,
-        syscall: unsafe { (*regs).orig_rax } as u32,
+        syscall,
         errno: -ret as u16,
         origin: origin::current(),
+        uid: bpf_get_current_uid_gid() as u32,
+        seccomp: seccomp_state(syscall),
+        denied: take_denied(syscall),
     };
     let now = aggregate::now();
     if aggregate::bump(&CW_FAILURES, &key, now) {
@@ -33,5 +61,96 @@ pub fn on_exit(regs: *const pt_regs, ret: i64) {
     }
     if let First::Created(totals) = aggregate::create(&CW_FAILURES, &key, now, -1, loss::FAIL_MAP_FULL) {
         aggregate::announce(NewFailureEvent { kind: EventKind::NewFailure as u32, _pad: 0, key, totals });
+    }
+}
+
+/// Remembers a capability denied to the current thread in `syscall` until the syscall's exit.
+#[inline(always)]
+pub fn note_denied(syscall: u32, cap: u32) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let bit = 1u64 << (cap & 63);
+    if let Some(entry) = CW_DENIED.get_ptr_mut(tid) {
+        unsafe {
+            if (*entry).syscall == syscall {
+                (*entry).caps |= bit;
+            } else {
+                *entry = DeniedInSyscall { syscall, _pad: 0, caps: bit };
+            }
+        }
+        return;
+    }
+    let entry = DeniedInSyscall { syscall, _pad: 0, caps: bit };
+    match CW_DENIED.insert(tid, entry, aya_ebpf::bindings::BPF_NOEXIST as u64) {
+        Ok(()) => count(1),
+        Err(_) => aggregate::count_loss(loss::DENIED_STASH_FULL),
+    }
+}
+
+/// The capabilities denied to the current thread in `syscall`, forgetting them.
+fn take_denied(syscall: u32) -> u64 {
+    if !denied_pending() {
+        return 0;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let caps = match CW_DENIED.get_ptr(tid) {
+        Some(entry) if unsafe { (*entry).syscall } == syscall => unsafe { (*entry).caps },
+        _ => 0,
+    };
+    forget_denied();
+    caps
+}
+
+/// Forgets what the current thread was denied (its syscall is over, or the thread is).
+#[inline(always)]
+pub fn forget_denied() {
+    if CW_DENIED.remove(bpf_get_current_pid_tgid() as u32).is_ok() {
+        count(u64::MAX); // -1
+    }
+}
+
+#[inline(always)]
+fn denied_pending() -> bool {
+    CW_DENIED_COUNT.get(0).is_some_and(|n| *n != 0)
+}
+
+fn count(delta: u64) {
+    if let Some(counter) = CW_DENIED_COUNT.get_ptr_mut(0) {
+        unsafe { aggregate::add(counter, delta) };
+    }
+}
+
+/// What the current thread's seccomp filter says of `syscall`. The kernel caches, per filter
+/// chain, the syscalls it allows whatever their arguments; one outside that set may have been
+/// refused by the filter before it ran.
+fn seccomp_state(syscall: u32) -> u32 {
+    let (mode_at, filter_at, allow_at, bits) = unsafe {
+        (
+            read_volatile(&CW_TASK_SECCOMP_MODE_OFFSET),
+            read_volatile(&CW_TASK_SECCOMP_FILTER_OFFSET),
+            read_volatile(&CW_FILTER_ALLOW_NATIVE_OFFSET),
+            read_volatile(&CW_SECCOMP_NATIVE_BITS),
+        )
+    };
+    if mode_at == 0 || filter_at == 0 {
+        return seccomp::UNKNOWN;
+    }
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let Ok(mode) = (unsafe { bpf_probe_read_kernel(task.wrapping_add(mode_at as usize) as *const i32) }) else {
+        return seccomp::UNKNOWN;
+    };
+    if mode != SECCOMP_MODE_FILTER {
+        return seccomp::NONE;
+    }
+    if allow_at == 0 || syscall >= bits {
+        return seccomp::MAY_REFUSE;
+    }
+    let Ok(filter) = (unsafe { bpf_probe_read_kernel(task.wrapping_add(filter_at as usize) as *const *const u8) }) else {
+        return seccomp::UNKNOWN;
+    };
+    let word = filter.wrapping_add(allow_at as usize + (syscall as usize / 64) * 8) as *const u64;
+    match unsafe { bpf_probe_read_kernel(word) } {
+        Ok(bits) if bits & (1 << (syscall % 64)) != 0 => seccomp::ALLOWS,
+        Ok(_) => seccomp::MAY_REFUSE,
+        Err(_) => seccomp::UNKNOWN,
     }
 }

@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, RingBuf, StackTrace},
 };
-use capwatch_common::{loss, CapKey, FailKey, KprobeStash, Totals};
+use capwatch_common::{loss, CapKey, DeniedInSyscall, FailKey, KprobeStash, Totals};
 
 /// Capability checks by (cgroup, capability, verdict, syscall, flags).
 #[map]
@@ -30,3 +30,11 @@ pub static CW_LOSSES: Array<u64> = Array::with_max_entries(loss::LEN, 0);
 /// kprobe backend: `cap_capable`'s arguments by thread, between entry and return.
 #[map]
 pub static CW_KPROBE_STASH: HashMap<u64, KprobeStash> = HashMap::with_max_entries(8192, 0);
+
+/// Capabilities denied to a thread during its current syscall, until that syscall's exit.
+#[map]
+pub static CW_DENIED: HashMap<u32, DeniedInSyscall> = HashMap::with_max_entries(16384, 0);
+
+/// How many entries `CW_DENIED` holds: while none, syscall exits skip it entirely.
+#[map]
+pub static CW_DENIED_COUNT: Array<u64> = Array::with_max_entries(1, 0);

@@ -11,9 +11,12 @@ use serde::Serialize;
 
 use crate::{
     containers::Container,
+    explain::{self, Cause, Profile, SeccompProfile},
     names,
     store::{CapRow, FailRow},
 };
+
+const CAP_DAC_OVERRIDE: u32 = 1;
 
 /// Call sites where the kernel only asks, and nothing is refused whatever the answer: the
 /// overcommit heuristics ask for CAP_SYS_ADMIN on every private writable mmap, brk and execve.
@@ -79,12 +82,12 @@ pub fn report(container: Container, caps: &[CapRow], failures: &[FailRow]) -> Re
     if let Some(mask) = granted_mask {
         numbers.extend(names::mask_bits(mask));
     }
-    let failed: BTreeSet<u32> = failures.iter().filter(|f| f.key.origin == origin::APP).map(|f| f.key.syscall).collect();
+    let missing = missing_caps(failures);
     let capabilities: Vec<CapabilityReport> = numbers
         .into_iter()
         .map(|cap| {
             let rows: Vec<&CapRow> = caps.iter().filter(|r| r.key.cap == cap).collect();
-            judge(cap, granted_mask.map(|m| m & (1 << cap) != 0), &rows, caps, &failed)
+            judge(cap, granted_mask.map(|m| m & (1 << cap) != 0), &rows, caps, missing.get(&cap))
         })
         .collect();
     let cap_add = capabilities
@@ -133,17 +136,40 @@ fn granted_mask(container: &Container) -> Option<u64> {
     Some(mask)
 }
 
-fn judge(cap: u32, granted: Option<bool>, rows: &[&CapRow], all: &[CapRow], failed: &BTreeSet<u32>) -> CapabilityReport {
+/// Capabilities whose denial made one of the application's syscalls fail, with those syscalls.
+/// Where the kernel tried a fallback chain, the capability that suffices is the missing one.
+fn missing_caps(failures: &[FailRow]) -> BTreeMap<u32, BTreeSet<String>> {
+    let rules = SeccompProfile::docker_default();
+    let mut missing: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    for failure in failures.iter().filter(|f| f.key.origin == origin::APP) {
+        if let Cause::Capability { .. } = explain::cause(&failure.key, &Profile::Unknown, rules) {
+            let mut denied = failure.key.denied;
+            for &(first, then) in &FALLBACKS {
+                if denied & (1 << first) != 0 && denied & (1 << then) != 0 && then == CAP_DAC_OVERRIDE {
+                    denied &= !(1 << first);
+                }
+            }
+            for cap in names::mask_bits(denied) {
+                missing.entry(cap).or_default().insert(names::syscall(failure.key.syscall).into_owned());
+            }
+        }
+    }
+    missing
+}
+
+fn judge(cap: u32, granted: Option<bool>, rows: &[&CapRow], all: &[CapRow], missing: Option<&BTreeSet<String>>) -> CapabilityReport {
     let app: Vec<&CapRow> = rows.iter().copied().filter(|r| r.key.origin == origin::APP).collect();
     let (outer_ns, app): (Vec<&CapRow>, Vec<&CapRow>) = app.into_iter().partition(|r| r.key.flags & CAP_FLAG_OUTER_USERNS != 0);
     let (substituted, app): (Vec<&CapRow>, Vec<&CapRow>) = app.into_iter().partition(|r| r.key.flags & CAP_FLAG_FOREIGN_CRED != 0);
     let (granted_rows, denied_rows): (Vec<&CapRow>, Vec<&CapRow>) = app.iter().partition(|r| r.key.verdict == VERDICT_GRANTED);
     let (advisory, consequential): (Vec<&CapRow>, Vec<&CapRow>) = granted_rows.into_iter().partition(|r| advisory(r));
 
+    // Denied only against an outer user namespace, a capability is not the container's to add:
+    // its failures are not `Missing`.
     let (verdict, reason) = if !consequential.is_empty() {
         (Verdict::Needed, format!("used in {}", syscalls(&consequential).join(", ")))
-    } else if let Some(reason) = missing(cap, &denied_rows, all, failed) {
-        reason
+    } else if let Some(failed) = missing.filter(|_| outer_ns.is_empty() || !denied_rows.is_empty()) {
+        (Verdict::Missing, format!("denied in {}, which failed because of it", failed.iter().cloned().collect::<Vec<_>>().join(", ")))
     } else if !denied_rows.is_empty() {
         let covered = fallback_cover(cap, &denied_rows, all);
         match covered {
@@ -187,16 +213,6 @@ fn judge(cap: u32, granted: Option<bool>, rows: &[&CapRow], all: &[CapRow], fail
         verdict,
         reason,
     }
-}
-
-/// Denied in a syscall that failed, with no fallback that sufficed.
-fn missing(cap: u32, denied: &[&CapRow], all: &[CapRow], failed: &BTreeSet<u32>) -> Option<(Verdict, String)> {
-    let failing: Vec<&CapRow> = denied
-        .iter()
-        .copied()
-        .filter(|r| failed.contains(&r.key.syscall) && partner_granted(cap, r.key.syscall, all).is_none())
-        .collect();
-    (!failing.is_empty()).then(|| (Verdict::Missing, format!("denied in {}, which failed", syscalls(&failing).join(", "))))
 }
 
 fn fallback_cover(cap: u32, denied: &[&CapRow], all: &[CapRow]) -> Option<String> {
@@ -273,9 +289,17 @@ mod tests {
         }
     }
 
-    fn failure(syscall: u32, errno: u16) -> FailRow {
+    fn failure(syscall: u32, errno: u16, denied: &[u32]) -> FailRow {
         FailRow {
-            key: FailKey { cgroup_id: 0, syscall, errno, origin: origin::APP },
+            key: FailKey {
+                cgroup_id: 0,
+                syscall,
+                errno,
+                origin: origin::APP,
+                uid: 0,
+                seccomp: capwatch_common::seccomp::NONE,
+                denied: denied.iter().fold(0, |m, c| m | 1 << c),
+            },
             count: 1,
             first_seen: UNIX_EPOCH + Duration::from_secs(120),
             last_seen: UNIX_EPOCH + Duration::from_secs(120),
@@ -318,7 +342,7 @@ mod tests {
             row(1, OPENAT, VERDICT_GRANTED, origin::APP, None),
             row(7, 105, VERDICT_DENIED, origin::APP, None),
         ];
-        let report = report(container(None), &caps, &[failure(SOCKET, 1), failure(OPENAT, 13)]);
+        let report = report(container(None), &caps, &[failure(SOCKET, 1, &[13]), failure(105, 1, &[])]);
         assert_eq!(verdict_of(&report, 13).0, Verdict::Missing);
         let (verdict, reason) = verdict_of(&report, 2);
         assert_eq!(verdict, Verdict::NotNeeded);
@@ -327,6 +351,15 @@ mod tests {
         // setuid(0) refused but succeeding (already uid 0) is no failure.
         assert_eq!(verdict_of(&report, 7).0, Verdict::NotNeeded);
         assert_eq!(report.cap_add, ["DAC_OVERRIDE", "NET_RAW"]);
+    }
+
+    #[test]
+    fn of_a_fallback_chain_that_failed_the_capability_that_suffices_is_missing() {
+        let caps = [row(2, OPENAT, VERDICT_DENIED, origin::APP, None), row(1, OPENAT, VERDICT_DENIED, origin::APP, None)];
+        let report = report(container(None), &caps, &[failure(OPENAT, 13, &[1, 2])]);
+        assert_eq!(verdict_of(&report, 1).0, Verdict::Missing);
+        assert_eq!(verdict_of(&report, 2).0, Verdict::NotNeeded);
+        assert_eq!(report.cap_add, ["DAC_OVERRIDE"]);
     }
 
     #[test]
@@ -344,7 +377,7 @@ mod tests {
     fn checks_against_an_outer_user_namespace_cannot_be_granted() {
         let mut mknod = row(27, 259, VERDICT_DENIED, origin::APP, Some("vfs_mknod"));
         mknod.key.flags = CAP_FLAG_OUTER_USERNS;
-        let report = report(container(None), &[mknod], &[failure(259, 1)]);
+        let report = report(container(None), &[mknod], &[failure(259, 1, &[27])]);
         let (verdict, reason) = verdict_of(&report, 27);
         assert_eq!(verdict, Verdict::NotNeeded);
         assert!(reason.contains("user namespace") && reason.contains("--cap-add cannot help"), "{reason}");

@@ -46,6 +46,9 @@ pub enum Error {
     #[error("{path}: the store cannot be read ({reason}); it was left untouched: move it aside to start a new one")]
     CorruptStore { path: PathBuf, reason: String },
 
+    #[error("{path}: the store has an older layout (schema {version}): start the daemon once to bring it up to date")]
+    OlderStore { path: PathBuf, version: i64 },
+
     #[error("{path}: the store was written by a newer capwatch (schema {version}); upgrade capwatch to read it")]
     NewerStore { path: PathBuf, version: i64 },
 

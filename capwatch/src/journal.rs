@@ -10,7 +10,7 @@ use crate::{
     aggregate::{loss_name, Change},
     clock,
     containers::Container,
-    names,
+    explain, names,
 };
 
 /// The `target` of every observation line, so a log pipeline can select them.
@@ -107,6 +107,8 @@ pub fn capability_check(key: &CapKey, totals: &Totals, cgroup: &str, container: 
 
 pub fn syscall_failure(key: &FailKey, totals: &Totals, cgroup: &str, container: Option<&Container>, message: &str) {
     let (container_id, container_name, image) = who(container);
+    let (cause, explanation) = explain::describe(key, container, &Default::default());
+    let denied: Vec<String> = names::mask_bits(key.denied).map(|c| names::capability(c).into_owned()).collect();
     info!(
         target: TARGET,
         event = "syscall_failure",
@@ -119,6 +121,10 @@ pub fn syscall_failure(key: &FailKey, totals: &Totals, cgroup: &str, container: 
         syscall_nr = key.syscall as i32,
         errno = %names::errno(key.errno),
         origin = names::origin(key.origin),
+        cause = cause.kind(),
+        explanation,
+        denied_capabilities = %denied.join(","),
+        failing_uid = key.uid,
         count = totals.count,
         first_seen = %clock::rfc3339(clock::wall(totals.first_ns)),
         last_seen = %clock::rfc3339(clock::wall(totals.last_ns)),

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod containers;
 pub mod error;
+pub mod explain;
 pub mod format;
 pub mod intake;
 pub mod journal;

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             Command::Config(args) => cli::config::run(args),
             Command::Report(args) => cli::report::run(args),
             Command::Caps(args) => cli::caps::run(args),
+            Command::Explain(args) => cli::explain::run(args),
         }
     });
     match result {

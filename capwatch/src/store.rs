@@ -20,7 +20,7 @@ use crate::{clock, containers::Container, error::Error};
 pub const FILE: &str = "capwatch.db";
 
 /// Bumped when the schema changes; older stores are migrated, newer ones refused.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -54,11 +54,30 @@ CREATE TABLE IF NOT EXISTS cap_checks (
 CREATE TABLE IF NOT EXISTS failures (
     run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL,
     syscall INTEGER NOT NULL, errno INTEGER NOT NULL, origin INTEGER NOT NULL,
+    fail_uid INTEGER NOT NULL, seccomp INTEGER NOT NULL, denied INTEGER NOT NULL,
     count INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
     tid INTEGER NOT NULL, pid INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
     comm TEXT NOT NULL,
-    PRIMARY KEY (run_id, cgroup_id, syscall, errno, origin)
+    PRIMARY KEY (run_id, cgroup_id, syscall, errno, origin, fail_uid, seccomp, denied)
 );
+";
+
+/// Schema 1 kept failures without the evidence of their cause: they are kept, with the
+/// failing uid taken from their sample and the rest unknown.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE failures RENAME TO failures_v1;
+CREATE TABLE failures (
+    run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL,
+    syscall INTEGER NOT NULL, errno INTEGER NOT NULL, origin INTEGER NOT NULL,
+    fail_uid INTEGER NOT NULL, seccomp INTEGER NOT NULL, denied INTEGER NOT NULL,
+    count INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
+    tid INTEGER NOT NULL, pid INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
+    comm TEXT NOT NULL,
+    PRIMARY KEY (run_id, cgroup_id, syscall, errno, origin, fail_uid, seccomp, denied)
+);
+INSERT INTO failures SELECT run_id, cgroup_id, syscall, errno, origin, uid, 3, 0, count, first_ns, last_ns,
+    tid, pid, uid, gid, comm FROM failures_v1;
+DROP TABLE failures_v1;
 ";
 
 pub struct Store {
@@ -143,10 +162,15 @@ impl Store {
         if writable {
             self.conn.pragma_update(None, "journal_mode", "WAL").map_err(fail)?;
             self.conn.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
+            if version == 1 {
+                self.conn.execute_batch(&format!("BEGIN; {MIGRATE_1_TO_2} COMMIT;")).map_err(fail)?;
+            }
             self.conn.execute_batch(SCHEMA).map_err(fail)?;
             self.conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(fail)?;
         } else if version == 0 {
             return Err(Error::NoStore(self.path.parent().unwrap_or(Path::new(".")).to_path_buf()));
+        } else if version < SCHEMA_VERSION {
+            return Err(Error::OlderStore { path: self.path.clone(), version });
         }
         Ok(())
     }
@@ -195,15 +219,16 @@ impl Store {
             }
             let mut failure = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO failures (run_id, cgroup_id, syscall, errno, origin, count, first_ns, last_ns,
-                     tid, pid, uid, gid, comm) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    "INSERT OR REPLACE INTO failures (run_id, cgroup_id, syscall, errno, origin, fail_uid, seccomp, denied,
+                     count, first_ns, last_ns, tid, pid, uid, gid, comm)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 )
                 .map_err(fail)?;
             for (k, t) in batch.failures {
                 let s = &t.sample;
                 failure
                     .execute(params![
-                        run.0, k.cgroup_id as i64, k.syscall, k.errno, k.origin, t.count as i64,
+                        run.0, k.cgroup_id as i64, k.syscall, k.errno, k.origin, k.uid, k.seccomp, k.denied as i64, t.count as i64,
                         wall_ns(t.first_ns), wall_ns(t.last_ns), s.tid, s.pid, s.uid, s.gid, crate::names::comm(&s.comm)
                     ])
                     .map_err(fail)?;
@@ -264,25 +289,41 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT f.syscall, f.errno, f.origin, SUM(f.count), MIN(f.first_ns), MAX(f.last_ns),
+                "SELECT f.syscall, f.errno, f.origin, f.fail_uid, f.seccomp, f.denied, SUM(f.count), MIN(f.first_ns), MAX(f.last_ns),
                         f.tid, f.pid, f.uid, f.gid, f.comm
                  FROM failures f JOIN cgroups g ON g.run_id = f.run_id AND g.cgroup_id = f.cgroup_id
                  WHERE g.container_id = ?1
-                 GROUP BY f.syscall, f.errno, f.origin
+                 GROUP BY f.syscall, f.errno, f.origin, f.fail_uid, f.seccomp, f.denied
                  ORDER BY f.syscall, f.errno, f.origin",
             )
             .map_err(fail)?;
         let rows = stmt
             .query_map([container_id], |r| {
                 Ok(FailRow {
-                    key: FailKey { cgroup_id: 0, syscall: r.get(0)?, errno: r.get(1)?, origin: r.get(2)? },
-                    count: r.get::<_, i64>(3)? as u64,
-                    first_seen: from_unix_ns(r.get(4)?),
-                    last_seen: from_unix_ns(r.get(5)?),
-                    sample: sample(r, 6)?,
+                    key: FailKey {
+                        cgroup_id: 0,
+                        syscall: r.get(0)?,
+                        errno: r.get(1)?,
+                        origin: r.get(2)?,
+                        uid: r.get(3)?,
+                        seccomp: r.get(4)?,
+                        denied: r.get::<_, i64>(5)? as u64,
+                    },
+                    count: r.get::<_, i64>(6)? as u64,
+                    first_seen: from_unix_ns(r.get(7)?),
+                    last_seen: from_unix_ns(r.get(8)?),
+                    sample: sample(r, 9)?,
                 })
             })
             .map_err(fail)?;
+        rows.collect::<Result<_, _>>().map_err(fail)
+    }
+
+    /// Every (capability, syscall) pair the kernel was seen checking, in any container.
+    pub fn kernel_checks(&self) -> Result<std::collections::BTreeSet<(u32, u32)>, Error> {
+        let fail = |e| corrupt(&self.path, e);
+        let mut stmt = self.conn.prepare("SELECT DISTINCT cap, syscall FROM cap_checks").map_err(fail)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(fail)?;
         rows.collect::<Result<_, _>>().map_err(fail)
     }
 

@@ -1,11 +1,9 @@
 //! capwatch's programs in the real kernel: real cgroups, capabilities really dropped, exact
 //! counts. These need root and BPF; in CI they must run.
 
-use std::{os::unix::fs::PermissionsExt, path::PathBuf};
-
 use capwatch::probe::{Backend, Probe};
-use capwatch_common::{origin, CapKey, FailKey, Totals, CAP_FLAG_OUTER_USERNS, VERDICT_DENIED, VERDICT_GRANTED};
-use capwatch_tests::{kernel_available, refused, Launch, TestCgroup};
+use capwatch_common::{origin, seccomp, CapKey, FailKey, Totals, CAP_FLAG_OUTER_USERNS, VERDICT_DENIED, VERDICT_GRANTED};
+use capwatch_tests::{kernel_available, refused, Launch, ProtectedFile, TestCgroup};
 use caps::Capability::{CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_NET_RAW};
 
 const SYS_SOCKET: u32 = libc::SYS_socket as u32;
@@ -52,7 +50,15 @@ async fn a_raw_socket_without_net_raw_is_a_denied_check_and_an_eperm() {
     let aggregates = monitor.aggregates();
     assert_eq!(count(aggregates.caps(), &cap(&cgroup, CAP_NET_RAW, VERDICT_DENIED, SYS_SOCKET)), 1, "{:#?}", aggregates.caps());
     assert_eq!(count(aggregates.caps(), &cap(&cgroup, CAP_NET_RAW, VERDICT_GRANTED, SYS_SOCKET)), 0);
-    let failure = FailKey { cgroup_id: cgroup.id, syscall: SYS_SOCKET, errno: libc::EPERM as u16, origin: origin::APP };
+    let failure = FailKey {
+        cgroup_id: cgroup.id,
+        syscall: SYS_SOCKET,
+        errno: libc::EPERM as u16,
+        origin: origin::APP,
+        uid: 0,
+        seccomp: seccomp::NONE,
+        denied: 1 << 13,
+    };
     assert_eq!(count(aggregates.failures(), &failure), 1, "{:#?}", aggregates.failures());
 
     // With the capability, the same call is a granted check and no failure.
@@ -69,7 +75,7 @@ async fn a_mode_000_file_without_dac_capabilities_is_two_denied_checks_and_an_ea
     if !kernel_available("a_mode_000_file_without_dac_capabilities_is_two_denied_checks_and_an_eacces") {
         return;
     }
-    let file = ProtectedFile::new();
+    let file = ProtectedFile::new("kernel-1");
     let cgroup = TestCgroup::new("dac");
     let mut monitor = cgroup.monitor();
     let out = Launch::in_cgroup(&cgroup).dropping(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH]).run(&["open", file.path()]);
@@ -83,7 +89,15 @@ async fn a_mode_000_file_without_dac_capabilities_is_two_denied_checks_and_an_ea
             aggregates.caps()
         );
     }
-    let failure = FailKey { cgroup_id: cgroup.id, syscall: SYS_OPENAT, errno: libc::EACCES as u16, origin: origin::APP };
+    let failure = FailKey {
+        cgroup_id: cgroup.id,
+        syscall: SYS_OPENAT,
+        errno: libc::EACCES as u16,
+        origin: origin::APP,
+        uid: 0,
+        seccomp: seccomp::NONE,
+        denied: 1 << 1 | 1 << 2,
+    };
     assert_eq!(count(aggregates.failures(), &failure), 1, "{:#?}", aggregates.failures());
 }
 
@@ -195,6 +209,60 @@ async fn a_check_against_an_outer_user_namespace_is_marked_so() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[tokio::test]
+async fn a_failure_carries_what_was_denied_in_the_same_call_and_nothing_older() {
+    if !kernel_available("a_failure_carries_what_was_denied_in_the_same_call_and_nothing_older") {
+        return;
+    }
+    let cgroup = TestCgroup::new("evidence");
+    let mut monitor = cgroup.monitor();
+    // setuid(0) as uid 0 without CAP_SETUID: denied, yet it succeeds. Then a call refused by
+    // its own rules, then one refused for a missing capability, all by the same thread.
+    let out = Launch::in_cgroup(&cgroup)
+        .dropping(&[caps::Capability::CAP_SETUID, CAP_NET_RAW])
+        .run(&["setuid", "1", "+", "setpgid-foreign", "+", "raw-socket"]);
+    assert!(refused(&out), "{out:?}");
+    monitor.drain().expect("drain");
+    let aggregates = monitor.aggregates();
+    assert_eq!(count(aggregates.caps(), &cap(&cgroup, caps::Capability::CAP_SETUID, VERDICT_DENIED, SYS_SETUID)), 1);
+    let failure = |syscall: i64| {
+        let found: Vec<&FailKey> = aggregates.failures().keys().filter(|k| k.cgroup_id == cgroup.id && k.syscall == syscall as u32).collect();
+        assert_eq!(found.len(), 1, "{:#?}", aggregates.failures());
+        *found[0]
+    };
+    let setpgid = failure(libc::SYS_setpgid);
+    assert_eq!((setpgid.errno, setpgid.denied), (libc::EPERM as u16, 0), "the earlier denied setuid must not leak: {setpgid:?}");
+    let socket = failure(libc::SYS_socket);
+    assert_eq!(socket.denied, 1 << 13, "{socket:?}");
+    assert_eq!((socket.uid, socket.seccomp), (0, seccomp::NONE));
+}
+
+#[tokio::test]
+async fn a_real_seccomp_filters_refusal_is_told_from_a_call_that_ran() {
+    if !kernel_available("a_real_seccomp_filters_refusal_is_told_from_a_call_that_ran") {
+        return;
+    }
+    let file = ProtectedFile::new("kernel-2");
+    let cgroup = TestCgroup::new("seccomp");
+    let mut monitor = cgroup.monitor();
+    // Root holding CAP_FOWNER: only the filter can refuse chmod. Then, under the same filter, an
+    // open the filter allows and the DAC refuses.
+    let out = Launch::in_cgroup(&cgroup)
+        .dropping(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH])
+        .run(&["seccomp-refuse", "chmod,fchmodat", "chmod", file.path(), "+", "open", file.path()]);
+    assert!(refused(&out), "{out:?}");
+    monitor.drain().expect("drain");
+    let failures: Vec<&FailKey> = monitor.aggregates().failures().keys().filter(|k| k.cgroup_id == cgroup.id).collect();
+    let chmod: Vec<&&FailKey> =
+        failures.iter().filter(|k| k.syscall == libc::SYS_chmod as u32 || k.syscall == libc::SYS_fchmodat as u32).collect();
+    assert_eq!(chmod.len(), 1, "{failures:#?}");
+    assert_eq!((chmod[0].seccomp, chmod[0].denied, chmod[0].errno), (seccomp::MAY_REFUSE, 0, libc::EPERM as u16));
+    let open: Vec<&&FailKey> = failures.iter().filter(|k| k.syscall == SYS_OPENAT).collect();
+    assert_eq!(open.len(), 1, "{failures:#?}");
+    assert_eq!(open[0].seccomp, seccomp::ALLOWS, "the filter always allows openat: {:?}", open[0]);
+    assert_eq!(open[0].denied, 1 << 1 | 1 << 2, "{:?}", open[0]);
+}
+
 #[test]
 fn the_kprobe_backend_passes_the_verifier() {
     if !kernel_available("the_kprobe_backend_passes_the_verifier") {
@@ -202,32 +270,4 @@ fn the_kprobe_backend_passes_the_verifier() {
     }
     Probe::verify(Backend::Kprobe).expect("kprobe programs load");
     Probe::verify(Backend::Tracepoint).expect("tracepoint program loads");
-}
-
-/// A root-owned file with mode 000 in a fresh directory, removed when dropped.
-struct ProtectedFile {
-    dir: PathBuf,
-    file: PathBuf,
-}
-
-impl ProtectedFile {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("capwatch-test-{}-dac", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
-        let file = dir.join("secret");
-        std::fs::write(&file, "secret\n").expect("write");
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
-        Self { dir, file }
-    }
-
-    fn path(&self) -> &str {
-        self.file.to_str().expect("utf-8 path")
-    }
-}
-
-impl Drop for ProtectedFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }

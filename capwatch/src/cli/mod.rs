@@ -3,6 +3,7 @@
 pub mod caps;
 pub mod config;
 pub mod daemon;
+pub mod explain;
 pub mod ps;
 pub mod report;
 pub mod status;
@@ -28,6 +29,8 @@ pub enum Command {
     Trace(trace::Args),
     /// What a container used, each capability's verdict, and the least privilege it needs.
     Report(report::Args),
+    /// Why a container's syscalls failed with EPERM/EACCES: capability, file permissions, seccomp…
+    Explain(explain::Args),
     /// Decode a capability mask, or show a container's granted and used capabilities.
     Caps(caps::Args),
     /// List the containers capwatch has seen (running ones; --all for exited ones too).

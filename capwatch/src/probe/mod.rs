@@ -181,6 +181,10 @@ fn open(scope: Scope) -> Result<(Ebpf, Btf), Error> {
         .override_global("CW_TASK_REAL_CRED_OFFSET", &offsets.task_real_cred, true)
         .override_global("CW_CRED_USER_NS_OFFSET", &offsets.cred_user_ns, true)
         .override_global("CW_USER_NS_LEVEL_OFFSET", &offsets.user_ns_level, true)
+        .override_global("CW_TASK_SECCOMP_MODE_OFFSET", &offsets.task_seccomp_mode, true)
+        .override_global("CW_TASK_SECCOMP_FILTER_OFFSET", &offsets.task_seccomp_filter, true)
+        .override_global("CW_FILTER_ALLOW_NATIVE_OFFSET", &offsets.filter_allow_native, true)
+        .override_global("CW_SECCOMP_NATIVE_BITS", &offsets.seccomp_native_bits, true)
         .load(OBJECT)
         .map_err(|e| match permission_denied(&e) {
             true => Error::NotRoot,

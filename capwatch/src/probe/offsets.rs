@@ -8,7 +8,7 @@ use crate::error::Error;
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
 /// The offsets the programs need, in their globals' order.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Offsets {
     /// `offsetof(struct task_struct, tgid)`.
     pub task_tgid: u32,
@@ -18,43 +18,71 @@ pub struct Offsets {
     pub cred_user_ns: u32,
     /// `offsetof(struct user_namespace, level)`.
     pub user_ns_level: u32,
+    /// `task_struct.seccomp.mode` and `task_struct.seccomp.filter`.
+    pub task_seccomp_mode: u32,
+    pub task_seccomp_filter: u32,
+    /// `seccomp_filter.cache.allow_native`, and its size in bits; 0 on kernels without the
+    /// cache of always-allowed syscalls (before 5.11), where seccomp is judged less precisely.
+    pub filter_allow_native: u32,
+    pub seccomp_native_bits: u32,
 }
 
 pub fn read() -> Result<Offsets, Error> {
     let btf = Btf::from_file(VMLINUX).map_err(|_| Error::NoBtf)?;
-    let field = |name: &'static str| {
-        let (structure, member) = name.split_once('.').expect("struct.field");
-        field_offset(&btf, structure, member).ok_or(Error::KernelLayout(name))
-    };
+    let required = |name: &'static str| field(&btf, name).map(|(offset, _)| offset).ok_or(Error::KernelLayout(name));
+    let (filter_allow_native, seccomp_native_bits) = field(&btf, "seccomp_filter.cache.allow_native")
+        .and_then(|(offset, t)| match t {
+            Type::Array(a) => Some((offset, (a.len() * 64) as u32)),
+            _ => None,
+        })
+        .unwrap_or_default();
     Ok(Offsets {
-        task_tgid: field("task_struct.tgid")?,
-        task_real_cred: field("task_struct.real_cred")?,
-        cred_user_ns: field("cred.user_ns")?,
-        user_ns_level: field("user_namespace.level")?,
+        task_tgid: required("task_struct.tgid")?,
+        task_real_cred: required("task_struct.real_cred")?,
+        cred_user_ns: required("cred.user_ns")?,
+        user_ns_level: required("user_namespace.level")?,
+        task_seccomp_mode: field(&btf, "task_struct.seccomp.mode").map_or(0, |(o, _)| o),
+        task_seccomp_filter: field(&btf, "task_struct.seccomp.filter").map_or(0, |(o, _)| o),
+        filter_allow_native,
+        seccomp_native_bits,
     })
 }
 
-/// Byte offset of `field` in `structure`, looking through anonymous members.
-fn field_offset(btf: &Btf, structure: &str, field: &str) -> Option<u32> {
-    btf.resolve_types_by_name(structure).ok()?.into_iter().find_map(|t| match t {
-        Type::Struct(s) => member_offset(btf, &s.members, field),
-        _ => None,
-    })
+/// Byte offset and type of a field given as `struct.member.member…`, looking through
+/// anonymous members and typedefs.
+fn field(btf: &Btf, path: &str) -> Option<(u32, Type)> {
+    let mut parts = path.split('.');
+    let structure = parts.next()?;
+    let mut current = btf.resolve_types_by_name(structure).ok()?.into_iter().find(|t| matches!(t, Type::Struct(_)))?;
+    let mut offset = 0;
+    for name in parts {
+        let members = match &current {
+            Type::Struct(s) | Type::Union(s) => &s.members,
+            _ => return None,
+        };
+        let (at, member_type) = member(btf, members, name)?;
+        offset += at;
+        current = member_type;
+    }
+    Some((offset, current))
 }
 
-fn member_offset(btf: &Btf, members: &[btf_rs::Member], field: &str) -> Option<u32> {
-    for member in members {
-        let name = btf.resolve_name(member).unwrap_or_default();
-        if name == field {
-            return Some(member.bit_offset() / 8);
+/// A member's byte offset and its type with typedefs and qualifiers peeled off.
+fn member(btf: &Btf, members: &[btf_rs::Member], name: &str) -> Option<(u32, Type)> {
+    for m in members {
+        let member_name = btf.resolve_name(m).unwrap_or_default();
+        let mut t = btf.resolve_chained_type(m).ok()?;
+        while let Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) = t {
+            t = btf.resolve_chained_type(t.as_btf_type()?).ok()?;
         }
-        if name.is_empty() {
-            let nested = match btf.resolve_chained_type(member).ok()? {
-                Type::Struct(s) | Type::Union(s) => member_offset(btf, &s.members, field),
-                _ => None,
-            };
-            if let Some(offset) = nested {
-                return Some(member.bit_offset() / 8 + offset);
+        if member_name == name {
+            return Some((m.bit_offset() / 8, t));
+        }
+        if member_name.is_empty() {
+            if let Type::Struct(s) | Type::Union(s) = &t {
+                if let Some((at, found)) = member(btf, &s.members, name) {
+                    return Some((m.bit_offset() / 8 + at, found));
+                }
             }
         }
     }
@@ -73,5 +101,9 @@ mod tests {
         // Both sit deep inside task_struct, tgid after pid, the credentials after both.
         assert!(offsets.task_tgid > 64 && offsets.task_tgid % 4 == 0, "{offsets:?}");
         assert!(offsets.task_real_cred > offsets.task_tgid && offsets.task_real_cred % 8 == 0, "{offsets:?}");
+        // seccomp.mode is its struct's first member, the filter pointer follows it.
+        assert!(offsets.task_seccomp_mode > 0 && offsets.task_seccomp_filter > offsets.task_seccomp_mode, "{offsets:?}");
+        // One bit per native syscall: several hundred, in whole words.
+        assert!(offsets.seccomp_native_bits >= 448 && offsets.seccomp_native_bits % 64 == 0, "{offsets:?}");
     }
 }

@@ -10,13 +10,42 @@
 //!   child ACTION ...  run ACTION in a child process and wait for it
 //!   mknod PATH        make a character device node (1:3, like /dev/null) at PATH
 //!   userns ACTION ... enter a new user namespace (as its root), then do ACTION
+//!   fanotify          fanotify_init(FAN_CLASS_NOTIF, O_RDONLY)
+//!   chmod PATH        chmod PATH 0644
+//!   setpgid-foreign   setpgid(0, 1): refused by the call's own rules, no capability involved
+//!   as-user UID ACTION ...          become UID, then do ACTION
+//!   seccomp-refuse NAMES ACTION ... install a seccomp filter refusing the comma-separated
+//!                     syscalls with EPERM, then do ACTION
+//! Actions joined with `+` run one after the other in the same process.
 
 use std::{ffi::CString, process::ExitCode};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Actions separated by `+` run one after the other in this process; the last one decides.
+    let mut result = Ok(());
+    for action in args.split(|a| a == "+") {
+        result = match run(action) {
+            Some(result) => result,
+            None => {
+                eprintln!("usage: cw-workload ACTION [ARGS] [+ ACTION [ARGS]]… (see the source for actions)");
+                return ExitCode::from(64);
+            }
+        };
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(errno) => {
+            println!("errno {errno}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// One action; None when it is not one.
+fn run(args: &[String]) -> Option<Result<(), i32>> {
     let count = |i: usize| args.get(i).and_then(|n| n.parse::<u64>().ok());
-    let result = match (args.first().map(String::as_str), args.len()) {
+    Some(match (args.first().map(String::as_str), args.len()) {
         (Some("setuid"), 2) => repeat(count(1), || unsafe { libc::setuid(0) } as i64),
         (Some("getppid"), 2) => repeat(count(1), || unsafe { libc::getppid() } as i64),
         (Some("raw-socket"), 1) => raw_socket(),
@@ -25,18 +54,60 @@ fn main() -> ExitCode {
         (Some("child"), n) if n > 1 => child(&args[1..]),
         (Some("mknod"), 2) => mknod(&args[1]),
         (Some("userns"), n) if n > 1 => userns(&args[1..]),
-        _ => {
-            eprintln!("usage: cw-workload setuid N | getppid N | raw-socket | open PATH | mmap N | child ACTION...");
-            return ExitCode::from(64);
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(errno) => {
-            println!("errno {errno}");
-            ExitCode::from(2)
-        }
+        (Some("fanotify"), 1) => check(unsafe { libc::syscall(libc::SYS_fanotify_init, 0, libc::O_RDONLY) }),
+        (Some("chmod"), 2) => chmod(&args[1]),
+        (Some("setpgid-foreign"), 1) => check(unsafe { libc::setpgid(0, 1) }.into()),
+        (Some("as-user"), n) if n > 2 => as_user(count(1)?, &args[2..])?,
+        (Some("seccomp-refuse"), n) if n > 2 => seccomp_refuse(&args[1], &args[2..])?,
+        _ => return None,
+    })
+}
+
+fn check(rc: i64) -> Result<(), i32> {
+    if rc < 0 { Err(errno()) } else { Ok(()) }
+}
+
+fn chmod(path: &str) -> Result<(), i32> {
+    let path = CString::new(path).map_err(|_| libc::EINVAL)?;
+    check(unsafe { libc::chmod(path.as_ptr(), 0o644) }.into())
+}
+
+/// Becomes `uid` (group too, no supplementary groups), then does the action.
+fn as_user(uid: u64, action: &[String]) -> Option<Result<(), i32>> {
+    let uid = uid as libc::uid_t;
+    let dropped = unsafe { libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(uid) == 0 && libc::setuid(uid) == 0 };
+    if !dropped {
+        return Some(Err(errno()));
     }
+    run(action)
+}
+
+/// Installs a real seccomp filter that refuses the comma-separated syscalls with EPERM (and
+/// allows everything else), then does the action.
+fn seccomp_refuse(names: &str, action: &[String]) -> Option<Result<(), i32>> {
+    let numbers: Vec<u32> = names.split(',').map(|n| n.parse::<syscalls::Sysno>().ok().map(|s| s.id() as u32)).collect::<Option<_>>()?;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
+    let jump = |k: u32, jt: u8, jf: u8| libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt, jf, k };
+    let load = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u32;
+    let ret = (libc::BPF_RET | libc::BPF_K) as u32;
+    let mut program = vec![stmt(load, 4), jump(AUDIT_ARCH_X86_64, 1, 0), stmt(ret, libc::SECCOMP_RET_ALLOW), stmt(load, 0)];
+    for (i, &nr) in numbers.iter().enumerate() {
+        let remaining = (numbers.len() - i - 1) as u8;
+        // On a match, jump over the remaining tests and the ALLOW to the ERRNO.
+        program.push(jump(nr, remaining + 1, 0));
+    }
+    program.push(stmt(ret, libc::SECCOMP_RET_ALLOW));
+    program.push(stmt(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32));
+    let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    let installed = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog as *const libc::sock_fprog) == 0
+    };
+    if !installed {
+        return Some(Err(errno()));
+    }
+    run(action)
 }
 
 /// Calls `f` n times; the first negative result stops with its errno.
