@@ -1,7 +1,8 @@
-//! Project tasks that are more than one cargo command: `cargo xtask test`.
+//! Project tasks that are more than one cargo command: `cargo xtask test`, `cargo xtask vm-test`.
 
 mod docker;
 mod statics;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -19,12 +20,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Build every binary, then run every test.
+    /// Build every binary, then run every test; without arguments, the VM tests too.
     Test {
         /// Passed on to `cargo test` (a test name filter, `--test docker`, …).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Boot Debian's 6.1 and 6.12 kernels under qemu and run the backend tests in each.
+    VmTest,
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.task {
         Task::Test { args } => test(&args),
+        Task::VmTest => vm::run(&workspace_root()),
     }
 }
 
@@ -56,7 +60,16 @@ fn test(extra: &[String]) -> Result<()> {
     let env = [("CAPWATCH_TEST_DOCKER_SOCKET", socket.as_str()), ("CAPWATCH_TEST_IMAGE", docker::TEST_IMAGE)];
     let mut args = vec!["test", "--no-fail-fast"];
     args.extend(extra.iter().map(String::as_str));
-    cargo(&args, &env)
+    let host = cargo(&args, &env);
+    drop(dockerd);
+    if !extra.is_empty() {
+        return host;
+    }
+    // Then the kernels users run, whatever this one found.
+    match (host, vm::run(&root)) {
+        (Err(host), Err(vm)) => bail!("{host:#}; and {vm:#}"),
+        (host, vm) => host.and(vm),
+    }
 }
 
 fn workspace_root() -> PathBuf {
