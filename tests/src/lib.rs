@@ -395,3 +395,21 @@ pub fn capwatch(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(bin("capwatch")).args(args).output().expect("run capwatch");
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// Waits until the store in `state` records the container's exit, and returns its report as
+/// JSON. The exit is written in the same transaction as everything the container did before it.
+pub fn wait_stored(state: &Path, container: &str) -> Value {
+    let state_dir = state.to_str().expect("utf-8 path");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, out, _) = capwatch(&["report", container, "--format", "json", "--state-dir", state_dir]);
+        if code == Some(0) {
+            let report: Value = serde_json::from_str(&out).expect("report JSON");
+            if report["container"]["exited_at"].is_string() {
+                return report;
+            }
+        }
+        assert!(Instant::now() < deadline, "the store never recorded {container}'s exit");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

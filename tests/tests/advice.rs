@@ -2,9 +2,9 @@
 //! capabilities under the daemon, then again with exactly the advised flags (it must work) and
 //! with each advised capability removed in turn (it must fail). In CI these must run.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use capwatch_tests::{capwatch, container_name, docker_available, tempdir, DockerEnv};
+use capwatch_tests::{capwatch, container_name, docker_available, tempdir, wait_stored, DockerEnv};
 use serde_json::Value;
 
 /// Runs `command` with Docker's defaults under a daemon and returns the advised `docker run`
@@ -17,19 +17,7 @@ fn advise(env: &DockerEnv, label: &str, command: &[&str]) -> Vec<String> {
     let id = env.start(&["--name", &name], command);
     assert_eq!(env.wait(&id), 0, "{label} should work with Docker's default capabilities");
 
-    // The exit is written in the same transaction as everything the container did before it.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let report = loop {
-        let (code, out, _) = capwatch(&["report", &name, "--format", "json", "--state-dir", &state_dir]);
-        if code == Some(0) {
-            let report: Value = serde_json::from_str(&out).expect("report JSON");
-            if report["container"]["exited_at"].is_string() {
-                break report;
-            }
-        }
-        assert!(Instant::now() < deadline, "the store never recorded {name}'s exit");
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let report = wait_stored(&state, &name);
     daemon.stop(libc::SIGKILL);
     assert_eq!(report["container"]["id"], id.as_str());
 

@@ -30,6 +30,8 @@ pub fn static_cargo(root: &Path) -> Command {
     cargo
         .current_dir(root)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // Its own target directory, whatever the caller's environment says.
+        .env_remove("CARGO_TARGET_DIR")
         .args(["--quiet"])
         .args(["--config", &format!("build.target-dir={TARGET_DIR:?}")])
         .args(["--config", &format!("build.target={TARGET:?}")]);
