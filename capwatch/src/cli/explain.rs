@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 
-use crate::{containers, error::Error, explain, paths, store::Store};
+use crate::{cli::report::open_container, error::Error, explain, paths};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -24,10 +24,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), Error> {
-    let store = Store::open_read_only(&args.state_dir)?;
-    let all = store.containers()?;
-    let container = containers::resolve(&args.container, &all)?;
-    let explanations = explain::explain(container, &store.failures(&container.id)?, &store.kernel_checks()?);
+    let (store, container) = open_container(&args.state_dir, &args.container)?;
+    let explanations = explain::explain(&container, &store.failures(&container.id)?, &store.kernel_checks()?);
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&explanations).expect("explanations serialize")),
         Format::Table => {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::{
-    advice, containers,
+    advice,
     error::Error,
     format::{self, Format},
     paths,
@@ -22,6 +22,13 @@ pub struct Args {
     pub state_dir: PathBuf,
 }
 
+/// The store, read-only, and the container `query` names in it (as the docker CLI resolves names).
+pub fn open_container(state_dir: &std::path::Path, query: &str) -> Result<(Store, crate::containers::Container), Error> {
+    let store = Store::open_read_only(state_dir)?;
+    let container = crate::containers::resolve(query, &store.containers()?)?.clone();
+    Ok((store, container))
+}
+
 pub fn run(args: Args) -> Result<(), Error> {
     let report = load(&args.state_dir, &args.container)?;
     print!("{}", with_newline(format::render(&report, args.format)));
@@ -30,9 +37,7 @@ pub fn run(args: Args) -> Result<(), Error> {
 
 /// The report of the container `query` names, from the store.
 pub fn load(state_dir: &std::path::Path, query: &str) -> Result<advice::Report, Error> {
-    let store = Store::open_read_only(state_dir)?;
-    let all = store.containers()?;
-    let container = containers::resolve(query, &all)?.clone();
+    let (store, container) = open_container(state_dir, query)?;
     let caps = store.cap_checks(&container.id)?;
     let failures = store.failures(&container.id)?;
     Ok(advice::report(container, &caps, &failures))
