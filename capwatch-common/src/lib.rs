@@ -177,8 +177,8 @@ pub mod loss {
     /// kprobe backend: a `cap_capable` return had no matching entry (the kprobe was missed or
     /// its stash was full); the check was not counted.
     pub const KRETPROBE_UNMATCHED: u32 = 3;
-    /// kprobe backend: an entry was overwritten before its return was seen (a missed
-    /// kretprobe); the overwritten check was not counted.
+    /// kprobe backend: an entry was overwritten before its return was seen, or left behind by
+    /// an exiting thread (a missed kretprobe); that check was not counted.
     pub const KPROBE_STASH_OVERWRITTEN: u32 = 4;
     /// kprobe backend: the per-thread stash was full; the check was not counted.
     pub const KPROBE_STASH_FULL: u32 = 5;

@@ -130,6 +130,15 @@ pub fn on_kprobe_entry(cred: *const u8, ns: *const u8, cap: u32, opts: u32) {
     aggregate::count_loss(loss::KPROBE_STASH_FULL);
 }
 
+/// A thread that exits with a stash entry left lost a kretprobe: count it, and free the entry
+/// before its thread id is reused.
+#[inline(always)]
+pub fn forget_kprobe_stash() {
+    if CW_KPROBE_STASH.remove(bpf_get_current_pid_tgid()).is_ok() {
+        aggregate::count_loss(loss::KPROBE_STASH_OVERWRITTEN);
+    }
+}
+
 /// kprobe backend, at `cap_capable`'s return.
 #[inline(always)]
 pub fn on_kprobe_return<C: StackIdContext>(ctx: &C, ret: i32) {

@@ -89,10 +89,11 @@ pub fn on_exec(cgroup_id: u64, now: u64) {
     let _ = CW_ORIGINS.insert(tgid, origin, 0);
 }
 
-/// `sched_process_exit` of a thread: it leaves no denied checks behind, and a process's leader
-/// leaves no origin, so its pid starts clean.
+/// `sched_process_exit` of a thread: it leaves no denied checks and no kprobe stash behind, and
+/// a process's leader leaves no origin, so its pid starts clean.
 pub fn on_exit() {
     crate::failure::forget_denied();
+    crate::cap::forget_kprobe_stash();
     let pid_tgid = bpf_get_current_pid_tgid();
     if pid_tgid as u32 == (pid_tgid >> 32) as u32 {
         let _ = CW_ORIGINS.remove(current_tgid());
