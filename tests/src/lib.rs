@@ -11,7 +11,7 @@ use std::{
     process::{Child, Command, Output, Stdio},
     sync::{
         atomic::{AtomicU32, Ordering},
-        mpsc,
+        mpsc, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -240,6 +240,8 @@ pub struct Running {
     pub lines: mpsc::Receiver<String>,
     errors: mpsc::Receiver<String>,
     pub seen: Vec<String>,
+    /// A daemon's lines are checked against the log schema as they arrive.
+    daemon: bool,
 }
 
 /// Forwards a pipe's lines to a channel.
@@ -257,15 +259,34 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String>
 
 impl Running {
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(bin("capwatch"))
+        Self::start_with(args, &[])
+    }
+
+    /// The same with environment variables. A daemon gets an ephemeral metrics port and no
+    /// config file unless told otherwise, so that tests' daemons run side by side and a host's
+    /// /etc/capwatch/config.toml changes nothing.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_as(&Launch::default(), args, env)
+    }
+
+    /// The same, started under `launch`'s conditions (its cgroup, its bounding set).
+    pub fn start_as(launch: &Launch, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let daemon = args.first() == Some(&"daemon");
+        let mut command = Command::new(bin("capwatch"));
+        launch.apply(&mut command);
+        if daemon {
+            command.env("CAPWATCH_METRICS_LISTEN", "127.0.0.1:0").env("CAPWATCH_CONFIG", "/dev/null");
+        }
+        let mut child = command
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start capwatch");
         let lines = lines_of(child.stdout.take().expect("stdout"));
         let errors = lines_of(child.stderr.take().expect("stderr"));
-        Self { child, lines, errors, seen: Vec::new() }
+        Self { child, lines, errors, seen: Vec::new(), daemon }
     }
 
     /// Waits (up to 15 s) for the first line on stderr.
@@ -279,6 +300,9 @@ impl Running {
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
+                    if self.daemon {
+                        check_line(&line);
+                    }
                     self.seen.push(line.clone());
                     if wanted(&line) {
                         return line;
@@ -298,9 +322,54 @@ impl Running {
     pub fn stop(mut self, signal: i32) -> (Option<i32>, Vec<String>) {
         unsafe { libc::kill(self.child.id() as i32, signal) };
         let status = self.child.wait().expect("wait");
-        self.seen.extend(self.lines.iter());
-        (status.code(), self.seen)
+        let rest: Vec<String> = self.lines.iter().collect();
+        if self.daemon {
+            rest.iter().for_each(|line| drop(check_line(line)));
+        }
+        self.seen.extend(rest);
+        (status.code(), std::mem::take(&mut self.seen))
     }
+}
+
+/// A test that fails midway leaves no capwatch running (it would hold the test's pipes open).
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A child process killed when the test ends, however it ends.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// docs/log-schema.json, compiled once.
+fn log_schema() -> &'static jsonschema::Validator {
+    static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/log-schema.json");
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let schema: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{}: not a valid JSON Schema: {e}", path.display()))
+    })
+}
+
+/// A daemon line as JSON, checked against the log schema; a line that breaks it fails the test.
+pub fn check_line(line: &str) -> Value {
+    let value = json(line);
+    let errors: Vec<String> = log_schema().iter_errors(&value).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    assert!(errors.is_empty(), "a daemon line breaks docs/log-schema.json: {}\n{line}", errors.join("; "));
+    value
 }
 
 /// A line as JSON; a line that is not JSON fails the test.
@@ -314,6 +383,25 @@ pub fn tempdir(label: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("mkdir");
     dir
+}
+
+/// A program the test needs, from PATH (or the sbin directories). Outside CI a test without it
+/// says so and skips; in CI it fails (`./x test` installs every one).
+pub fn tool_available(test: &str, program: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"])
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| candidate.is_file());
+    match found {
+        Some(path) => Some(path),
+        None if in_ci() => panic!("{test}: cannot run in CI: {program} is not installed (./x test installs it)"),
+        None => {
+            eprintln!("SKIPPED {test}: {program} is not installed (./x test installs it)");
+            None
+        }
+    }
 }
 
 /// The tests' own Docker engine, which `cargo xtask test` starts, and the image it imported.

@@ -214,10 +214,58 @@ async fn respond(request: Request<hyper::body::Incoming>, registry: Arc<Mutex<Re
     if request.uri().path() != "/metrics" {
         return reply(StatusCode::NOT_FOUND, "text/plain", "capwatch serves /metrics\n".into());
     }
+    let openmetrics = request
+        .headers()
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
     let mut body = String::new();
     let encoded = encode(&mut body, &registry.lock().unwrap_or_else(PoisonError::into_inner));
     match encoded {
-        Ok(()) => reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", body),
+        Ok(()) if openmetrics => reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", body),
+        Ok(()) => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text_format(&body)),
         Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "encoding the metrics failed\n".into()),
+    }
+}
+
+/// OpenMetrics as Prometheus' older text format, for clients that did not ask for OpenMetrics
+/// (curl, promtool, older scrapers): there a counter family is named with its `_total`, and
+/// there is no `# EOF` or `# UNIT`.
+fn text_format(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        text.push_str(renamed.as_deref().unwrap_or(line));
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_keep_their_total_in_the_text_format() {
+        let openmetrics = "# HELP capwatch_events Events.\n# TYPE capwatch_events counter\ncapwatch_events_total{kind=\"x\"} 3\n\
+                           # HELP capwatch_up Up.\n# TYPE capwatch_up gauge\ncapwatch_up 1\n# EOF\n";
+        assert_eq!(
+            text_format(openmetrics),
+            "# HELP capwatch_events_total Events.\n# TYPE capwatch_events_total counter\ncapwatch_events_total{kind=\"x\"} 3\n\
+             # HELP capwatch_up Up.\n# TYPE capwatch_up gauge\ncapwatch_up 1\n"
+        );
     }
 }
