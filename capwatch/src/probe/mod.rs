@@ -2,6 +2,7 @@
 //! one file each; the failing-syscall hook is the same on all of them.
 
 mod fexit;
+mod floor;
 mod kprobe;
 mod offsets;
 mod tracepoint;
@@ -16,6 +17,7 @@ use aya::{
 use capwatch_common::{CapKey, FailKey, Totals};
 use serde::{Deserialize, Serialize};
 
+pub use self::floor::{attach_floor, Floor};
 use crate::{cgroup::Scope, error::Error};
 
 /// The eBPF object built from `capwatch-ebpf`.
