@@ -16,9 +16,18 @@
 //!   as-user UID ACTION ...          become UID, then do ACTION
 //!   seccomp-refuse NAMES ACTION ... install a seccomp filter refusing the comma-separated
 //!                     syscalls with EPERM, then do ACTION
+//!   time ACTION ...   do ACTION and print `ns_per_call X` (its N from the action's count),
+//!                     timed in this process so that start-up costs nothing
+//!   paced RATE SECONDS ACTION
+//!                     do ACTION (setuid or getppid) at RATE calls per second for SECONDS,
+//!                     printing `calls N` and `behind_ms M` (how far the pace fell behind)
 //! Actions joined with `+` run one after the other in the same process.
 
-use std::{ffi::CString, process::ExitCode};
+use std::{
+    ffi::CString,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -59,8 +68,48 @@ fn run(args: &[String]) -> Option<Result<(), i32>> {
         (Some("setpgid-foreign"), 1) => check(unsafe { libc::setpgid(0, 1) }.into()),
         (Some("as-user"), n) if n > 2 => as_user(count(1)?, &args[2..])?,
         (Some("seccomp-refuse"), n) if n > 2 => seccomp_refuse(&args[1], &args[2..])?,
+        (Some("time"), n) if n > 1 => time(&args[1..])?,
+        (Some("paced"), 4) => paced(count(1)?, count(2)?, &args[3])?,
         _ => return None,
     })
+}
+
+/// Does the action and prints its cost per call; the action's second argument is its count.
+fn time(action: &[String]) -> Option<Result<(), i32>> {
+    let calls = action.get(1).and_then(|n| n.parse::<u64>().ok()).filter(|&n| n > 0)?;
+    let start = Instant::now();
+    let result = run(action)?;
+    let elapsed = start.elapsed();
+    println!("ns_per_call {:.2}", elapsed.as_nanos() as f64 / calls as f64);
+    Some(result)
+}
+
+/// Calls at a steady rate: each millisecond's share, then a sleep to the next millisecond. A
+/// rate the machine cannot keep shows as `behind_ms`.
+fn paced(rate: u64, seconds: u64, action: &str) -> Option<Result<(), i32>> {
+    let call: fn() -> i64 = match action {
+        "setuid" => || unsafe { libc::setuid(0) } as i64,
+        "getppid" => || unsafe { libc::getppid() } as i64,
+        _ => return None,
+    };
+    let per_ms = rate / 1000;
+    let ticks = seconds * 1000;
+    let start = Instant::now();
+    for tick in 0..ticks {
+        for _ in 0..per_ms {
+            if call() < 0 {
+                return Some(Err(errno()));
+            }
+        }
+        let next = start + Duration::from_millis(tick + 1);
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let planned = Duration::from_secs(seconds);
+    println!("calls {}", per_ms * ticks);
+    println!("behind_ms {}", start.elapsed().saturating_sub(planned).as_millis());
+    Some(Ok(()))
 }
 
 fn check(rc: i64) -> Result<(), i32> {
