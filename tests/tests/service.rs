@@ -432,6 +432,7 @@ fn prometheus_scrapes_the_metrics_and_promtool_accepts_them() {
     assert_eq!(checks[0]["metric"]["origin"], "app");
     let failures = eventually("the failing socket", || query("capwatch_syscall_failures_total{syscall=\"socket\",errno=\"EPERM\"}"));
     assert!(value(&failures[0]) >= 1.0, "{failures:?}");
+    assert_eq!(failures[0]["metric"]["cause"], "capability", "the socket failed for want of CAP_NET_RAW: {failures:?}");
     let backend = eventually("the probe backend", || query("capwatch_probe_backend == 1"));
     assert_eq!(backend[0]["metric"]["backend"], "tracepoint");
     let build = eventually("build info", || query("capwatch_build_info"));

@@ -24,7 +24,7 @@ use crate::{
     aggregate::{loss_name, Change},
     containers::{catalog::Catalog, Container},
     error::Error,
-    journal, names,
+    explain, journal, names,
 };
 
 /// Labels naming a container; empty for cgroups that are no container's (host services).
@@ -46,6 +46,8 @@ struct FailureLabels {
     syscall: String,
     errno: String,
     origin: String,
+    /// capability, file_permissions, seccomp, file_capabilities or other (see `capwatch explain`).
+    cause: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -83,7 +85,11 @@ impl Metrics {
         let checks = Family::<CheckLabels, Counter>::default();
         registry.register("capability_checks", "Capability checks, by container, capability and verdict", checks.clone());
         let failures = Family::<FailureLabels, Counter>::default();
-        registry.register("syscall_failures", "Syscalls that failed with EPERM or EACCES, by container, syscall and errno", failures.clone());
+        registry.register(
+            "syscall_failures",
+            "Syscalls that failed with EPERM or EACCES, by container, syscall, errno and cause",
+            failures.clone(),
+        );
         let events = Family::<KindLabels, Counter>::default();
         registry.register("events", "Everything the kernel side counted, by kind (capability_check, syscall_failure)", events.clone());
         let lost = Family::<KindLabels, Counter>::default();
@@ -157,6 +163,7 @@ impl Metrics {
             syscall: names::syscall(key.syscall).to_string(),
             errno: names::errno(key.errno).to_string(),
             origin: names::origin(key.origin).into(),
+            cause: explain::describe(key, container, &Default::default()).0.kind().into(),
         };
         self.failures.get_or_create(&labels).inc_by(added);
         self.events.get_or_create(&KindLabels { kind: "syscall_failure".into() }).inc_by(added);
