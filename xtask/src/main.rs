@@ -1,5 +1,7 @@
-//! Project tasks that are more than one cargo command: `cargo xtask test`, `cargo xtask vm-test`.
+//! Project tasks that are more than one cargo command: `cargo xtask test`, `cargo xtask vm-test`,
+//! `cargo xtask bench`.
 
+mod bench;
 mod docker;
 mod statics;
 mod vm;
@@ -28,6 +30,12 @@ enum Task {
     },
     /// Boot Debian's 6.1 and 6.12 kernels under qemu and run the backend tests in each.
     VmTest,
+    /// Measure capwatch's overhead beside the floor and bpftrace; writes docs/performance.md.
+    Bench {
+        /// Passed on to cw-bench (`--rounds N`, `--calls N`, `--sustain-seconds S`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,6 +52,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.task {
         Task::Test { args } => test(&args),
         Task::VmTest => vm::run(&workspace_root()),
+        Task::Bench { args } => bench::run(&workspace_root(), &args),
     }
 }
 
