@@ -125,7 +125,9 @@ pub struct Sample {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Totals {
     pub count: u64,
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the first and the latest occurrence.
+    /// CLOCK_MONOTONIC of the first occurrence (`bpf_ktime_get_ns`), and of the latest as far as
+    /// userspace knows: the kernel leaves `last_ns` at the first; a drain that finds the count
+    /// grown stamps the drain's time.
     pub first_ns: u64,
     pub last_ns: u64,
     /// Kernel stack of the first occurrence in `CW_STACKS`, or negative when none was taken.

@@ -1,5 +1,7 @@
-//! In-kernel aggregation: a key's first occurrence creates its entry and is announced through
-//! the ring buffer; every repeat only bumps the counters.
+//! In-kernel aggregation: a key's first occurrence creates its entry, stamped with the time, and
+//! is announced through the ring buffer; every repeat only bumps its counter. The latest
+//! occurrence's time is stamped by userspace when a drain finds the count grown: a clock read per
+//! check would cost more than the counting itself.
 
 use core::{
     intrinsics::{atomic_xadd, AtomicOrdering},
@@ -26,13 +28,10 @@ pub fn now() -> u64 {
 
 /// Counts one occurrence of an existing key. False when the key is not in the map yet.
 #[inline(always)]
-pub fn bump<K>(map: &HashMap<K, Totals>, key: &K, now: u64) -> bool {
+pub fn bump<K>(map: &HashMap<K, Totals>, key: &K) -> bool {
     match map.get_ptr_mut(key) {
         Some(totals) => {
-            unsafe {
-                add(addr_of_mut!((*totals).count), 1);
-                (*totals).last_ns = now;
-            }
+            unsafe { add(addr_of_mut!((*totals).count), 1) };
             true
         }
         None => false,
@@ -51,7 +50,8 @@ pub enum First {
 
 /// Creates the entry for a key's first occurrence.
 #[inline(always)]
-pub fn create<K>(map: &HashMap<K, Totals>, key: &K, now: u64, stack_id: i32, full: u32) -> First {
+pub fn create<K>(map: &HashMap<K, Totals>, key: &K, stack_id: i32, full: u32) -> First {
+    let now = now();
     let totals = Totals {
         count: 1,
         first_ns: now,
@@ -62,7 +62,7 @@ pub fn create<K>(map: &HashMap<K, Totals>, key: &K, now: u64, stack_id: i32, ful
     };
     match map.insert(key, &totals, BPF_NOEXIST as u64) {
         Ok(()) => First::Created(totals),
-        Err(err) if err == -EEXIST && bump(map, key, now) => First::Counted,
+        Err(err) if err == -EEXIST && bump(map, key) => First::Counted,
         Err(_) => {
             count_loss(full);
             First::Lost

@@ -51,13 +51,12 @@ pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, cred
         origin: origin::current(),
         flags,
     };
-    let now = aggregate::now();
-    if aggregate::bump(&CW_CAPS, &key, now) {
+    if aggregate::bump(&CW_CAPS, &key) {
         return;
     }
     // Only first occurrences pay for a stack: its call site tells advisory checks apart.
     let stack_id = ctx.get_stackid(&CW_STACKS, 0).map_or(-1, |id| id as i32);
-    if let First::Created(totals) = aggregate::create(&CW_CAPS, &key, now, stack_id, loss::CAP_MAP_FULL) {
+    if let First::Created(totals) = aggregate::create(&CW_CAPS, &key, stack_id, loss::CAP_MAP_FULL) {
         aggregate::announce(NewCapEvent { kind: EventKind::NewCap as u32, _pad: 0, key, totals });
     }
 }

@@ -55,11 +55,10 @@ pub fn on_exit(regs: *const pt_regs, ret: i64) {
         seccomp: seccomp_state(syscall),
         denied: take_denied(syscall),
     };
-    let now = aggregate::now();
-    if aggregate::bump(&CW_FAILURES, &key, now) {
+    if aggregate::bump(&CW_FAILURES, &key) {
         return;
     }
-    if let First::Created(totals) = aggregate::create(&CW_FAILURES, &key, now, -1, loss::FAIL_MAP_FULL) {
+    if let First::Created(totals) = aggregate::create(&CW_FAILURES, &key, -1, loss::FAIL_MAP_FULL) {
         aggregate::announce(NewFailureEvent { kind: EventKind::NewFailure as u32, _pad: 0, key, totals });
     }
 }

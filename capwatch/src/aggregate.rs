@@ -38,16 +38,17 @@ impl Aggregates {
             .collect()
     }
 
-    /// Merges a full read of the kernel's maps. Keys whose announcement was lost are new here.
-    pub fn merge(&mut self, snapshot: &Snapshot) -> Vec<Change> {
+    /// Merges a full read of the kernel's maps, taken at `read_ns` (CLOCK_MONOTONIC): a key
+    /// whose count grew was last seen by then. Keys whose announcement was lost are new here.
+    pub fn merge(&mut self, snapshot: &Snapshot, read_ns: u64) -> Vec<Change> {
         let mut changes = Vec::new();
         for &(key, totals) in &snapshot.caps {
-            if merge(&mut self.caps, key, totals) {
+            if merge(&mut self.caps, key, Totals { last_ns: seen_by(&totals, read_ns), ..totals }) {
                 changes.push(Change::NewCap(key, totals));
             }
         }
         for &(key, totals) in &snapshot.failures {
-            if merge(&mut self.failures, key, totals) {
+            if merge(&mut self.failures, key, Totals { last_ns: seen_by(&totals, read_ns), ..totals }) {
                 changes.push(Change::NewFailure(key, totals));
             }
         }
@@ -80,12 +81,19 @@ impl Aggregates {
     }
 }
 
+/// The latest occurrence a read at `read_ns` proves: the first, unless there were more.
+fn seen_by(totals: &Totals, read_ns: u64) -> u64 {
+    if totals.count > 1 { read_ns.max(totals.last_ns) } else { totals.last_ns }
+}
+
 /// Folds `totals` into the entry for `key`; true when the key is new.
 fn merge<K: Ord>(map: &mut BTreeMap<K, Totals>, key: K, totals: Totals) -> bool {
     match map.get_mut(&key) {
         Some(known) => {
-            known.count = known.count.max(totals.count);
-            known.last_ns = known.last_ns.max(totals.last_ns);
+            if totals.count > known.count {
+                known.count = totals.count;
+                known.last_ns = known.last_ns.max(totals.last_ns);
+            }
             if known.stack_id < 0 {
                 known.stack_id = totals.stack_id;
             }
@@ -134,22 +142,26 @@ mod tests {
         let mut agg = Aggregates::default();
         let changes = agg.apply(&[Announcement::Cap(KEY, totals(1, 10, 10))]);
         assert!(matches!(changes[..], [Change::NewCap(k, _)] if k == KEY));
-        let snapshot = Snapshot { caps: vec![(KEY, totals(1000, 10, 99))], losses: vec![0; 8], ..Default::default() };
-        assert!(agg.merge(&snapshot).is_empty());
+        // The kernel leaves last_ns at the first occurrence; the drain that finds more stamps its own time.
+        let snapshot = Snapshot { caps: vec![(KEY, totals(1000, 10, 10))], losses: vec![0; 8], ..Default::default() };
+        assert!(agg.merge(&snapshot, 500).is_empty());
         assert_eq!(agg.caps()[&KEY].count, 1000);
-        assert_eq!(agg.caps()[&KEY].last_ns, 99);
+        assert_eq!(agg.caps()[&KEY].last_ns, 500);
         assert_eq!(agg.caps()[&KEY].first_ns, 10);
+        // A later drain without new occurrences changes nothing.
+        assert!(agg.merge(&snapshot, 900).is_empty());
+        assert_eq!(agg.caps()[&KEY].last_ns, 500);
     }
 
     #[test]
     fn a_lost_announcement_is_found_by_the_drain() {
         let mut agg = Aggregates::default();
         let snapshot = Snapshot { caps: vec![(KEY, totals(3, 10, 20))], losses: vec![1, 0, 0, 0, 0, 0, 0, 0], ..Default::default() };
-        let changes = agg.merge(&snapshot);
+        let changes = agg.merge(&snapshot, 30);
         assert!(changes.iter().any(|c| matches!(c, Change::NewCap(k, t) if *k == KEY && t.count == 3)));
         assert!(changes.iter().any(|c| matches!(c, Change::Lost { kind: 0, total: 1, added: 1 })));
         // The same losses read again are not reported twice.
-        assert!(agg.merge(&snapshot).is_empty());
+        assert!(agg.merge(&snapshot, 40).is_empty());
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl Monitor {
         let pending = self.intake.pending();
         let mut changes = self.aggregates.apply(&pending);
         let snapshot = self.intake.snapshot()?;
-        changes.extend(self.aggregates.merge(&snapshot));
+        changes.extend(self.aggregates.merge(&snapshot, crate::clock::monotonic_now_ns()));
         self.name_cgroups(&changes);
         let gone: HashSet<u64> = snapshot
             .caps
