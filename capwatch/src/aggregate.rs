@@ -115,6 +115,7 @@ pub fn loss_name(kind: u32) -> &'static str {
         loss::KRETPROBE_UNMATCHED => "kretprobe_unmatched",
         loss::KPROBE_STASH_OVERWRITTEN => "kprobe_stash_overwritten",
         loss::KPROBE_STASH_FULL => "kprobe_stash_full",
+        loss::DENIED_STASH_FULL => "denied_stash_full",
         _ => "unknown",
     }
 }
