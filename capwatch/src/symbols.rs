@@ -1,41 +1,57 @@
 //! Kernel addresses to function names, from /proc/kallsyms: the call site of a capability
 //! check tells an advisory probe from a real need.
 
-use std::fs;
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+};
 
 pub struct Kallsyms {
-    /// (address, name), sorted by address.
-    symbols: Vec<(u64, String)>,
+    /// (address, where its name is in `names`), sorted by address. Kept compact: the daemon
+    /// holds the table for as long as it runs.
+    symbols: Vec<(u64, u32, u32)>,
+    names: String,
 }
 
 impl Kallsyms {
-    /// Reads /proc/kallsyms; None where addresses are hidden (kptr_restrict) or it is unreadable.
+    /// Reads /proc/kallsyms a line at a time; None where addresses are hidden (kptr_restrict)
+    /// or it is unreadable.
     pub fn load() -> Option<Self> {
-        Self::parse(&fs::read_to_string("/proc/kallsyms").ok()?)
+        let file = fs::File::open("/proc/kallsyms").ok()?;
+        Self::from_lines(BufReader::new(file).lines().map_while(Result::ok))
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        let mut symbols: Vec<(u64, String)> = text
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split_whitespace();
-                let address = u64::from_str_radix(fields.next()?, 16).ok()?;
-                let kind = fields.next()?;
-                let name = fields.next()?;
-                (address != 0 && matches!(kind, "t" | "T" | "w" | "W")).then(|| (address, name.to_string()))
-            })
-            .collect();
+        Self::from_lines(text.lines())
+    }
+
+    fn from_lines<L: AsRef<str>>(lines: impl Iterator<Item = L>) -> Option<Self> {
+        let mut names = String::new();
+        let mut symbols: Vec<(u64, u32, u32)> = Vec::new();
+        for line in lines {
+            let line = line.as_ref();
+            let mut fields = line.split_whitespace();
+            let (Some(address), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next()) else { continue };
+            let Ok(address) = u64::from_str_radix(address, 16) else { continue };
+            if address != 0 && matches!(kind, "t" | "T" | "w" | "W") {
+                symbols.push((address, names.len() as u32, name.len() as u32));
+                names.push_str(name);
+            }
+        }
         if symbols.is_empty() {
             return None;
         }
-        symbols.sort_unstable();
-        Some(Self { symbols })
+        symbols.sort_unstable_by_key(|&(address, ..)| address);
+        symbols.shrink_to_fit();
+        names.shrink_to_fit();
+        Some(Self { symbols, names })
     }
 
     /// The function holding `address`.
     pub fn name(&self, address: u64) -> Option<&str> {
-        let index = self.symbols.partition_point(|(start, _)| *start <= address).checked_sub(1)?;
-        Some(self.symbols[index].1.as_str())
+        let index = self.symbols.partition_point(|(start, ..)| *start <= address).checked_sub(1)?;
+        let (_, at, len) = self.symbols[index];
+        self.names.get(at as usize..(at + len) as usize)
     }
 
     /// A stack (innermost first) as "f ← g ← h", without the capability plumbing at its top.

@@ -171,9 +171,10 @@ fn open(scope: Scope) -> Result<(Ebpf, Btf), Error> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(Error::NoBtf);
     }
+    // One parse of the kernel's BTF at a time: each takes tens of MiB while it lives.
+    let offsets = offsets::read()?;
     let btf = Btf::from_sys_fs().map_err(|_| Error::NoBtf)?;
     let include_root = u32::from(scope.include_root);
-    let offsets = offsets::read()?;
     let ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .override_global("CW_WATCH_ROOT_ID", &scope.root_id, true)

@@ -1,7 +1,7 @@
 //! Offsets of the few kernel struct fields the programs read, taken from the running kernel's
 //! BTF at load time: aya-ebpf has no CO-RE, and these layouts differ between kernels.
 
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 
 use crate::error::Error;
 
@@ -28,7 +28,10 @@ pub struct Offsets {
 }
 
 pub fn read() -> Result<Offsets, Error> {
-    let btf = Btf::from_file(VMLINUX).map_err(|_| Error::NoBtf)?;
+    // Mapped and read lazily where the kernel allows it: a full parse costs tens of MiB.
+    let btf = Btf::from_file_with_backend(VMLINUX, Backend::Mmap)
+        .or_else(|_| Btf::from_file(VMLINUX))
+        .map_err(|_| Error::NoBtf)?;
     let required = |name: &'static str| field(&btf, name).map(|(offset, _)| offset).ok_or(Error::KernelLayout(name));
     let (filter_allow_native, seccomp_native_bits) = field(&btf, "seccomp_filter.cache.allow_native")
         .and_then(|(offset, t)| match t {
