@@ -1,9 +1,12 @@
 //! The daemon's view of containers: what the runtime told it, what cgroup paths say where no
 //! runtime answered, and which cgroup belongs to which container.
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::Path,
+};
 
-use super::{docker::Event, identity, Container};
+use super::{docker::Event, identity, kubernetes, Container};
 
 #[derive(Debug, Default)]
 pub struct Catalog {
@@ -59,7 +62,11 @@ impl Catalog {
             None => {
                 let identity = identity::parse(path)?;
                 if !self.by_id.contains_key(&identity.id) {
-                    self.by_id.insert(identity.id.clone(), Container::from_identity(&identity));
+                    let mut container = Container::from_identity(&identity);
+                    if let Some(name) = kubernetes::name(Path::new("/"), &identity) {
+                        container.name = name;
+                    }
+                    self.by_id.insert(identity.id.clone(), container);
                     self.changed.insert(identity.id.clone());
                 }
                 identity.id

@@ -94,14 +94,19 @@ async fn inspect(docker: &Docker, id: &str) -> Option<Container> {
     let state = details.state.unwrap_or_default();
     let pid = state.pid.filter(|&p| p > 0).map(|p| p as u32);
     let host = details.host_config.unwrap_or_default();
+    let config = details.config.unwrap_or_default();
+    // A pod's container (the kubelet through Docker) is named as Kubernetes names it.
+    let pod_name = config.labels.as_ref().and_then(super::kubernetes::from_labels);
     let (cap_eff, cap_bnd) = pid.map(proc_caps).unwrap_or_default();
     // The init process's cgroup is the truth whatever the cgroup driver or --cgroup-parent.
     let cgroup_path = pid.and_then(proc_cgroup);
     let identity = cgroup_path.as_deref().and_then(identity::parse);
     let cgroup = identity.as_ref().map(|i| i.cgroup.clone()).or(cgroup_path).unwrap_or_default();
     Some(Container {
-        name: details.name.map(|n| n.trim_start_matches('/').to_string()).unwrap_or_else(|| super::short_id(&id).to_string()),
-        image: details.config.and_then(|c| c.image),
+        name: pod_name
+            .or_else(|| details.name.map(|n| n.trim_start_matches('/').to_string()))
+            .unwrap_or_else(|| super::short_id(&id).to_string()),
+        image: config.image,
         runtime: Runtime::Docker,
         pod_uid: None,
         cgroup,

@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod docker;
 pub mod identity;
+pub mod kubernetes;
 
 use serde::{Deserialize, Serialize};
 
