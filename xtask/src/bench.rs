@@ -302,10 +302,10 @@ impl Results {
             peak_kib <= RSS_LIMIT_KIB,
             &format!(
                 "the peak is reached at start-up; after the sustained load the daemon held {:.1} MiB. \
-                 Likely (not profiled): the kernel's BTF parsed twice at start-up (by aya to load the \
-                 programs, by btf-rs for the field offsets) and /proc/kallsyms kept for call sites. \
-                 What would close it: one BTF parse, dropped after loading, and call sites resolved \
-                 from kallsyms without keeping it",
+                 At start-up aya parses the kernel's whole BTF (5.5 MB of it here) to load the \
+                 programs; the field offsets are read before that, from a mapped BTF, and the \
+                 kallsyms table is kept compact. What would close it: loading in a short-lived \
+                 process that pins the programs and maps for the daemon, or a BTF read lazily by the loader",
                 sustained["rss_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0
             ),
         );
@@ -390,12 +390,15 @@ impl Results {
 
 /// Why capwatch's capability check costs more than an empty program, where it does.
 const CAP_CHECK_WHY: &str = "beyond the floor, every watched check pays for the scope test \
-    (`bpf_get_current_cgroup_id`), two kernel reads for the credential flags (`real_cred`, \
-    `cred->user_ns`), `bpf_task_pt_regs` for the syscall number, the origin lookup in `CW_ORIGINS` \
-    (an LRU hash), the lookup of its key in `CW_CAPS`, `bpf_ktime_get_ns` for `last_seen` and an \
-    atomic add. What would close it: stamping `last_seen` at drain time instead of per check (drops \
-    the clock read), keeping the origin in task storage instead of a hash keyed by tgid, and a \
-    per-CPU array of recent keys in front of the hash map";
+    (`bpf_get_current_cgroup_id`), two `bpf_probe_read_kernel` calls for the credential flags \
+    (`real_cred`, `cred->user_ns`), `bpf_task_pt_regs` for the syscall number, the origin lookup in \
+    `CW_ORIGINS` (an LRU hash) and the lookup of its key in `CW_CAPS` with an atomic add (no clock \
+    read: `last_seen` is stamped at drain time). What would close it: reading the credential fields \
+    directly through the BTF-typed arguments (fexit, tracepoint) instead of through the helper, the \
+    origin in task storage instead of a hash keyed by tgid (aya-ebpf 0.2 has no task-storage map), \
+    and a per-CPU array of recent keys in front of the hash map. Note the floor itself: empty \
+    programs cost far more here than the +12 ns measured on a quiet machine of this kind, so the \
+    ratio wants remeasuring there";
 const SYSCALL_WHY: &str = "beyond the floor's empty program, every syscall exit reads the \
     tracepoint's two arguments, compares the result with -EPERM and -EACCES, and looks up \
     `CW_DENIED_COUNT` (whether any thread has a denied check pending). What would close it: the \
