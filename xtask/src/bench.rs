@@ -14,6 +14,8 @@ use anyhow::{bail, Context, Result};
 use plotters::prelude::*;
 use serde_json::Value;
 
+use crate::apt::apt;
+
 /// Debian packages the bench needs: bpftrace to compare with, a font for the chart's text.
 const PACKAGES: [(&str, &str); 2] = [("bpftrace", "/usr/bin/bpftrace"), ("fonts-dejavu-core", FONT)];
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
@@ -85,18 +87,8 @@ fn ensure_packages() -> Result<()> {
         return Ok(());
     }
     eprintln!("bench: installing {}", missing.join(" "));
-    for args in [vec!["update", "-qq"], [&["install", "-y", "-qq", "--no-install-recommends"][..], &missing].concat()] {
-        let status = Command::new("apt-get")
-            .args(&args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .context("running apt-get")?;
-        if !status.success() {
-            bail!("apt-get {} failed ({status})", args.join(" "));
-        }
-    }
-    Ok(())
+    apt(&["update", "-qq"])?;
+    apt(&[&["install", "-y", "-qq", "--no-install-recommends"][..], &missing].concat())
 }
 
 /// Medians of one workload under each configuration.

@@ -1,6 +1,7 @@
 //! Project tasks that are more than one cargo command: `cargo xtask test`, `cargo xtask vm-test`,
 //! `cargo xtask bench`.
 
+mod apt;
 mod bench;
 mod docker;
 mod statics;

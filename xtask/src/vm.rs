@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::statics;
+use crate::{apt::apt, statics};
 
 /// A kernel series to boot, and what capwatch must find there.
 struct Kernel {
@@ -102,19 +102,6 @@ fn ensure_qemu() -> Result<()> {
     eprintln!("vm-test: installing qemu-system-x86");
     apt(&["update", "-qq"])?;
     apt(&["install", "-y", "-qq", "--no-install-recommends", "qemu-system-x86"])
-}
-
-fn apt(args: &[&str]) -> Result<()> {
-    let status = Command::new("apt-get")
-        .args(args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null())
-        .status()
-        .context("running apt-get")?;
-    if !status.success() {
-        bail!("apt-get {} failed ({status})", args.join(" "));
-    }
-    Ok(())
 }
 
 /// The newest package of the series, downloaded and unpacked once; returns its vmlinuz.
