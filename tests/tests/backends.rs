@@ -364,6 +364,9 @@ impl Daemon {
         let mut child = Command::new(bin("capwatch"))
             .arg("daemon")
             .args(args)
+            // Side by side with other tests' daemons, and whatever a host's config says.
+            .env("CAPWATCH_METRICS_LISTEN", "127.0.0.1:0")
+            .env("CAPWATCH_CONFIG", "/dev/null")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
