@@ -34,11 +34,11 @@ static CW_USER_NS_LEVEL_OFFSET: u32 = 0;
 /// Records one check: `ret` is `cap_capable`'s result (0 granted, negative denied); `cred` the
 /// credentials checked, where not already judged into `flags`.
 #[inline(always)]
-pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, cred: Option<(*const u8, *const u8)>) {
+pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, checked: Checked) {
     let Some(cgroup_id) = scope::watched_cgroup() else {
         return;
     };
-    let flags = flags | cred.map_or(0, |(cred, ns)| cred_flags(cred, ns));
+    let flags = flags | cred_flags(checked);
     let syscall = current_syscall();
     if ret != 0 {
         failure::note_denied(syscall, cap);
@@ -74,11 +74,36 @@ pub fn flags_from_opts(opts: u32) -> u32 {
     flags
 }
 
+/// The credentials and namespace a check was made against, as the probe got them.
+#[derive(Clone, Copy)]
+pub enum Checked {
+    /// Typed kernel pointers (tracepoint, fexit): their fields can be loaded directly.
+    Typed(*const u8, *const u8),
+    /// Plain addresses (kprobe): their fields are read through `bpf_probe_read_kernel`.
+    Raw(*const u8, *const u8),
+    /// Already judged into the flags (the kprobe's return).
+    Judged,
+}
+
 /// What the checked credentials and namespace say: `CAP_FLAG_FOREIGN_CRED` when `cred` is not
 /// the current task's own (`real_cred`), `CAP_FLAG_OUTER_USERNS` when `ns` lies above the
-/// credentials' user namespace. The common case (own credentials, own namespace) costs two reads.
+/// credentials' user namespace. The common case (own credentials, own namespace) costs two reads,
+/// plain loads where the pointers are typed.
 #[inline(always)]
-fn cred_flags(cred: *const u8, ns: *const u8) -> u32 {
+fn cred_flags(checked: Checked) -> u32 {
+    match checked {
+        Checked::Typed(cred, ns) => judge(cred, ns, |base, offset| unsafe { *(base.wrapping_add(offset as usize) as *const u64) }.into()),
+        Checked::Raw(cred, ns) => judge(cred, ns, |base, offset| {
+            unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const u64) }.ok()
+        }),
+        Checked::Judged => 0,
+    }
+}
+
+/// `cred_flags` with `read(base, offset)` reading the 8 bytes at `base + offset`.
+#[inline(always)]
+fn judge(cred: *const u8, ns: *const u8, read: impl Fn(*const u8, u32) -> Option<u64>) -> u32 {
+    let read_ptr = |base: *const u8, offset: u32| read(base, offset).map(|v| v as *const u8);
     let mut flags = 0;
     let real_cred = unsafe { read_volatile(&CW_TASK_REAL_CRED_OFFSET) };
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
@@ -92,6 +117,7 @@ fn cred_flags(cred: *const u8, ns: *const u8) -> u32 {
     }
     let Some(own_ns) = read_ptr(cred, user_ns) else { return flags };
     if own_ns != ns {
+        // Rare (a user namespace other than the credentials'): always through the helper.
         let depth = |ns: *const u8| unsafe { bpf_probe_read_kernel(ns.wrapping_add(level as usize) as *const i32) }.ok();
         if let (Some(own), Some(target)) = (depth(own_ns), depth(ns)) {
             if target < own {
@@ -102,11 +128,6 @@ fn cred_flags(cred: *const u8, ns: *const u8) -> u32 {
     flags
 }
 
-#[inline(always)]
-fn read_ptr(base: *const u8, offset: u32) -> Option<*const u8> {
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const *const u8) }.ok()
-}
-
 /// kprobe backend, at `cap_capable`'s entry: keep `cap` and what `opts` and `cred` say until
 /// the return.
 #[inline(always)]
@@ -114,7 +135,7 @@ pub fn on_kprobe_entry(cred: *const u8, ns: *const u8, cap: u32, opts: u32) {
     if scope::watched_cgroup().is_none() {
         return;
     }
-    let stash = KprobeStash { cap, flags: flags_from_opts(opts) | cred_flags(cred, ns) };
+    let stash = KprobeStash { cap, flags: flags_from_opts(opts) | cred_flags(Checked::Raw(cred, ns)) };
     let tid = bpf_get_current_pid_tgid();
     if CW_KPROBE_STASH.insert(tid, stash, BPF_NOEXIST as u64).is_ok() {
         return;
@@ -150,7 +171,7 @@ pub fn on_kprobe_return<C: StackIdContext>(ctx: &C, ret: i32) {
         return;
     };
     let _ = CW_KPROBE_STASH.remove(tid);
-    on_check(ctx, stash.cap, ret, stash.flags, None);
+    on_check(ctx, stash.cap, ret, stash.flags, Checked::Judged);
 }
 
 /// The syscall the current thread is in, from its user pt_regs (`orig_ax`, `orig_rax` in the uapi layout; -1 outside one).

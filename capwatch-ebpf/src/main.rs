@@ -25,7 +25,7 @@ pub fn cap_capable_tp(ctx: BtfTracePointContext) -> i32 {
     let target_ns: *const u8 = ctx.arg(1);
     let cap: i32 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
-    cap::on_check(&ctx, cap as u32, ret, 0, Some((cred, target_ns)));
+    cap::on_check(&ctx, cap as u32, ret, 0, cap::Checked::Typed(cred, target_ns));
     0
 }
 
@@ -39,7 +39,7 @@ pub fn cap_capable_fexit(ctx: FExitContext) -> i32 {
     let cap: i32 = ctx.arg(2);
     let opts: u32 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
-    cap::on_check(&ctx, cap as u32, ret, cap::flags_from_opts(opts), Some((cred, ns)));
+    cap::on_check(&ctx, cap as u32, ret, cap::flags_from_opts(opts), cap::Checked::Typed(cred, ns));
     0
 }
 
