@@ -382,13 +382,13 @@ impl Results {
 
 /// Why capwatch's capability check costs more than an empty program, where it does.
 const CAP_CHECK_WHY: &str = "beyond the floor, every watched check pays for the scope test \
-    (`bpf_get_current_cgroup_id`), two `bpf_probe_read_kernel` calls for the credential flags \
-    (`real_cred`, `cred->user_ns`), `bpf_task_pt_regs` for the syscall number, the origin lookup in \
-    `CW_ORIGINS` (an LRU hash) and the lookup of its key in `CW_CAPS` with an atomic add (no clock \
-    read: `last_seen` is stamped at drain time). What would close it: reading the credential fields \
-    directly through the BTF-typed arguments (fexit, tracepoint) instead of through the helper, the \
-    origin in task storage instead of a hash keyed by tgid (aya-ebpf 0.2 has no task-storage map), \
-    and a per-CPU array of recent keys in front of the hash map. Note the floor itself: empty \
+    (`bpf_get_current_cgroup_id`), two loads for the credential flags (`real_cred`, \
+    `cred->user_ns`; plain loads on the tracepoint and fexit, `bpf_probe_read_kernel` on the \
+    kprobe), `bpf_task_pt_regs` for the syscall number, the origin lookup in `CW_ORIGINS` (an LRU \
+    hash) and the lookup of its key in `CW_CAPS` with an atomic add (no clock read: `last_seen` is \
+    stamped at drain time). What would close it: the origin in task storage instead of a hash keyed \
+    by tgid (aya-ebpf 0.2 has no task-storage map), and a per-CPU array of recent keys in front of \
+    the hash map. Note the floor itself: empty \
     programs cost far more here than the +12 ns measured on a quiet machine of this kind, so the \
     ratio wants remeasuring there";
 const SYSCALL_WHY: &str = "beyond the floor's empty program, every syscall exit reads the \
