@@ -1,23 +1,125 @@
-//! Types shared by capwatch's eBPF programs and its userspace.
+//! What crosses the kernel boundary between capwatch's eBPF programs and its userspace.
 //!
-//! Every struct that crosses the kernel boundary is defined here once, `#[repr(C)]`, with
-//! explicit padding and `u32` flags, so both sides agree on the layout byte for byte.
+//! Every struct here is defined once, `#[repr(C)]`, with explicit padding, so both sides agree on
+//! the layout byte for byte. Every kind of value that crosses it is a `#[repr]` enum whose name
+//! sits beside its number: numbers are never reused, and userspace decodes a number it does not
+//! know as `None` rather than guessing.
 #![no_std]
 
-/// Verdict of a capability check: the kernel granted the capability.
-pub const VERDICT_GRANTED: u16 = 0;
-/// Verdict of a capability check: the kernel refused the capability.
-pub const VERDICT_DENIED: u16 = 1;
+/// Defines a `#[repr]` enum whose variants carry their wire number and their name, with
+/// `from_raw` (the number back to the variant) and `name`.
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident: $repr:ty {
+            $($(#[$vmeta:meta])* $variant:ident = $number:literal => $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr($repr)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant = $number,)+
+        }
 
-/// Who in a container's cgroup made a check or a failing call. Numbers are never reused.
-pub mod origin {
-    /// The container's own command and its descendants (the default).
-    pub const APP: u16 = 0;
-    /// The OCI runtime (runc init and the like) setting the container up before it execs the
-    /// container's command, or before it execs a `docker exec` command.
-    pub const RUNTIME: u16 = 1;
-    /// A command started in the container after its own (`docker exec`), and its descendants.
-    pub const EXEC: u16 = 2;
+        impl $name {
+            /// Every variant, in number order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The variant with this wire number.
+            pub const fn from_raw(raw: $repr) -> Option<Self> {
+                match raw {
+                    $($number => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// Its name in logs, metrics and reports.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            pub const fn raw(self) -> $repr {
+                self as $repr
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// What the kernel answered to a capability check.
+    pub enum Verdict: u16 {
+        Granted = 0 => "granted",
+        Denied = 1 => "denied",
+    }
+}
+
+wire_enum! {
+    /// Who in a container's cgroup made a check or a failing call.
+    pub enum Origin: u16 {
+        /// The container's own command and its descendants (the default).
+        App = 0 => "app",
+        /// The OCI runtime (runc init and the like) setting the container up before it execs the
+        /// container's command, or before it execs a `docker exec` command.
+        Runtime = 1 => "runtime",
+        /// A command started in the container after its own (`docker exec`), and its descendants.
+        Exec = 2 => "exec",
+    }
+}
+
+wire_enum! {
+    /// What the failing thread's seccomp filter says of the failed syscall.
+    pub enum Seccomp: u32 {
+        /// No filter: seccomp did not refuse it.
+        None = 0 => "none",
+        /// A filter that does not always allow this syscall: it may have refused it.
+        MayRefuse = 1 => "may_refuse",
+        /// A filter that allows this syscall whatever its arguments: seccomp did not refuse it.
+        Allows = 2 => "allows",
+        /// The kernel's seccomp state could not be read.
+        Unknown = 3 => "unknown",
+    }
+}
+
+wire_enum! {
+    /// What the kernel side could not deliver, by its slot in `CW_LOSSES`: counted there so that
+    /// nothing is lost silently.
+    pub enum Loss: u32 {
+        /// A first-occurrence event found the ring buffer full (its counts are still aggregated).
+        RingbufFull = 0 => "ringbuf_full",
+        /// A capability check found `CW_CAPS` full: the check was not counted.
+        CapMapFull = 1 => "cap_map_full",
+        /// A failing syscall found `CW_FAILURES` full: the failure was not counted.
+        FailureMapFull = 2 => "failure_map_full",
+        /// kprobe backend: a `cap_capable` return had no matching entry (the kprobe was missed or
+        /// its stash was full); the check was not counted.
+        KretprobeUnmatched = 3 => "kretprobe_unmatched",
+        /// kprobe backend: an entry was overwritten before its return was seen, or left behind by
+        /// an exiting thread (a missed kretprobe); that check was not counted.
+        KprobeStashOverwritten = 4 => "kprobe_stash_overwritten",
+        /// kprobe backend: the per-thread stash was full; the check was not counted.
+        KprobeStashFull = 5 => "kprobe_stash_full",
+        /// A denied check could not be remembered for its syscall's exit (`CW_DENIED` full): a
+        /// failure of that syscall may be explained without it.
+        DeniedStashFull = 6 => "denied_stash_full",
+    }
+}
+
+impl Loss {
+    /// Slots in `CW_LOSSES`: room for kinds added later without a layout change.
+    pub const SLOTS: u32 = 8;
+}
+
+wire_enum! {
+    /// What a ring-buffer record announces.
+    pub enum EventKind: u32 {
+        /// A `CapKey` was seen for the first time.
+        NewCap = 1 => "new_cap",
+        /// A `FailKey` was seen for the first time.
+        NewFailure = 2 => "new_failure",
+    }
 }
 
 /// `CapKey::flags`: the probe saw `cap_capable`'s `opts` argument, so the NOAUDIT and INSETID
@@ -27,12 +129,10 @@ pub const CAP_FLAG_OPTS_KNOWN: u32 = 1 << 0;
 pub const CAP_FLAG_NOAUDIT: u32 = 1 << 1;
 /// `CapKey::flags`: the check was made with `CAP_OPT_INSETID`.
 pub const CAP_FLAG_INSETID: u32 = 1 << 2;
-
 /// `CapKey::flags`: the check was on credentials other than the task's own (`cred` is not the
 /// task's `real_cred`): the kernel acting with substituted credentials, as overlayfs does with
 /// its mounter's. The task's own capabilities do not decide it.
 pub const CAP_FLAG_FOREIGN_CRED: u32 = 1 << 3;
-
 /// `CapKey::flags`: the check was against a user namespace above the credentials' own (a
 /// container in its own user namespace asking for something only the host's can grant). No
 /// capability added to the container can satisfy it.
@@ -58,10 +158,8 @@ pub struct CapKey {
     pub cap: u32,
     /// The syscall the thread was in, or `NO_SYSCALL`.
     pub syscall: u32,
-    /// `VERDICT_GRANTED` or `VERDICT_DENIED`.
-    pub verdict: u16,
-    /// An `origin` constant.
-    pub origin: u16,
+    pub verdict: Verdict,
+    pub origin: Origin,
     /// `CAP_FLAG_*` bits.
     pub flags: u32,
 }
@@ -75,36 +173,12 @@ pub struct FailKey {
     pub syscall: u32,
     /// Positive errno: `EPERM` (1) or `EACCES` (13).
     pub errno: u16,
-    /// An `origin` constant.
-    pub origin: u16,
+    pub origin: Origin,
     /// The failing thread's uid.
     pub uid: u32,
-    /// A `seccomp` constant: what the thread's seccomp filter says of this syscall.
-    pub seccomp: u32,
+    pub seccomp: Seccomp,
     /// Capabilities denied to the same thread in the same syscall, bit per capability.
     pub denied: u64,
-}
-
-/// `FailKey::seccomp`: the thread's seccomp filter and this syscall.
-pub mod seccomp {
-    /// No filter: seccomp did not refuse it.
-    pub const NONE: u32 = 0;
-    /// A filter that does not always allow this syscall: it may have refused it.
-    pub const MAY_REFUSE: u32 = 1;
-    /// A filter that allows this syscall whatever its arguments: seccomp did not refuse it.
-    pub const ALLOWS: u32 = 2;
-    /// The kernel's seccomp state could not be read.
-    pub const UNKNOWN: u32 = 3;
-}
-
-/// What `CW_DENIED` keeps for a thread between a denied check and the end of its syscall.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct DeniedInSyscall {
-    pub syscall: u32,
-    pub _pad: u32,
-    /// Bit per capability.
-    pub caps: u64,
 }
 
 /// The thread that made a key's first occurrence.
@@ -136,94 +210,71 @@ pub struct Totals {
     pub sample: Sample,
 }
 
-/// What a ring-buffer record announces. Numbers are never reused.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    /// A `CapKey` was seen for the first time.
-    NewCap = 1,
-    /// A `FailKey` was seen for the first time.
-    NewFailure = 2,
-}
-
 /// A ring-buffer record: a key's first occurrence. Repeats only bump the aggregate's counters.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct NewCapEvent {
-    /// `EventKind::NewCap`.
-    pub kind: u32,
+pub struct Announcement<K> {
+    pub kind: EventKind,
     pub _pad: u32,
-    pub key: CapKey,
+    pub key: K,
     pub totals: Totals,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct NewFailureEvent {
-    /// `EventKind::NewFailure`.
-    pub kind: u32,
-    pub _pad: u32,
-    pub key: FailKey,
-    pub totals: Totals,
+/// The keys the kernel announces, each with its record's kind.
+pub trait AnnouncedKey: Copy {
+    const KIND: EventKind;
 }
 
-/// Indices of `CW_LOSSES`: what the kernel side could not deliver, counted there so that nothing
-/// is lost silently.
-pub mod loss {
-    /// A first-occurrence event found the ring buffer full (its counts are still aggregated).
-    pub const RINGBUF_FULL: u32 = 0;
-    /// A capability check found `CW_CAPS` full: the check was not counted.
-    pub const CAP_MAP_FULL: u32 = 1;
-    /// A failing syscall found `CW_FAILURES` full: the failure was not counted.
-    pub const FAIL_MAP_FULL: u32 = 2;
-    /// kprobe backend: a `cap_capable` return had no matching entry (the kprobe was missed or
-    /// its stash was full); the check was not counted.
-    pub const KRETPROBE_UNMATCHED: u32 = 3;
-    /// kprobe backend: an entry was overwritten before its return was seen, or left behind by
-    /// an exiting thread (a missed kretprobe); that check was not counted.
-    pub const KPROBE_STASH_OVERWRITTEN: u32 = 4;
-    /// kprobe backend: the per-thread stash was full; the check was not counted.
-    pub const KPROBE_STASH_FULL: u32 = 5;
-    /// A denied check could not be remembered for its syscall's exit (`CW_DENIED` full): a
-    /// failure of that syscall may be explained without it.
-    pub const DENIED_STASH_FULL: u32 = 6;
-    /// Number of slots.
-    pub const LEN: u32 = 8;
+impl AnnouncedKey for CapKey {
+    const KIND: EventKind = EventKind::NewCap;
 }
 
-/// Per-thread state the kprobe backend keeps between `cap_capable`'s entry and its return.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct KprobeStash {
-    pub cap: u32,
-    pub flags: u32,
+impl AnnouncedKey for FailKey {
+    const KIND: EventKind = EventKind::NewFailure;
+}
+
+impl<K: AnnouncedKey> Announcement<K> {
+    pub fn new(key: K, totals: Totals) -> Self {
+        Self { kind: K::KIND, _pad: 0, key, totals }
+    }
 }
 
 #[cfg(feature = "user")]
 mod user {
     use super::*;
 
-    // SAFETY: all of these are `#[repr(C)]` plain data without implicit padding.
+    // SAFETY: `#[repr(C)]` plain data without implicit padding. The enum fields are written only
+    // by capwatch's own programs, always with a declared variant.
     unsafe impl aya::Pod for CapKey {}
     unsafe impl aya::Pod for FailKey {}
     unsafe impl aya::Pod for Totals {}
-    unsafe impl aya::Pod for KprobeStash {}
-    unsafe impl aya::Pod for DeniedInSyscall {}
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use core::mem::size_of;
+
+    use super::*;
 
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<CapKey>(), 8 + 3 * 4 + 2 * 2);
         assert_eq!(size_of::<FailKey>(), 32);
-        assert_eq!(size_of::<DeniedInSyscall>(), 16);
         assert_eq!(size_of::<Sample>(), 4 * 4 + COMM_LEN);
         assert_eq!(size_of::<Totals>(), 3 * 8 + 2 * 4 + size_of::<Sample>());
-        assert_eq!(size_of::<NewCapEvent>(), 8 + size_of::<CapKey>() + size_of::<Totals>());
-        assert_eq!(size_of::<NewFailureEvent>(), 8 + size_of::<FailKey>() + size_of::<Totals>());
+        assert_eq!(size_of::<Announcement<CapKey>>(), 8 + size_of::<CapKey>() + size_of::<Totals>());
+        assert_eq!(size_of::<Announcement<FailKey>>(), 8 + size_of::<FailKey>() + size_of::<Totals>());
+    }
+
+    #[test]
+    fn numbers_and_names_round_trip() {
+        for &loss in Loss::ALL {
+            assert_eq!(Loss::from_raw(loss.raw()), Some(loss));
+            assert!(loss.raw() < Loss::SLOTS);
+        }
+        assert_eq!(Origin::from_raw(2), Some(Origin::Exec));
+        assert_eq!(Origin::from_raw(3), None);
+        assert_eq!(Verdict::Denied.name(), "denied");
+        assert_eq!(Seccomp::MayRefuse.raw(), 1);
     }
 }

@@ -10,13 +10,10 @@ use core::{
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::bpf_ktime_get_ns,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_ktime_get_ns},
     maps::HashMap,
 };
-use capwatch_common::{loss, Sample, Totals, COMM_LEN};
+use capwatch_common::{AnnouncedKey, Announcement, Loss, Sample, Totals, COMM_LEN};
 
 use crate::maps::CW_LOSSES;
 
@@ -28,7 +25,7 @@ pub fn now() -> u64 {
 
 /// Counts one occurrence of an existing key. False when the key is not in the map yet.
 #[inline(always)]
-pub fn bump<K>(map: &HashMap<K, Totals>, key: &K) -> bool {
+fn bump<K>(map: &HashMap<K, Totals>, key: &K) -> bool {
     match map.get_ptr_mut(key) {
         Some(totals) => {
             unsafe { add(addr_of_mut!((*totals).count), 1) };
@@ -39,7 +36,7 @@ pub fn bump<K>(map: &HashMap<K, Totals>, key: &K) -> bool {
 }
 
 /// Outcome of recording a key that `bump` did not find.
-pub enum First {
+enum First {
     /// This occurrence created the entry: the caller announces it.
     Created(Totals),
     /// Another CPU created it first; this occurrence was counted there.
@@ -50,17 +47,10 @@ pub enum First {
 
 /// Creates the entry for a key's first occurrence.
 #[inline(always)]
-pub fn create<K>(map: &HashMap<K, Totals>, key: &K, stack_id: i32, full: u32) -> First {
+fn create<K>(map: &HashMap<K, Totals>, key: &K, stack_id: i32, full: Loss) -> First {
     let now = now();
-    let totals = Totals {
-        count: 1,
-        first_ns: now,
-        last_ns: now,
-        stack_id,
-        _pad: 0,
-        sample: current_sample(),
-    };
-    match map.insert(key, &totals, BPF_NOEXIST as u64) {
+    let totals = Totals { count: 1, first_ns: now, last_ns: now, stack_id, _pad: 0, sample: current_sample() };
+    match map.insert(key, totals, BPF_NOEXIST as u64) {
         Ok(()) => First::Created(totals),
         Err(err) if err == -EEXIST && bump(map, key) => First::Counted,
         Err(_) => {
@@ -76,21 +66,39 @@ pub unsafe fn add(counter: *mut u64, n: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
 }
 
-pub fn count_loss(index: u32) {
-    if let Some(slot) = CW_LOSSES.get_ptr_mut(index) {
+pub fn count_loss(loss: Loss) {
+    if let Some(slot) = CW_LOSSES.get_ptr_mut(loss.raw()) {
         unsafe { add(slot, 1) };
     }
 }
 
-/// Writes an announcement into the ring buffer, counting it as lost when there is no room.
+/// Announces a key's first occurrence through the ring buffer, counting it as lost when there is
+/// no room.
 #[inline(always)]
-pub fn announce<T: 'static>(event: T) {
-    match crate::maps::CW_EVENTS.reserve::<T>(0) {
+fn announce<K: AnnouncedKey + 'static>(key: K, totals: Totals) {
+    match crate::maps::CW_EVENTS.reserve::<Announcement<K>>(0) {
         Some(mut slot) => {
-            slot.write(event);
+            slot.write(Announcement::new(key, totals));
             slot.submit(0);
         }
-        None => count_loss(loss::RINGBUF_FULL),
+        None => count_loss(Loss::RingbufFull),
+    }
+}
+
+/// Counts one occurrence of `key`: a repeat is one atomic add; a first occurrence creates the
+/// entry (with `stack_id()`, taken only then) and announces it.
+#[inline(always)]
+pub fn record<K: AnnouncedKey + 'static>(
+    map: &HashMap<K, Totals>,
+    key: &K,
+    stack_id: impl FnOnce() -> i32,
+    full: Loss,
+) {
+    if bump(map, key) {
+        return;
+    }
+    if let First::Created(totals) = create(map, key, stack_id(), full) {
+        announce(*key, totals);
     }
 }
 

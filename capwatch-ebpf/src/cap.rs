@@ -11,14 +11,13 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use capwatch_common::{
-    loss, CapKey, EventKind, KprobeStash, NewCapEvent, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_OUTER_USERNS, CAP_FLAG_NOAUDIT,
-    CAP_FLAG_OPTS_KNOWN, CAP_OPT_INSETID, CAP_OPT_NOAUDIT, VERDICT_DENIED, VERDICT_GRANTED,
+    CapKey, Loss, Verdict, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN,
+    CAP_FLAG_OUTER_USERNS, CAP_OPT_INSETID, CAP_OPT_NOAUDIT,
 };
 
 use crate::{
-    aggregate::{self, First},
-    failure,
-    maps::{CW_CAPS, CW_KPROBE_STASH, CW_STACKS},
+    aggregate, failure,
+    maps::{KprobeStash, CW_CAPS, CW_KPROBE_STASH, CW_STACKS},
     origin, scope,
 };
 
@@ -47,18 +46,13 @@ pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, chec
         cgroup_id,
         cap,
         syscall,
-        verdict: if ret == 0 { VERDICT_GRANTED } else { VERDICT_DENIED },
+        verdict: if ret == 0 { Verdict::Granted } else { Verdict::Denied },
         origin: origin::current(),
         flags,
     };
-    if aggregate::bump(&CW_CAPS, &key) {
-        return;
-    }
     // Only first occurrences pay for a stack: its call site tells advisory checks apart.
-    let stack_id = ctx.get_stackid(&CW_STACKS, 0).map_or(-1, |id| id as i32);
-    if let First::Created(totals) = aggregate::create(&CW_CAPS, &key, stack_id, loss::CAP_MAP_FULL) {
-        aggregate::announce(NewCapEvent { kind: EventKind::NewCap as u32, _pad: 0, key, totals });
-    }
+    let stack_id = || ctx.get_stackid(&CW_STACKS, 0).map_or(-1, |id| id as i32);
+    aggregate::record(&CW_CAPS, &key, stack_id, Loss::CapMapFull);
 }
 
 /// `CapKey::flags` for a check whose `opts` the probe saw (fexit, kprobe).
@@ -92,7 +86,9 @@ pub enum Checked {
 #[inline(always)]
 fn cred_flags(checked: Checked) -> u32 {
     match checked {
-        Checked::Typed(cred, ns) => judge(cred, ns, |base, offset| unsafe { *(base.wrapping_add(offset as usize) as *const u64) }.into()),
+        Checked::Typed(cred, ns) => {
+            judge(cred, ns, |base, offset| unsafe { *(base.wrapping_add(offset as usize) as *const u64) }.into())
+        }
         Checked::Raw(cred, ns) => judge(cred, ns, |base, offset| {
             unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const u64) }.ok()
         }),
@@ -118,7 +114,8 @@ fn judge(cred: *const u8, ns: *const u8, read: impl Fn(*const u8, u32) -> Option
     let Some(own_ns) = read_ptr(cred, user_ns) else { return flags };
     if own_ns != ns {
         // Rare (a user namespace other than the credentials'): always through the helper.
-        let depth = |ns: *const u8| unsafe { bpf_probe_read_kernel(ns.wrapping_add(level as usize) as *const i32) }.ok();
+        let depth =
+            |ns: *const u8| unsafe { bpf_probe_read_kernel(ns.wrapping_add(level as usize) as *const i32) }.ok();
         if let (Some(own), Some(target)) = (depth(own_ns), depth(ns)) {
             if target < own {
                 flags |= CAP_FLAG_OUTER_USERNS;
@@ -142,12 +139,12 @@ pub fn on_kprobe_entry(cred: *const u8, ns: *const u8, cap: u32, opts: u32) {
     }
     // `cap_capable` does not nest: an entry left behind is a return the kretprobe missed.
     if CW_KPROBE_STASH.get_ptr(tid).is_some() {
-        aggregate::count_loss(loss::KPROBE_STASH_OVERWRITTEN);
+        aggregate::count_loss(Loss::KprobeStashOverwritten);
         if CW_KPROBE_STASH.insert(tid, stash, 0).is_ok() {
             return;
         }
     }
-    aggregate::count_loss(loss::KPROBE_STASH_FULL);
+    aggregate::count_loss(Loss::KprobeStashFull);
 }
 
 /// A thread that exits with a stash entry left lost a kretprobe: count it, and free the entry
@@ -155,7 +152,7 @@ pub fn on_kprobe_entry(cred: *const u8, ns: *const u8, cap: u32, opts: u32) {
 #[inline(always)]
 pub fn forget_kprobe_stash() {
     if CW_KPROBE_STASH.remove(bpf_get_current_pid_tgid()).is_ok() {
-        aggregate::count_loss(loss::KPROBE_STASH_OVERWRITTEN);
+        aggregate::count_loss(Loss::KprobeStashOverwritten);
     }
 }
 
@@ -167,7 +164,7 @@ pub fn on_kprobe_return<C: StackIdContext>(ctx: &C, ret: i32) {
     }
     let tid = bpf_get_current_pid_tgid();
     let Some(stash) = CW_KPROBE_STASH.get_ptr(tid).map(|p| unsafe { *p }) else {
-        aggregate::count_loss(loss::KRETPROBE_UNMATCHED);
+        aggregate::count_loss(Loss::KretprobeUnmatched);
         return;
     };
     let _ = CW_KPROBE_STASH.remove(tid);

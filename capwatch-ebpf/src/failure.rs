@@ -7,13 +7,15 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel, generated::bpf_get_current_task_btf},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel, generated::bpf_get_current_task_btf,
+    },
 };
-use capwatch_common::{loss, seccomp, DeniedInSyscall, EventKind, FailKey, NewFailureEvent};
+use capwatch_common::{FailKey, Loss, Seccomp};
 
 use crate::{
-    aggregate::{self, First},
-    maps::{CW_DENIED, CW_DENIED_COUNT, CW_FAILURES},
+    aggregate,
+    maps::{DeniedInSyscall, CW_DENIED, CW_DENIED_COUNT, CW_FAILURES},
     origin, scope,
 };
 
@@ -55,12 +57,7 @@ pub fn on_exit(regs: *const pt_regs, ret: i64) {
         seccomp: seccomp_state(syscall),
         denied: take_denied(syscall),
     };
-    if aggregate::bump(&CW_FAILURES, &key) {
-        return;
-    }
-    if let First::Created(totals) = aggregate::create(&CW_FAILURES, &key, -1, loss::FAIL_MAP_FULL) {
-        aggregate::announce(NewFailureEvent { kind: EventKind::NewFailure as u32, _pad: 0, key, totals });
-    }
+    aggregate::record(&CW_FAILURES, &key, || -1, Loss::FailureMapFull);
 }
 
 /// Remembers a capability denied to the current thread in `syscall` until the syscall's exit.
@@ -81,7 +78,7 @@ pub fn note_denied(syscall: u32, cap: u32) {
     let entry = DeniedInSyscall { syscall, _pad: 0, caps: bit };
     match CW_DENIED.insert(tid, entry, aya_ebpf::bindings::BPF_NOEXIST as u64) {
         Ok(()) => count(1),
-        Err(_) => aggregate::count_loss(loss::DENIED_STASH_FULL),
+        Err(_) => aggregate::count_loss(Loss::DeniedStashFull),
     }
 }
 
@@ -121,7 +118,7 @@ fn count(delta: u64) {
 /// What the current thread's seccomp filter says of `syscall`. The kernel caches, per filter
 /// chain, the syscalls it allows whatever their arguments; one outside that set may have been
 /// refused by the filter before it ran.
-fn seccomp_state(syscall: u32) -> u32 {
+fn seccomp_state(syscall: u32) -> Seccomp {
     let (mode_at, filter_at, allow_at, bits) = unsafe {
         (
             read_volatile(&CW_TASK_SECCOMP_MODE_OFFSET),
@@ -131,25 +128,26 @@ fn seccomp_state(syscall: u32) -> u32 {
         )
     };
     if mode_at == 0 || filter_at == 0 {
-        return seccomp::UNKNOWN;
+        return Seccomp::Unknown;
     }
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     let Ok(mode) = (unsafe { bpf_probe_read_kernel(task.wrapping_add(mode_at as usize) as *const i32) }) else {
-        return seccomp::UNKNOWN;
+        return Seccomp::Unknown;
     };
     if mode != SECCOMP_MODE_FILTER {
-        return seccomp::NONE;
+        return Seccomp::None;
     }
     if allow_at == 0 || syscall >= bits {
-        return seccomp::MAY_REFUSE;
+        return Seccomp::MayRefuse;
     }
-    let Ok(filter) = (unsafe { bpf_probe_read_kernel(task.wrapping_add(filter_at as usize) as *const *const u8) }) else {
-        return seccomp::UNKNOWN;
+    let Ok(filter) = (unsafe { bpf_probe_read_kernel(task.wrapping_add(filter_at as usize) as *const *const u8) })
+    else {
+        return Seccomp::Unknown;
     };
     let word = filter.wrapping_add(allow_at as usize + (syscall as usize / 64) * 8) as *const u64;
     match unsafe { bpf_probe_read_kernel(word) } {
-        Ok(bits) if bits & (1 << (syscall % 64)) != 0 => seccomp::ALLOWS,
-        Ok(_) => seccomp::MAY_REFUSE,
-        Err(_) => seccomp::UNKNOWN,
+        Ok(bits) if bits & (1 << (syscall % 64)) != 0 => Seccomp::Allows,
+        Ok(_) => Seccomp::MayRefuse,
+        Err(_) => Seccomp::Unknown,
     }
 }

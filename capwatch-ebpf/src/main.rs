@@ -90,10 +90,13 @@ pub fn process_exec(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// `tp_btf/sched_process_exit(task)`: a process's pid may be reused.
+/// `tp_btf/sched_process_exit(task)`: an exiting thread leaves nothing behind for the next one
+/// given its id: no denied checks, no kprobe stash, and (a process's leader) no origin.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
     if scope::watched_cgroup().is_some() {
+        failure::forget_denied();
+        cap::forget_kprobe_stash();
         origin::on_exit();
     }
     0

@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, RingBuf, StackTrace},
 };
-use capwatch_common::{loss, CapKey, DeniedInSyscall, FailKey, KprobeStash, Totals};
+use capwatch_common::{CapKey, FailKey, Loss, Totals};
 
 /// Capability checks by (cgroup, capability, verdict, syscall, flags).
 #[map]
@@ -23,9 +23,9 @@ pub static CW_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 pub static CW_STACKS: StackTrace = StackTrace::with_max_entries(1024, 0);
 
-/// What could not be delivered, by `capwatch_common::loss` index.
+/// What could not be delivered, by `capwatch_common::Loss` slot.
 #[map]
-pub static CW_LOSSES: Array<u64> = Array::with_max_entries(loss::LEN, 0);
+pub static CW_LOSSES: Array<u64> = Array::with_max_entries(Loss::SLOTS, 0);
 
 /// kprobe backend: `cap_capable`'s arguments by thread, between entry and return.
 #[map]
@@ -38,3 +38,21 @@ pub static CW_DENIED: HashMap<u32, DeniedInSyscall> = HashMap::with_max_entries(
 /// How many entries `CW_DENIED` holds: while none, syscall exits skip it entirely.
 #[map]
 pub static CW_DENIED_COUNT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// What `CW_DENIED` keeps for a thread between a denied check and the end of its syscall.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DeniedInSyscall {
+    pub syscall: u32,
+    pub _pad: u32,
+    /// Bit per capability.
+    pub caps: u64,
+}
+
+/// What the kprobe backend keeps per thread between `cap_capable`'s entry and its return.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct KprobeStash {
+    pub cap: u32,
+    pub flags: u32,
+}

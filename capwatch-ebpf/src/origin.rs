@@ -11,11 +11,11 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap},
 };
-use capwatch_common::origin::{APP, EXEC, RUNTIME};
+use capwatch_common::Origin;
 
 /// Origin by process (tgid). Processes that never made a check are classified on first use.
 #[map]
-pub static CW_ORIGINS: LruHashMap<u32, u16> = LruHashMap::with_max_entries(65536, 0);
+pub static CW_ORIGINS: LruHashMap<u32, Origin> = LruHashMap::with_max_entries(65536, 0);
 
 /// Cgroups whose own command has started (set by the first exec out of the runtime; userspace
 /// marks the cgroups that were running before it attached).
@@ -35,7 +35,7 @@ fn current_tgid() -> u32 {
 
 /// The current process's origin, classified by its command name the first time it is asked.
 #[inline(always)]
-pub fn current() -> u16 {
+pub fn current() -> Origin {
     let tgid = current_tgid();
     if let Some(origin) = unsafe { CW_ORIGINS.get(tgid) } {
         return *origin;
@@ -45,14 +45,14 @@ pub fn current() -> u16 {
     origin
 }
 
-fn classify() -> u16 {
-    let Ok(comm) = bpf_get_current_comm() else { return APP };
+fn classify() -> Origin {
+    let Ok(comm) = bpf_get_current_comm() else { return Origin::App };
     for name in RUNTIME_COMMS {
         if comm.starts_with(name) {
-            return RUNTIME;
+            return Origin::Runtime;
         }
     }
-    APP
+    Origin::App
 }
 
 /// `sched_process_fork`, in the parent: a new process inherits the parent's origin; a reused
@@ -76,24 +76,21 @@ pub fn on_fork(child: *const u8) {
 /// first time in its cgroup) or an exec session.
 pub fn on_exec(cgroup_id: u64, now: u64) {
     let tgid = current_tgid();
-    let was_runtime = unsafe { CW_ORIGINS.get(tgid) }.is_some_and(|o| *o == RUNTIME);
+    let was_runtime = unsafe { CW_ORIGINS.get(tgid) }.is_some_and(|o| *o == Origin::Runtime);
     if !was_runtime {
         return;
     }
     let origin = if unsafe { CW_STARTED.get(cgroup_id) }.is_some() {
-        EXEC
+        Origin::Exec
     } else {
         let _ = CW_STARTED.insert(cgroup_id, now, 0);
-        APP
+        Origin::App
     };
     let _ = CW_ORIGINS.insert(tgid, origin, 0);
 }
 
-/// `sched_process_exit` of a thread: it leaves no denied checks and no kprobe stash behind, and
-/// a process's leader leaves no origin, so its pid starts clean.
+/// `sched_process_exit` of a thread: a process's leader leaves no origin, so its pid starts clean.
 pub fn on_exit() {
-    crate::failure::forget_denied();
-    crate::cap::forget_kprobe_stash();
     let pid_tgid = bpf_get_current_pid_tgid();
     if pid_tgid as u32 == (pid_tgid >> 32) as u32 {
         let _ = CW_ORIGINS.remove(current_tgid());

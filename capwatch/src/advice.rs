@@ -6,14 +6,15 @@ use std::{
     time::SystemTime,
 };
 
-use capwatch_common::{origin, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_NOAUDIT, CAP_FLAG_OUTER_USERNS, VERDICT_GRANTED};
+use capwatch_common::{Origin, Verdict as Answer, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_NOAUDIT, CAP_FLAG_OUTER_USERNS};
 use serde::Serialize;
 
 use crate::{
+    cause::{self, Cause, Profile},
     containers::Container,
-    explain::{self, Cause, Profile, SeccompProfile},
+    evidence::{CheckEvidence, FailureEvidence},
     names,
-    store::{CapRow, FailRow},
+    seccomp_profile::SeccompProfile,
 };
 
 const CAP_DAC_OVERRIDE: u32 = 1;
@@ -76,7 +77,7 @@ pub struct Report {
 }
 
 /// Builds a container's report from its rows in the store.
-pub fn report(container: Container, caps: &[CapRow], failures: &[FailRow]) -> Report {
+pub fn report(container: Container, caps: &[CheckEvidence], failures: &[FailureEvidence]) -> Report {
     let granted_mask = granted_mask(&container);
     let mut numbers: BTreeSet<u32> = caps.iter().map(|r| r.key.cap).collect();
     if let Some(mask) = granted_mask {
@@ -86,7 +87,7 @@ pub fn report(container: Container, caps: &[CapRow], failures: &[FailRow]) -> Re
     let capabilities: Vec<CapabilityReport> = numbers
         .into_iter()
         .map(|cap| {
-            let rows: Vec<&CapRow> = caps.iter().filter(|r| r.key.cap == cap).collect();
+            let rows: Vec<&CheckEvidence> = caps.iter().filter(|r| r.key.cap == cap).collect();
             judge(cap, granted_mask.map(|m| m & (1 << cap) != 0), &rows, caps, missing.get(&cap))
         })
         .collect();
@@ -95,7 +96,8 @@ pub fn report(container: Container, caps: &[CapRow], failures: &[FailRow]) -> Re
         .filter(|c| c.verdict != Verdict::NotNeeded)
         .map(|c| c.capability.trim_start_matches("CAP_").to_string())
         .collect();
-    let seen = caps.iter().map(|r| (r.first_seen, r.last_seen)).chain(failures.iter().map(|f| (f.first_seen, f.last_seen)));
+    let seen =
+        caps.iter().map(|r| (r.first_seen, r.last_seen)).chain(failures.iter().map(|f| (f.first_seen, f.last_seen)));
     let (from, to) = seen.fold((None::<SystemTime>, None::<SystemTime>), |(from, to), (first, last)| {
         (Some(from.map_or(first, |f| f.min(first))), Some(to.map_or(last, |t| t.max(last))))
     });
@@ -121,13 +123,13 @@ fn granted_mask(container: &Container) -> Option<u64> {
         return Some(eff);
     }
     if granted.privileged {
-        return Some(u64::MAX >> (64 - 41));
+        return Some(names::all_capabilities());
     }
     let mut mask = DOCKER_DEFAULT_CAPS;
     for (names, add) in [(&granted.cap_drop, false), (&granted.cap_add, true)] {
         for name in names {
             if name.eq_ignore_ascii_case("ALL") {
-                mask = if add { u64::MAX >> (64 - 41) } else { 0 };
+                mask = if add { names::all_capabilities() } else { 0 };
             } else if let Some(n) = names::capability_number(name) {
                 mask = if add { mask | 1 << n } else { mask & !(1 << n) };
             }
@@ -138,11 +140,11 @@ fn granted_mask(container: &Container) -> Option<u64> {
 
 /// Capabilities whose denial made one of the application's syscalls fail, with those syscalls.
 /// Where the kernel tried a fallback chain, the capability that suffices is the missing one.
-fn missing_caps(failures: &[FailRow]) -> BTreeMap<u32, BTreeSet<String>> {
+fn missing_caps(failures: &[FailureEvidence]) -> BTreeMap<u32, BTreeSet<String>> {
     let rules = SeccompProfile::docker_default();
     let mut missing: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
-    for failure in failures.iter().filter(|f| f.key.origin == origin::APP) {
-        if let Cause::Capability { .. } = explain::cause(&failure.key, &Profile::Unknown, rules) {
+    for failure in failures.iter().filter(|f| f.key.origin == Origin::App) {
+        if let Cause::Capability { .. } = cause::cause(&failure.key, &Profile::Unknown, rules) {
             let mut denied = failure.key.denied;
             for &(first, then) in &FALLBACKS {
                 if denied & (1 << first) != 0 && denied & (1 << then) != 0 && then == CAP_DAC_OVERRIDE {
@@ -157,27 +159,48 @@ fn missing_caps(failures: &[FailRow]) -> BTreeMap<u32, BTreeSet<String>> {
     missing
 }
 
-fn judge(cap: u32, granted: Option<bool>, rows: &[&CapRow], all: &[CapRow], missing: Option<&BTreeSet<String>>) -> CapabilityReport {
-    let app: Vec<&CapRow> = rows.iter().copied().filter(|r| r.key.origin == origin::APP).collect();
-    let (outer_ns, app): (Vec<&CapRow>, Vec<&CapRow>) = app.into_iter().partition(|r| r.key.flags & CAP_FLAG_OUTER_USERNS != 0);
-    let (substituted, app): (Vec<&CapRow>, Vec<&CapRow>) = app.into_iter().partition(|r| r.key.flags & CAP_FLAG_FOREIGN_CRED != 0);
-    let (granted_rows, denied_rows): (Vec<&CapRow>, Vec<&CapRow>) = app.iter().partition(|r| r.key.verdict == VERDICT_GRANTED);
-    let (advisory, consequential): (Vec<&CapRow>, Vec<&CapRow>) = granted_rows.into_iter().partition(|r| advisory(r));
+fn judge(
+    cap: u32,
+    granted: Option<bool>,
+    rows: &[&CheckEvidence],
+    all: &[CheckEvidence],
+    missing: Option<&BTreeSet<String>>,
+) -> CapabilityReport {
+    let app: Vec<&CheckEvidence> = rows.iter().copied().filter(|r| r.key.origin == Origin::App).collect();
+    let (outer_ns, app): (Vec<&CheckEvidence>, Vec<&CheckEvidence>) =
+        app.into_iter().partition(|r| r.key.flags & CAP_FLAG_OUTER_USERNS != 0);
+    let (substituted, app): (Vec<&CheckEvidence>, Vec<&CheckEvidence>) =
+        app.into_iter().partition(|r| r.key.flags & CAP_FLAG_FOREIGN_CRED != 0);
+    let (granted_rows, denied_rows): (Vec<&CheckEvidence>, Vec<&CheckEvidence>) =
+        app.iter().partition(|r| r.key.verdict == Answer::Granted);
+    let (advisory, consequential): (Vec<&CheckEvidence>, Vec<&CheckEvidence>) =
+        granted_rows.into_iter().partition(|r| advisory(r));
 
     // Denied only against an outer user namespace, a capability is not the container's to add:
     // its failures are not `Missing`.
     let (verdict, reason) = if !consequential.is_empty() {
         (Verdict::Needed, format!("used in {}", syscalls(&consequential).join(", ")))
     } else if let Some(failed) = missing.filter(|_| outer_ns.is_empty() || !denied_rows.is_empty()) {
-        (Verdict::Missing, format!("denied in {}, which failed because of it", failed.iter().cloned().collect::<Vec<_>>().join(", ")))
+        (
+            Verdict::Missing,
+            format!("denied in {}, which failed because of it", failed.iter().cloned().collect::<Vec<_>>().join(", ")),
+        )
     } else if !denied_rows.is_empty() {
         let covered = fallback_cover(cap, &denied_rows, all);
         match covered {
-            Some(partner) => (Verdict::NotNeeded, format!("denied, but {partner} was granted in the same call and sufficed")),
-            None => (Verdict::NotNeeded, format!("denied in {}, and the calls still succeeded", syscalls(&denied_rows).join(", "))),
+            Some(partner) => {
+                (Verdict::NotNeeded, format!("denied, but {partner} was granted in the same call and sufficed"))
+            }
+            None => (
+                Verdict::NotNeeded,
+                format!("denied in {}, and the calls still succeeded", syscalls(&denied_rows).join(", ")),
+            ),
         }
     } else if !advisory.is_empty() {
-        (Verdict::NotNeeded, format!("only advisory checks (kernel overcommit accounting in {})", syscalls(&advisory).join(", ")))
+        (
+            Verdict::NotNeeded,
+            format!("only advisory checks (kernel overcommit accounting in {})", syscalls(&advisory).join(", ")),
+        )
     } else if !outer_ns.is_empty() {
         (
             Verdict::NotNeeded,
@@ -194,8 +217,9 @@ fn judge(cap: u32, granted: Option<bool>, rows: &[&CapRow], all: &[CapRow], miss
                 syscalls(&substituted).join(", ")
             ),
         )
-    } else if rows.iter().any(|r| r.key.origin == origin::RUNTIME) || rows.iter().any(|r| r.key.origin == origin::EXEC) {
-        let who: Vec<&str> = [(origin::RUNTIME, "the runtime's setup"), (origin::EXEC, "docker exec sessions")]
+    } else if rows.iter().any(|r| r.key.origin == Origin::Runtime) || rows.iter().any(|r| r.key.origin == Origin::Exec)
+    {
+        let who: Vec<&str> = [(Origin::Runtime, "the runtime's setup"), (Origin::Exec, "docker exec sessions")]
             .into_iter()
             .filter(|(o, _)| rows.iter().any(|r| r.key.origin == *o))
             .map(|(_, who)| who)
@@ -215,34 +239,39 @@ fn judge(cap: u32, granted: Option<bool>, rows: &[&CapRow], all: &[CapRow], miss
     }
 }
 
-fn fallback_cover(cap: u32, denied: &[&CapRow], all: &[CapRow]) -> Option<String> {
+fn fallback_cover(cap: u32, denied: &[&CheckEvidence], all: &[CheckEvidence]) -> Option<String> {
     let partners: Vec<String> = denied.iter().filter_map(|r| partner_granted(cap, r.key.syscall, all)).collect();
     (partners.len() == denied.len()).then(|| partners.into_iter().next()).flatten()
 }
 
 /// The fallback partner of `cap` granted to the application in the same syscall.
-fn partner_granted(cap: u32, syscall: u32, all: &[CapRow]) -> Option<String> {
+fn partner_granted(cap: u32, syscall: u32, all: &[CheckEvidence]) -> Option<String> {
     FALLBACKS.iter().filter(|(first, _)| *first == cap).find_map(|&(_, partner)| {
         all.iter()
-            .any(|r| r.key.cap == partner && r.key.syscall == syscall && r.key.verdict == VERDICT_GRANTED && r.key.origin == origin::APP)
+            .any(|r| {
+                r.key.cap == partner
+                    && r.key.syscall == syscall
+                    && r.key.verdict == Answer::Granted
+                    && r.key.origin == Origin::App
+            })
             .then(|| names::capability(partner).into_owned())
     })
 }
 
 /// A check the kernel makes without consequence: known from its call site, or, where no stack
 /// was recorded, from the probe's `opts`.
-fn advisory(row: &CapRow) -> bool {
+fn advisory(row: &CheckEvidence) -> bool {
     match &row.call_site {
         Some(site) => ADVISORY_SITES.iter().any(|s| site.split(" ← ").next() == Some(*s)),
         None => row.key.flags & CAP_FLAG_NOAUDIT != 0,
     }
 }
 
-fn syscalls(rows: &[&CapRow]) -> Vec<String> {
+fn syscalls(rows: &[&CheckEvidence]) -> Vec<String> {
     rows.iter().map(|r| names::syscall(r.key.syscall).into_owned()).collect::<BTreeSet<_>>().into_iter().collect()
 }
 
-fn usage(rows: &[&CapRow]) -> Option<Usage> {
+fn usage(rows: &[&CheckEvidence]) -> Option<Usage> {
     if rows.is_empty() {
         return None;
     }
@@ -258,10 +287,12 @@ fn usage(rows: &[&CapRow]) -> Option<Usage> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use capwatch_common::{CapKey, FailKey, Sample, Seccomp};
+
     use super::*;
     use crate::containers::{Granted, Runtime};
-    use capwatch_common::{CapKey, FailKey, Sample, VERDICT_DENIED};
-    use std::time::{Duration, UNIX_EPOCH};
 
     fn container(granted: Option<Granted>) -> Container {
         Container {
@@ -278,8 +309,8 @@ mod tests {
         }
     }
 
-    fn row(cap: u32, syscall: u32, verdict: u16, origin: u16, call_site: Option<&str>) -> CapRow {
-        CapRow {
+    fn row(cap: u32, syscall: u32, verdict: Answer, origin: Origin, call_site: Option<&str>) -> CheckEvidence {
+        CheckEvidence {
             key: CapKey { cgroup_id: 0, cap, syscall, verdict, origin, flags: 0 },
             count: 3,
             first_seen: UNIX_EPOCH + Duration::from_secs(100),
@@ -289,21 +320,22 @@ mod tests {
         }
     }
 
-    fn failure(syscall: u32, errno: u16, denied: &[u32]) -> FailRow {
-        FailRow {
+    fn failure(syscall: u32, errno: u16, denied: &[u32]) -> FailureEvidence {
+        FailureEvidence {
             key: FailKey {
                 cgroup_id: 0,
                 syscall,
                 errno,
-                origin: origin::APP,
+                origin: Origin::App,
                 uid: 0,
-                seccomp: capwatch_common::seccomp::NONE,
+                seccomp: Seccomp::None,
                 denied: denied.iter().fold(0, |m, c| m | 1 << c),
             },
             count: 1,
             first_seen: UNIX_EPOCH + Duration::from_secs(120),
             last_seen: UNIX_EPOCH + Duration::from_secs(120),
             sample: Sample { tid: 1, pid: 1, uid: 0, gid: 0, comm: [0; 16] },
+            explained: None,
         }
     }
 
@@ -319,12 +351,13 @@ mod tests {
     #[test]
     fn advisory_runtime_and_exec_checks_are_not_needs() {
         let caps = [
-            row(13, SOCKET, VERDICT_GRANTED, origin::APP, Some("inet_create ← __sock_create")),
-            row(21, MMAP, VERDICT_GRANTED, origin::APP, Some("security_vm_enough_memory_mm ← __mmap_region")),
-            row(8, 126, VERDICT_GRANTED, origin::RUNTIME, Some("cap_capset")),
-            row(12, 54, VERDICT_GRANTED, origin::EXEC, Some("do_ip_setsockopt")),
+            row(13, SOCKET, Answer::Granted, Origin::App, Some("inet_create ← __sock_create")),
+            row(21, MMAP, Answer::Granted, Origin::App, Some("security_vm_enough_memory_mm ← __mmap_region")),
+            row(8, 126, Answer::Granted, Origin::Runtime, Some("cap_capset")),
+            row(12, 54, Answer::Granted, Origin::Exec, Some("do_ip_setsockopt")),
         ];
-        let report = report(container(Some(Granted { cap_eff: Some(DOCKER_DEFAULT_CAPS), ..Default::default() })), &caps, &[]);
+        let report =
+            report(container(Some(Granted { cap_eff: Some(DOCKER_DEFAULT_CAPS), ..Default::default() })), &caps, &[]);
         assert_eq!(verdict_of(&report, 13).0, Verdict::Needed);
         assert!(verdict_of(&report, 21).1.contains("advisory"));
         assert!(verdict_of(&report, 8).1.contains("runtime"));
@@ -337,10 +370,10 @@ mod tests {
     #[test]
     fn a_denied_check_in_a_failed_call_is_missing_unless_a_fallback_sufficed() {
         let caps = [
-            row(13, SOCKET, VERDICT_DENIED, origin::APP, None),
-            row(2, OPENAT, VERDICT_DENIED, origin::APP, None),
-            row(1, OPENAT, VERDICT_GRANTED, origin::APP, None),
-            row(7, 105, VERDICT_DENIED, origin::APP, None),
+            row(13, SOCKET, Answer::Denied, Origin::App, None),
+            row(2, OPENAT, Answer::Denied, Origin::App, None),
+            row(1, OPENAT, Answer::Granted, Origin::App, None),
+            row(7, 105, Answer::Denied, Origin::App, None),
         ];
         let report = report(container(None), &caps, &[failure(SOCKET, 1, &[13]), failure(105, 1, &[])]);
         assert_eq!(verdict_of(&report, 13).0, Verdict::Missing);
@@ -355,7 +388,8 @@ mod tests {
 
     #[test]
     fn of_a_fallback_chain_that_failed_the_capability_that_suffices_is_missing() {
-        let caps = [row(2, OPENAT, VERDICT_DENIED, origin::APP, None), row(1, OPENAT, VERDICT_DENIED, origin::APP, None)];
+        let caps =
+            [row(2, OPENAT, Answer::Denied, Origin::App, None), row(1, OPENAT, Answer::Denied, Origin::App, None)];
         let report = report(container(None), &caps, &[failure(OPENAT, 13, &[1, 2])]);
         assert_eq!(verdict_of(&report, 1).0, Verdict::Missing);
         assert_eq!(verdict_of(&report, 2).0, Verdict::NotNeeded);
@@ -364,7 +398,7 @@ mod tests {
 
     #[test]
     fn checks_on_substituted_credentials_are_not_the_applications_need() {
-        let mut overlay = row(21, 262, VERDICT_GRANTED, origin::APP, Some("ovl_getattr"));
+        let mut overlay = row(21, 262, Answer::Granted, Origin::App, Some("ovl_getattr"));
         overlay.key.flags = CAP_FLAG_FOREIGN_CRED;
         let report = report(container(None), &[overlay], &[]);
         let (verdict, reason) = verdict_of(&report, 21);
@@ -375,7 +409,7 @@ mod tests {
 
     #[test]
     fn checks_against_an_outer_user_namespace_cannot_be_granted() {
-        let mut mknod = row(27, 259, VERDICT_DENIED, origin::APP, Some("vfs_mknod"));
+        let mut mknod = row(27, 259, Answer::Denied, Origin::App, Some("vfs_mknod"));
         mknod.key.flags = CAP_FLAG_OUTER_USERNS;
         let report = report(container(None), &[mknod], &[failure(259, 1, &[27])]);
         let (verdict, reason) = verdict_of(&report, 27);
@@ -386,11 +420,12 @@ mod tests {
 
     #[test]
     fn noaudit_marks_advisory_only_where_no_call_site_was_recorded() {
-        let mut probe = row(21, MMAP, VERDICT_GRANTED, origin::APP, None);
+        let mut probe = row(21, MMAP, Answer::Granted, Origin::App, None);
         probe.key.flags = CAP_FLAG_NOAUDIT | capwatch_common::CAP_FLAG_OPTS_KNOWN;
         assert!(advisory(&probe));
         // seccomp filter setup asks noaudit too, and its answer decides the call.
-        let mut seccomp = row(21, 317, VERDICT_GRANTED, origin::APP, Some("ns_capable_noaudit ← seccomp_set_mode_filter"));
+        let mut seccomp =
+            row(21, 317, Answer::Granted, Origin::App, Some("ns_capable_noaudit ← seccomp_set_mode_filter"));
         seccomp.key.flags = probe.key.flags;
         assert!(!advisory(&seccomp));
     }
@@ -399,7 +434,8 @@ mod tests {
     fn granted_sets_follow_docker_flags_when_no_process_was_read() {
         let drop_all = Granted { cap_drop: vec!["ALL".into()], cap_add: vec!["NET_RAW".into()], ..Default::default() };
         assert_eq!(granted_mask(&container(Some(drop_all))), Some(1 << 13));
-        let defaults = Granted { cap_add: vec!["SYS_ADMIN".into()], cap_drop: vec!["MKNOD".into()], ..Default::default() };
+        let defaults =
+            Granted { cap_add: vec!["SYS_ADMIN".into()], cap_drop: vec!["MKNOD".into()], ..Default::default() };
         assert_eq!(granted_mask(&container(Some(defaults))), Some((DOCKER_DEFAULT_CAPS | 1 << 21) & !(1 << 27)));
     }
 }

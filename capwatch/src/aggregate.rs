@@ -1,21 +1,36 @@
-//! Userspace aggregation: the totals of every key the kernel reported, which keys are new, and
-//! what the kernel could not deliver. The kernel's counters are absolute, so merging is
-//! idempotent: a key announced by the ring buffer and read again from the map counts once.
+//! Userspace aggregation: the totals of every key the kernel reported, and what changed since the
+//! previous step — keys seen for the first time, keys whose count grew, and what the kernel could
+//! not deliver. The kernel's counters are absolute, so merging is idempotent: a key announced by
+//! the ring buffer and read again from the map counts once.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use capwatch_common::{loss, CapKey, FailKey, Totals};
+use capwatch_common::{CapKey, FailKey, Loss, Totals};
 
-use crate::intake::{Announcement, Snapshot};
+use crate::intake::{Announced, Snapshot};
 
-/// Something seen for the first time, or a change in what was lost.
+/// What one step changed: each aggregate with its absolute totals and how much it grew.
 #[derive(Debug, Clone, Copy)]
 pub enum Change {
-    NewCap(CapKey, Totals),
-    NewFailure(FailKey, Totals),
-    /// `total` occurrences of `kind` (a `capwatch_common::loss` index) so far, `added` of them
-    /// since the previous report.
-    Lost { kind: u32, total: u64, added: u64 },
+    Check(Grown<CapKey>),
+    Failure(Grown<FailKey>),
+    /// `total` occurrences of `loss` so far, `added` of them since the previous report.
+    Lost {
+        loss: Loss,
+        total: u64,
+        added: u64,
+    },
+}
+
+/// An aggregate that is new or whose count grew.
+#[derive(Debug, Clone, Copy)]
+pub struct Grown<K> {
+    pub key: K,
+    pub totals: Totals,
+    /// Occurrences since the previous change of this key (all of them when it is new).
+    pub added: u64,
+    /// The key was seen for the first time.
+    pub first: bool,
 }
 
 #[derive(Debug, Default)]
@@ -26,14 +41,13 @@ pub struct Aggregates {
 }
 
 impl Aggregates {
-    pub fn apply(&mut self, announced: &[Announcement]) -> Vec<Change> {
+    /// Folds in the kernel's announcements of first occurrences.
+    pub fn apply(&mut self, announced: &[Announced]) -> Vec<Change> {
         announced
             .iter()
             .filter_map(|a| match *a {
-                Announcement::Cap(key, totals) => merge(&mut self.caps, key, totals).then_some(Change::NewCap(key, totals)),
-                Announcement::Failure(key, totals) => {
-                    merge(&mut self.failures, key, totals).then_some(Change::NewFailure(key, totals))
-                }
+                Announced::Cap(key, totals) => merge(&mut self.caps, key, totals).map(Change::Check),
+                Announced::Failure(key, totals) => merge(&mut self.failures, key, totals).map(Change::Failure),
             })
             .collect()
     }
@@ -43,19 +57,19 @@ impl Aggregates {
     pub fn merge(&mut self, snapshot: &Snapshot, read_ns: u64) -> Vec<Change> {
         let mut changes = Vec::new();
         for &(key, totals) in &snapshot.caps {
-            if merge(&mut self.caps, key, Totals { last_ns: seen_by(&totals, read_ns), ..totals }) {
-                changes.push(Change::NewCap(key, totals));
-            }
+            let totals = Totals { last_ns: seen_by(&totals, read_ns), ..totals };
+            changes.extend(merge(&mut self.caps, key, totals).map(Change::Check));
         }
         for &(key, totals) in &snapshot.failures {
-            if merge(&mut self.failures, key, Totals { last_ns: seen_by(&totals, read_ns), ..totals }) {
-                changes.push(Change::NewFailure(key, totals));
-            }
+            let totals = Totals { last_ns: seen_by(&totals, read_ns), ..totals };
+            changes.extend(merge(&mut self.failures, key, totals).map(Change::Failure));
         }
-        self.losses.resize(loss::LEN as usize, 0);
-        for (kind, (&total, previous)) in snapshot.losses.iter().zip(self.losses.iter_mut()).enumerate() {
+        self.losses.resize(Loss::SLOTS as usize, 0);
+        for (slot, (&total, previous)) in snapshot.losses.iter().zip(self.losses.iter_mut()).enumerate() {
             if total > *previous {
-                changes.push(Change::Lost { kind: kind as u32, total, added: total - *previous });
+                if let Some(loss) = Loss::from_raw(slot as u32) {
+                    changes.push(Change::Lost { loss, total, added: total - *previous });
+                }
                 *previous = total;
             }
         }
@@ -70,7 +84,7 @@ impl Aggregates {
         &self.failures
     }
 
-    /// Total occurrences lost so far, by `capwatch_common::loss` index.
+    /// Total occurrences lost so far, by `Loss` slot.
     pub fn losses(&self) -> &[u64] {
         &self.losses
     }
@@ -83,47 +97,36 @@ impl Aggregates {
 
 /// The latest occurrence a read at `read_ns` proves: the first, unless there were more.
 fn seen_by(totals: &Totals, read_ns: u64) -> u64 {
-    if totals.count > 1 { read_ns.max(totals.last_ns) } else { totals.last_ns }
-}
-
-/// Folds `totals` into the entry for `key`; true when the key is new.
-fn merge<K: Ord>(map: &mut BTreeMap<K, Totals>, key: K, totals: Totals) -> bool {
-    match map.get_mut(&key) {
-        Some(known) => {
-            if totals.count > known.count {
-                known.count = totals.count;
-                known.last_ns = known.last_ns.max(totals.last_ns);
-            }
-            if known.stack_id < 0 {
-                known.stack_id = totals.stack_id;
-            }
-            false
-        }
-        None => {
-            map.insert(key, totals);
-            true
-        }
+    if totals.count > 1 {
+        read_ns.max(totals.last_ns)
+    } else {
+        totals.last_ns
     }
 }
 
-/// What a `capwatch_common::loss` index counts, for people and logs.
-pub fn loss_name(kind: u32) -> &'static str {
-    match kind {
-        loss::RINGBUF_FULL => "ringbuf_full",
-        loss::CAP_MAP_FULL => "cap_map_full",
-        loss::FAIL_MAP_FULL => "failure_map_full",
-        loss::KRETPROBE_UNMATCHED => "kretprobe_unmatched",
-        loss::KPROBE_STASH_OVERWRITTEN => "kprobe_stash_overwritten",
-        loss::KPROBE_STASH_FULL => "kprobe_stash_full",
-        loss::DENIED_STASH_FULL => "denied_stash_full",
-        _ => "unknown",
+/// Folds `totals` into the entry for `key`: what changed, if anything.
+fn merge<K: Ord + Copy>(map: &mut BTreeMap<K, Totals>, key: K, totals: Totals) -> Option<Grown<K>> {
+    let Some(known) = map.get_mut(&key) else {
+        map.insert(key, totals);
+        return Some(Grown { key, totals, added: totals.count, first: true });
+    };
+    if known.stack_id < 0 {
+        known.stack_id = totals.stack_id;
     }
+    if totals.count <= known.count {
+        return None;
+    }
+    let added = totals.count - known.count;
+    known.count = totals.count;
+    known.last_ns = known.last_ns.max(totals.last_ns);
+    Some(Grown { key, totals: *known, added, first: false })
 }
 
 #[cfg(test)]
 mod tests {
+    use capwatch_common::{Origin, Sample, Verdict};
+
     use super::*;
-    use capwatch_common::{Sample, VERDICT_GRANTED};
 
     fn totals(count: u64, first: u64, last: u64) -> Totals {
         Totals {
@@ -136,16 +139,23 @@ mod tests {
         }
     }
 
-    const KEY: CapKey = CapKey { cgroup_id: 42, cap: 7, syscall: 105, verdict: VERDICT_GRANTED, origin: 0, flags: 0 };
+    const KEY: CapKey =
+        CapKey { cgroup_id: 42, cap: 7, syscall: 105, verdict: Verdict::Granted, origin: Origin::App, flags: 0 };
+
+    fn firsts(changes: &[Change]) -> usize {
+        changes.iter().filter(|c| matches!(c, Change::Check(g) if g.first)).count()
+    }
 
     #[test]
     fn a_key_is_new_once_whether_announced_or_read() {
         let mut agg = Aggregates::default();
-        let changes = agg.apply(&[Announcement::Cap(KEY, totals(1, 10, 10))]);
-        assert!(matches!(changes[..], [Change::NewCap(k, _)] if k == KEY));
+        let changes = agg.apply(&[Announced::Cap(KEY, totals(1, 10, 10))]);
+        assert!(matches!(changes[..], [Change::Check(Grown { key, added: 1, first: true, .. })] if key == KEY));
         // The kernel leaves last_ns at the first occurrence; the drain that finds more stamps its own time.
         let snapshot = Snapshot { caps: vec![(KEY, totals(1000, 10, 10))], losses: vec![0; 8], ..Default::default() };
-        assert!(agg.merge(&snapshot, 500).is_empty());
+        let changes = agg.merge(&snapshot, 500);
+        assert_eq!(firsts(&changes), 0);
+        assert!(matches!(changes[..], [Change::Check(Grown { added: 999, first: false, .. })]), "{changes:?}");
         assert_eq!(agg.caps()[&KEY].count, 1000);
         assert_eq!(agg.caps()[&KEY].last_ns, 500);
         assert_eq!(agg.caps()[&KEY].first_ns, 10);
@@ -157,10 +167,16 @@ mod tests {
     #[test]
     fn a_lost_announcement_is_found_by_the_drain() {
         let mut agg = Aggregates::default();
-        let snapshot = Snapshot { caps: vec![(KEY, totals(3, 10, 20))], losses: vec![1, 0, 0, 0, 0, 0, 0, 0], ..Default::default() };
+        let snapshot = Snapshot {
+            caps: vec![(KEY, totals(3, 10, 20))],
+            losses: vec![1, 0, 0, 0, 0, 0, 0, 0],
+            ..Default::default()
+        };
         let changes = agg.merge(&snapshot, 30);
-        assert!(changes.iter().any(|c| matches!(c, Change::NewCap(k, t) if *k == KEY && t.count == 3)));
-        assert!(changes.iter().any(|c| matches!(c, Change::Lost { kind: 0, total: 1, added: 1 })));
+        assert!(changes
+            .iter()
+            .any(|c| matches!(c, Change::Check(g) if g.key == KEY && g.totals.count == 3 && g.first)));
+        assert!(changes.iter().any(|c| matches!(c, Change::Lost { loss: Loss::RingbufFull, total: 1, added: 1 })));
         // The same losses read again are not reported twice.
         assert!(agg.merge(&snapshot, 40).is_empty());
     }
@@ -168,9 +184,9 @@ mod tests {
     #[test]
     fn counts_never_go_backwards() {
         let mut agg = Aggregates::default();
-        agg.apply(&[Announcement::Cap(KEY, totals(5, 10, 50))]);
+        agg.apply(&[Announced::Cap(KEY, totals(5, 10, 50))]);
         // A stale announcement read after a drain must not lower the total.
-        agg.apply(&[Announcement::Cap(KEY, totals(1, 10, 10))]);
+        assert!(agg.apply(&[Announced::Cap(KEY, totals(1, 10, 10))]).is_empty());
         assert_eq!(agg.caps()[&KEY].count, 5);
         assert_eq!(agg.caps()[&KEY].last_ns, 50);
     }

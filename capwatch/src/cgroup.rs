@@ -2,10 +2,10 @@
 //! id. The kernel tags every observation with a cgroup2 id, the inode of the cgroup's directory.
 
 use std::{
-    collections::HashMap,
     fs,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use crate::error::Error;
@@ -14,12 +14,11 @@ use crate::error::Error;
 pub const ROOT_ID: u64 = 1;
 
 /// A mounted cgroup2 hierarchy.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Hierarchy {
     mount: PathBuf,
     /// Directory handle on the mount, for `open_by_handle_at`.
-    mount_dir: fs::File,
-    names: HashMap<u64, String>,
+    mount_dir: Arc<fs::File>,
 }
 
 /// Which cgroups the kernel side watches: a subtree, with or without its root.
@@ -35,15 +34,14 @@ impl Hierarchy {
     /// Finds the cgroup2 mount: `/sys/fs/cgroup` on pure-v2 hosts, `/sys/fs/cgroup/unified` on
     /// hybrid ones, wherever /proc/self/mountinfo says otherwise.
     pub fn find() -> Result<Self, Error> {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo")
-            .map_err(|e| Error::io("/proc/self/mountinfo", e))?;
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("/proc/self/mountinfo", e))?;
         let mount = cgroup2_mount(&mountinfo).ok_or(Error::NoCgroup2)?;
         Self::at(mount)
     }
 
     pub fn at(mount: PathBuf) -> Result<Self, Error> {
         let mount_dir = fs::File::open(&mount).map_err(|e| Error::io(&mount, e))?;
-        Ok(Self { mount, mount_dir, names: HashMap::new() })
+        Ok(Self { mount, mount_dir: Arc::new(mount_dir) })
     }
 
     pub fn mount(&self) -> &Path {
@@ -63,40 +61,24 @@ impl Hierarchy {
     /// The scope that watches `cgroup` and everything below it.
     pub fn scope(&self, cgroup: &Path, include_root: bool) -> Result<Scope, Error> {
         let dir = self.dir(cgroup);
-        let meta = fs::metadata(&dir).map_err(|_| Error::NotACgroup {
-            path: cgroup.to_path_buf(),
-            mount: self.mount.clone(),
-        })?;
+        let meta = fs::metadata(&dir)
+            .map_err(|_| Error::NotACgroup { path: cgroup.to_path_buf(), mount: self.mount.clone() })?;
         if !meta.is_dir() || !dir.join("cgroup.procs").exists() {
             return Err(Error::NotACgroup { path: cgroup.to_path_buf(), mount: self.mount.clone() });
         }
         let relative = dir.strip_prefix(&self.mount).unwrap_or(Path::new(""));
-        Ok(Scope {
-            root_id: meta.ino(),
-            level: relative.components().count() as u32,
-            include_root,
-        })
-    }
-
-    /// The cgroup's path in the hierarchy (`/docker/<id>`), or None once it has been removed.
-    /// Names are remembered, so a cgroup resolved while it existed keeps its name.
-    pub fn name(&mut self, id: u64) -> Option<String> {
-        if let Some(name) = self.names.get(&id) {
-            return Some(name.clone());
-        }
-        let name = self.resolve(id)?;
-        self.names.insert(id, name.clone());
-        Some(name)
+        Ok(Scope { root_id: meta.ino(), level: relative.components().count() as u32, include_root })
     }
 
     /// Whether a cgroup still exists.
     pub fn exists(&self, id: u64) -> bool {
-        self.resolve(id).is_some()
+        self.path(id).is_some()
     }
 
-    /// Resolves an id through the kernel's file handles for cgroupfs (kernfs handles carry the
-    /// id): one syscall, no walk of the tree. Falls back to a walk where handles are refused.
-    fn resolve(&self, id: u64) -> Option<String> {
+    /// The cgroup's path in the hierarchy (`/docker/<id>`), or None once it has been removed.
+    /// Resolved through the kernel's file handles for cgroupfs (kernfs handles carry the id): one
+    /// syscall, no walk of the tree. Falls back to a walk where handles are refused.
+    pub fn path(&self, id: u64) -> Option<String> {
         if id == ROOT_ID {
             return Some("/".into());
         }
@@ -112,7 +94,7 @@ impl Hierarchy {
 
     /// Cgroups below `root_id` (itself included) that hold processes now.
     pub fn populated_below(&self, root_id: u64) -> Vec<u64> {
-        let Some(root) = self.resolve(root_id) else { return Vec::new() };
+        let Some(root) = self.path(root_id) else { return Vec::new() };
         let mut populated = Vec::new();
         let mut stack = vec![self.dir(Path::new(&root))];
         while let Some(dir) = stack.pop() {

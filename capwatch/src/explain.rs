@@ -1,45 +1,16 @@
-//! Why a syscall failed with EPERM or EACCES: a missing capability, the file's permissions, the
-//! seccomp filter, the program file's capabilities, or something else. The kernel side leaves
-//! the evidence with each failure: the capabilities denied to the same thread in the same
-//! syscall, the thread's uid, and whether its seccomp filter always allows that syscall.
+//! `capwatch explain`'s answer: each of a container's failing syscalls with its cause, as the
+//! daemon judged it when it saw the failure (the same sentence its JSON line carried).
 
 use std::collections::BTreeSet;
 
-use capwatch_common::{origin, seccomp, FailKey};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::{containers::Container, names, store::FailRow};
-
-const CAP_DAC_OVERRIDE: u32 = 1;
-const CAP_DAC_READ_SEARCH: u32 = 2;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Cause {
-    /// The kernel denied these capabilities in the call.
-    Capability { capabilities: Vec<String>, suffices: Option<String> },
-    /// A non-root user refused by a file's mode or owner; the capabilities would bypass it.
-    FilePermissions { bypassed_by: Vec<String> },
-    /// The seccomp filter refused the call before it ran.
-    Seccomp { profile_requires: Vec<String> },
-    /// `execve` refused with no capability check: the program file carries capabilities the
-    /// container's bounding set lacks.
-    FileCapabilities,
-    /// The call ran and failed with no capability denied: an LSM, or the call's own rules.
-    Other,
-}
-
-impl Cause {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Cause::Capability { .. } => "capability",
-            Cause::FilePermissions { .. } => "file_permissions",
-            Cause::Seccomp { .. } => "seccomp",
-            Cause::FileCapabilities => "file_capabilities",
-            Cause::Other => "other",
-        }
-    }
-}
+use crate::{
+    cause::{self, Cause},
+    containers::Container,
+    evidence::FailureEvidence,
+    names,
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
@@ -56,259 +27,31 @@ pub struct Explanation {
     pub text: String,
 }
 
-/// What a container's seccomp profile is, from its runtime's security options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Profile {
-    DockerDefault,
-    Unconfined,
-    Custom,
-    Unknown,
-}
-
-impl Profile {
-    pub fn of(container: &Container) -> Self {
-        let Some(granted) = &container.granted else { return Profile::Unknown };
-        match granted.security_opt.iter().find_map(|o| o.strip_prefix("seccomp=").or_else(|| o.strip_prefix("seccomp:"))) {
-            None if !granted.privileged => Profile::DockerDefault,
-            None => Profile::Unconfined,
-            Some("unconfined") => Profile::Unconfined,
-            Some(_) => Profile::Custom,
-        }
-    }
-}
-
-/// The cause of one failure, from the evidence in its key.
-pub fn cause(key: &FailKey, profile: &Profile, seccomp_rules: &SeccompProfile) -> Cause {
-    let denied: Vec<u32> = names::mask_bits(key.denied).collect();
-    let dac_only = !denied.is_empty() && denied.iter().all(|&c| c == CAP_DAC_OVERRIDE || c == CAP_DAC_READ_SEARCH);
-    if dac_only && key.uid != 0 {
-        return Cause::FilePermissions { bypassed_by: denied.iter().map(|&c| names::capability(c).into_owned()).collect() };
-    }
-    if !denied.is_empty() {
-        let suffices = (denied.contains(&CAP_DAC_OVERRIDE) && denied.contains(&CAP_DAC_READ_SEARCH))
-            .then(|| "CAP_DAC_OVERRIDE suffices (CAP_DAC_READ_SEARCH would for reading and searching only)".to_string());
-        return Cause::Capability { capabilities: denied.iter().map(|&c| names::capability(c).into_owned()).collect(), suffices };
-    }
-    if key.seccomp == seccomp::MAY_REFUSE {
-        let syscall = names::syscall(key.syscall);
-        let profile_requires = match profile {
-            Profile::DockerDefault => seccomp_rules.required_caps(&syscall),
-            _ => Vec::new(),
-        };
-        return Cause::Seccomp { profile_requires };
-    }
-    if key.errno == libc::EPERM as u16 && (key.syscall == libc::SYS_execve as u32 || key.syscall == libc::SYS_execveat as u32) {
-        return Cause::FileCapabilities;
-    }
-    Cause::Other
-}
-
-/// One failure's cause and its sentence, for a container (or none) whose profile decides the
-/// seccomp wording.
-pub fn describe(key: &FailKey, container: Option<&Container>, kernel_checks: &BTreeSet<(u32, u32)>) -> (Cause, String) {
-    let profile = container.map_or(Profile::Unknown, Profile::of);
-    let rules = SeccompProfile::docker_default();
-    let cause = cause(key, &profile, rules);
-    let text = sentence(key, &cause, &profile, rules, kernel_checks);
-    (cause, text)
-}
-
-/// Explains each of a container's failing syscalls. `kernel_checks` are (capability, syscall)
-/// pairs the kernel was seen checking anywhere, to say when a profile's coupling matches the
-/// kernel's own requirement.
-pub fn explain(container: &Container, failures: &[FailRow], kernel_checks: &BTreeSet<(u32, u32)>) -> Vec<Explanation> {
+/// Explains each of a container's failing syscalls. A failure no daemon judged (a store from an
+/// older capwatch) is judged now, with `kernel_checks`: (capability, syscall) pairs the kernel
+/// was seen checking anywhere.
+pub fn explain(
+    container: &Container,
+    failures: &[FailureEvidence],
+    kernel_checks: &BTreeSet<(u32, u32)>,
+) -> Vec<Explanation> {
     failures
         .iter()
         .map(|f| {
-            let (cause, text) = describe(&f.key, Some(container), kernel_checks);
+            let explained =
+                f.explained.clone().unwrap_or_else(|| cause::explain(&f.key, Some(container), kernel_checks));
             Explanation {
                 syscall: names::syscall(f.key.syscall).into_owned(),
                 errno: names::errno(f.key.errno).into_owned(),
                 uid: f.key.uid,
-                origin: names::origin(f.key.origin),
+                origin: f.key.origin.name(),
                 count: f.count,
                 first_seen: crate::clock::rfc3339(f.first_seen),
                 last_seen: crate::clock::rfc3339(f.last_seen),
                 program: names::comm(&f.sample.comm),
-                cause,
-                text,
+                cause: explained.cause,
+                text: explained.text,
             }
         })
         .collect()
-}
-
-fn sentence(key: &FailKey, cause: &Cause, profile: &Profile, rules: &SeccompProfile, kernel_checks: &BTreeSet<(u32, u32)>) -> String {
-    let syscall = names::syscall(key.syscall);
-    let who = format!("uid {}{}", key.uid, if key.origin == origin::APP { "" } else { ", not the application" });
-    match cause {
-        Cause::Capability { capabilities, suffices } => {
-            let mut text = format!("missing capability: the kernel denied {} in {syscall} ({who})", capabilities.join(" and "));
-            if let Some(suffices) = suffices {
-                text.push_str(&format!("; {suffices}"));
-            }
-            if *profile == Profile::DockerDefault {
-                let coupled = rules.required_caps(&syscall);
-                if !coupled.is_empty() {
-                    text.push_str(&format!("; Docker's default profile also allows {syscall} only with {}", coupled.join(" or ")));
-                }
-            }
-            text
-        }
-        Cause::FilePermissions { bypassed_by } => format!(
-            "file permissions: uid {} was refused by a file's mode or owner in {syscall}; {} would bypass them",
-            key.uid,
-            bypassed_by.join(" or ")
-        ),
-        Cause::Seccomp { profile_requires } if !profile_requires.is_empty() => {
-            let kernel_too: Vec<&String> = profile_requires
-                .iter()
-                .filter(|c| names::capability_number(c).is_some_and(|n| kernel_checks.contains(&(n, key.syscall))))
-                .collect();
-            let mut text = format!(
-                "blocked by seccomp: Docker's default profile allows {syscall} only with {} ({who})",
-                profile_requires.join(" or ")
-            );
-            if !kernel_too.is_empty() {
-                text.push_str(&format!(
-                    ", and the kernel also requires {} for it",
-                    kernel_too.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(" or ")
-                ));
-            }
-            text
-        }
-        Cause::Seccomp { .. } => format!(
-            "blocked by seccomp: the container's seccomp filter refused {syscall} before it ran ({who}); no capability would change that, the profile would"
-        ),
-        Cause::FileCapabilities => format!(
-            "the program file's capabilities: execve refused it without a capability check ({who}); its file capabilities (getcap) exceed the container's bounding set"
-        ),
-        Cause::Other => format!(
-            "not a capability: {syscall} ran and failed with no capability denied ({who}): an LSM (AppArmor, SELinux), a mount option or the call's own rules"
-        ),
-    }
-}
-
-/// The rules of a Docker seccomp profile that matter here: which syscalls it allows only with
-/// a capability.
-#[derive(Debug, Deserialize)]
-pub struct SeccompProfile {
-    syscalls: Vec<Rule>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Rule {
-    names: Vec<String>,
-    action: String,
-    #[serde(default)]
-    args: Option<Vec<serde_json::Value>>,
-    #[serde(default)]
-    includes: Filter,
-    #[serde(default)]
-    excludes: Filter,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Filter {
-    #[serde(default)]
-    caps: Vec<String>,
-    #[serde(default)]
-    arches: Vec<String>,
-}
-
-/// Docker's names for this architecture in a profile's `arches`.
-const NATIVE_ARCHES: [&str; 2] = ["amd64", "x86_64"];
-
-impl SeccompProfile {
-    /// Docker's default profile, as carried in capwatch/data (its source is named there).
-    pub fn docker_default() -> &'static Self {
-        static PROFILE: std::sync::OnceLock<SeccompProfile> = std::sync::OnceLock::new();
-        PROFILE.get_or_init(|| serde_json::from_str(include_str!("../data/docker-default-seccomp.json")).expect("the carried profile parses"))
-    }
-
-    /// The capabilities with which the profile allows `syscall` on this architecture, when it
-    /// does not allow it without one; empty when it allows it anyway or never does.
-    pub fn required_caps(&self, syscall: &str) -> Vec<String> {
-        let native = |f: &Filter| f.arches.is_empty() || f.arches.iter().any(|a| NATIVE_ARCHES.contains(&a.as_str()));
-        let allowing = self.syscalls.iter().filter(|r| {
-            r.action == "SCMP_ACT_ALLOW"
-                && r.names.iter().any(|n| n == syscall)
-                && native(&r.includes)
-                && !(r.excludes.arches.iter().any(|a| NATIVE_ARCHES.contains(&a.as_str())))
-        });
-        let mut caps = BTreeSet::new();
-        for rule in allowing {
-            let unconditional = rule.includes.caps.is_empty() && rule.excludes.caps.is_empty() && rule.args.as_ref().is_none_or(|a| a.is_empty());
-            if unconditional {
-                return Vec::new();
-            }
-            caps.extend(rule.includes.caps.iter().cloned());
-        }
-        caps.into_iter().collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(syscall: i64, errno: i32, uid: u32, seccomp: u32, denied: &[u32]) -> FailKey {
-        FailKey {
-            cgroup_id: 0,
-            syscall: syscall as u32,
-            errno: errno as u16,
-            origin: origin::APP,
-            uid,
-            seccomp,
-            denied: denied.iter().fold(0, |m, c| m | 1 << c),
-        }
-    }
-
-    #[test]
-    fn docker_default_couples_syscalls_to_capabilities() {
-        let rules = SeccompProfile::docker_default();
-        assert_eq!(rules.required_caps("fanotify_init"), ["CAP_SYS_ADMIN"]);
-        assert_eq!(rules.required_caps("unshare"), ["CAP_SYS_ADMIN"]);
-        assert_eq!(rules.required_caps("init_module"), ["CAP_SYS_MODULE"]);
-        assert_eq!(rules.required_caps("settimeofday"), ["CAP_SYS_TIME"]);
-        assert!(rules.required_caps("openat").is_empty());
-        assert!(rules.required_caps("fanotify_mark").is_empty());
-    }
-
-    #[test]
-    fn causes_from_the_evidence() {
-        let rules = SeccompProfile::docker_default();
-        let default = Profile::DockerDefault;
-        assert_eq!(
-            cause(&key(libc::SYS_fanotify_init, 1, 0, seccomp::MAY_REFUSE, &[]), &default, rules),
-            Cause::Seccomp { profile_requires: vec!["CAP_SYS_ADMIN".into()] }
-        );
-        assert_eq!(
-            cause(&key(libc::SYS_fanotify_init, 1, 0, seccomp::NONE, &[21]), &Profile::Unconfined, rules),
-            Cause::Capability { capabilities: vec!["CAP_SYS_ADMIN".into()], suffices: None }
-        );
-        assert!(matches!(cause(&key(libc::SYS_openat, 13, 1000, seccomp::ALLOWS, &[1, 2]), &default, rules), Cause::FilePermissions { .. }));
-        match cause(&key(libc::SYS_openat, 13, 0, seccomp::ALLOWS, &[1, 2]), &default, rules) {
-            Cause::Capability { suffices: Some(s), .. } => assert!(s.starts_with("CAP_DAC_OVERRIDE")),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(cause(&key(libc::SYS_execve, 1, 0, seccomp::ALLOWS, &[]), &default, rules), Cause::FileCapabilities);
-        assert_eq!(cause(&key(libc::SYS_openat, 13, 0, seccomp::ALLOWS, &[]), &default, rules), Cause::Other);
-        // A custom profile's refusal names no coupling.
-        assert_eq!(
-            cause(&key(libc::SYS_fchmodat, 1, 0, seccomp::MAY_REFUSE, &[]), &Profile::Custom, rules),
-            Cause::Seccomp { profile_requires: vec![] }
-        );
-    }
-
-    #[test]
-    fn the_sentence_names_the_coupling_and_the_kernels_own_requirement() {
-        let rules = SeccompProfile::docker_default();
-        let k = key(libc::SYS_fanotify_init, 1, 0, seccomp::MAY_REFUSE, &[]);
-        let cause = cause(&k, &Profile::DockerDefault, rules);
-        let seen = BTreeSet::from([(21, libc::SYS_fanotify_init as u32)]);
-        assert_eq!(
-            sentence(&k, &cause, &Profile::DockerDefault, rules, &seen),
-            "blocked by seccomp: Docker's default profile allows fanotify_init only with CAP_SYS_ADMIN (uid 0), and the kernel also requires CAP_SYS_ADMIN for it"
-        );
-    }
 }

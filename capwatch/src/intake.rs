@@ -4,14 +4,14 @@
 use std::collections::HashSet;
 
 use aya::maps::{Array, HashMap, MapData, RingBuf, StackTraceMap};
-use capwatch_common::{loss, CapKey, EventKind, FailKey, NewCapEvent, NewFailureEvent, Totals};
+use capwatch_common::{AnnouncedKey, Announcement, CapKey, EventKind, FailKey, Loss, Totals};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{error::Error, probe::KernelMaps};
 
 /// A key's first occurrence, as the kernel announced it.
 #[derive(Debug, Clone, Copy)]
-pub enum Announcement {
+pub enum Announced {
     Cap(CapKey, Totals),
     Failure(FailKey, Totals),
 }
@@ -21,7 +21,7 @@ pub enum Announcement {
 pub struct Snapshot {
     pub caps: Vec<(CapKey, Totals)>,
     pub failures: Vec<(FailKey, Totals)>,
-    /// By `capwatch_common::loss` index.
+    /// By `Loss` slot.
     pub losses: Vec<u64>,
 }
 
@@ -45,7 +45,7 @@ impl Intake {
     }
 
     /// Waits for the kernel to announce something and returns all that is announced.
-    pub async fn announced(&mut self) -> Result<Vec<Announcement>, Error> {
+    pub async fn announced(&mut self) -> Result<Vec<Announced>, Error> {
         loop {
             let mut guard = self.events.readable_mut().await.map_err(|e| Error::io("ring buffer", e))?;
             let announced = read_ring(guard.get_inner_mut());
@@ -57,7 +57,7 @@ impl Intake {
     }
 
     /// What is announced now, without waiting.
-    pub fn pending(&mut self) -> Vec<Announcement> {
+    pub fn pending(&mut self) -> Vec<Announced> {
         read_ring(self.events.get_mut())
     }
 
@@ -66,7 +66,7 @@ impl Intake {
         Ok(Snapshot {
             caps: self.caps.iter().collect::<Result<_, _>>()?,
             failures: self.failures.iter().collect::<Result<_, _>>()?,
-            losses: (0..loss::LEN).map(|i| self.losses.get(&i, 0)).collect::<Result<_, _>>()?,
+            losses: (0..Loss::SLOTS).map(|i| self.losses.get(&i, 0)).collect::<Result<_, _>>()?,
         })
     }
 
@@ -89,7 +89,8 @@ impl Intake {
     /// Drops the kernel's entries for cgroups that no longer exist, once their totals have been
     /// read: a removed cgroup makes no more checks, and the maps stay small.
     pub fn forget(&mut self, cgroups: &HashSet<u64>) -> Result<(), Error> {
-        let caps: Vec<CapKey> = self.caps.keys().filter_map(Result::ok).filter(|k| cgroups.contains(&k.cgroup_id)).collect();
+        let caps: Vec<CapKey> =
+            self.caps.keys().filter_map(Result::ok).filter(|k| cgroups.contains(&k.cgroup_id)).collect();
         for key in caps {
             self.caps.remove(&key)?;
         }
@@ -106,7 +107,7 @@ impl Intake {
     }
 }
 
-fn read_ring(ring: &mut RingBuf<MapData>) -> Vec<Announcement> {
+fn read_ring(ring: &mut RingBuf<MapData>) -> Vec<Announced> {
     let mut announced = Vec::new();
     while let Some(item) = ring.next() {
         if let Some(announcement) = parse(&item) {
@@ -116,18 +117,18 @@ fn read_ring(ring: &mut RingBuf<MapData>) -> Vec<Announcement> {
     announced
 }
 
-/// A record is a `#[repr(C)]` struct from capwatch-common whose first u32 is its `EventKind`.
-fn parse(bytes: &[u8]) -> Option<Announcement> {
-    let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
-    if kind == EventKind::NewCap as u32 && bytes.len() >= size_of::<NewCapEvent>() {
-        // SAFETY: the length is checked and NewCapEvent is plain data.
-        let event: NewCapEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        Some(Announcement::Cap(event.key, event.totals))
-    } else if kind == EventKind::NewFailure as u32 && bytes.len() >= size_of::<NewFailureEvent>() {
-        // SAFETY: as above.
-        let event: NewFailureEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        Some(Announcement::Failure(event.key, event.totals))
-    } else {
-        None
+/// A record is an `Announcement<K>` whose first u32 is its `EventKind`; one of a kind this build
+/// does not know, or too short for its kind, is skipped.
+fn parse(bytes: &[u8]) -> Option<Announced> {
+    match EventKind::from_raw(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))? {
+        EventKind::NewCap => read::<CapKey>(bytes).map(|a| Announced::Cap(a.key, a.totals)),
+        EventKind::NewFailure => read::<FailKey>(bytes).map(|a| Announced::Failure(a.key, a.totals)),
     }
+}
+
+fn read<K: AnnouncedKey>(bytes: &[u8]) -> Option<Announcement<K>> {
+    (bytes.len() >= size_of::<Announcement<K>>())
+        // SAFETY: the length is checked, and the record was written by capwatch's own programs as
+        // an `Announcement<K>` of the kind its header names.
+        .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
 }

@@ -1,24 +1,19 @@
-//! The NDJSON lines the daemon writes, one per new observation (see docs/log-format.md for the
-//! fields). They go through `tracing` so that one subscriber formats everything the daemon says.
+//! The NDJSON lines the daemon writes: one per new observation, container start and exit, and
+//! loss (see docs/log-format.md for the fields). They go through `tracing` so that one subscriber
+//! formats everything the daemon says.
 
-use capwatch_common::{
-    CapKey, FailKey, Totals, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_NOAUDIT, CAP_FLAG_OUTER_USERNS, CAP_FLAG_OPTS_KNOWN, VERDICT_GRANTED,
-};
+use capwatch_common::{CAP_FLAG_FOREIGN_CRED, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OUTER_USERNS};
 use tracing::info;
 
 use crate::{
-    aggregate::{loss_name, Change},
+    attribution::{Check, Failure, Observation, Place},
     clock,
     containers::Container,
-    explain, names,
+    names,
 };
 
 /// The `target` of every observation line, so a log pipeline can select them.
 pub const TARGET: &str = "capwatch::observation";
-
-pub fn verdict(verdict: u16) -> &'static str {
-    if verdict == VERDICT_GRANTED { "granted" } else { "denied" }
-}
 
 /// "yes"/"no" where the probe saw `opts`, "unknown" where it could not.
 pub fn noaudit(flags: u32) -> &'static str {
@@ -32,33 +27,55 @@ pub fn noaudit(flags: u32) -> &'static str {
 /// `own` for a check on the task's own credentials, `substituted` where the kernel checked
 /// other ones on its behalf (overlayfs acting as its mounter).
 pub fn credentials(flags: u32) -> &'static str {
-    if flags & CAP_FLAG_FOREIGN_CRED != 0 { "substituted" } else { "own" }
+    if flags & CAP_FLAG_FOREIGN_CRED != 0 {
+        "substituted"
+    } else {
+        "own"
+    }
 }
 
-/// Logs one change; `cgroup` is the path of the change's cgroup, `container` its container.
-pub fn change(change: &Change, cgroup: &str, container: Option<&Container>) {
-    match *change {
-        Change::NewCap(key, totals) => capability_check(&key, &totals, cgroup, container, "new capability check"),
-        Change::NewFailure(key, totals) => syscall_failure(&key, &totals, cgroup, container, "new failing syscall"),
-        Change::Lost { kind, total, added } => info!(
-            target: TARGET,
-            event = "loss",
-            loss = loss_name(kind),
-            total,
-            added,
-            "the kernel side could not deliver everything"
-        ),
+/// Logs what is new: first occurrences and losses.
+pub fn new(observations: &[Observation]) {
+    for observation in observations {
+        match observation {
+            Observation::Check(check) if check.first => capability_check(check, "new capability check"),
+            Observation::Failure(failure) if failure.first => syscall_failure(failure, "new failing syscall"),
+            Observation::Lost { loss, total, added } => info!(
+                target: TARGET,
+                event = "loss",
+                loss = loss.name(),
+                total,
+                added,
+                "the kernel side could not deliver everything"
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// Logs every aggregate's totals, one line per key: the daemon's last word.
+pub fn totals(observations: &[Observation]) {
+    for observation in observations {
+        match observation {
+            Observation::Check(check) => capability_check(check, "totals"),
+            Observation::Failure(failure) => syscall_failure(failure, "totals"),
+            Observation::Lost { .. } => {}
+        }
     }
 }
 
 /// A container's id, name and image for a line; empty where the cgroup is no container's.
-fn who(container: Option<&Container>) -> (&str, &str, &str) {
-    container.map_or(("", "", ""), |c| (c.id.as_str(), c.name.as_str(), c.image.as_deref().unwrap_or("")))
+fn who(place: &Place) -> (&str, &str, &str) {
+    place
+        .container
+        .as_deref()
+        .map_or(("", "", ""), |c| (c.id.as_str(), c.name.as_str(), c.image.as_deref().unwrap_or("")))
 }
 
 /// A container started or exited.
-pub fn container(container: &Container, exited: bool) {
+pub fn container(container: &Container) {
     let granted = container.granted.clone().unwrap_or_default();
+    let exited = !container.running();
     info!(
         target: TARGET,
         event = if exited { "container_exit" } else { "container_start" },
@@ -75,8 +92,9 @@ pub fn container(container: &Container, exited: bool) {
     );
 }
 
-pub fn capability_check(key: &CapKey, totals: &Totals, cgroup: &str, container: Option<&Container>, message: &str) {
-    let (container_id, container_name, image) = who(container);
+fn capability_check(check: &Check, message: &str) {
+    let (container_id, container_name, image) = who(&check.place);
+    let (key, totals) = (&check.key, &check.totals);
     info!(
         target: TARGET,
         event = "capability_check",
@@ -84,11 +102,11 @@ pub fn capability_check(key: &CapKey, totals: &Totals, cgroup: &str, container: 
         container_name,
         image,
         cgroup_id = key.cgroup_id,
-        cgroup,
+        cgroup = &*check.place.cgroup,
         capability = %names::capability(key.cap),
         cap = key.cap,
-        verdict = verdict(key.verdict),
-        origin = names::origin(key.origin),
+        verdict = key.verdict.name(),
+        origin = key.origin.name(),
         syscall = %names::syscall(key.syscall),
         syscall_nr = key.syscall as i32,
         noaudit = noaudit(key.flags),
@@ -105,9 +123,9 @@ pub fn capability_check(key: &CapKey, totals: &Totals, cgroup: &str, container: 
     );
 }
 
-pub fn syscall_failure(key: &FailKey, totals: &Totals, cgroup: &str, container: Option<&Container>, message: &str) {
-    let (container_id, container_name, image) = who(container);
-    let (cause, explanation) = explain::describe(key, container, &Default::default());
+fn syscall_failure(failure: &Failure, message: &str) {
+    let (container_id, container_name, image) = who(&failure.place);
+    let (key, totals) = (&failure.key, &failure.totals);
     let denied: Vec<String> = names::mask_bits(key.denied).map(|c| names::capability(c).into_owned()).collect();
     info!(
         target: TARGET,
@@ -116,13 +134,13 @@ pub fn syscall_failure(key: &FailKey, totals: &Totals, cgroup: &str, container: 
         container_name,
         image,
         cgroup_id = key.cgroup_id,
-        cgroup,
+        cgroup = &*failure.place.cgroup,
         syscall = %names::syscall(key.syscall),
         syscall_nr = key.syscall as i32,
         errno = %names::errno(key.errno),
-        origin = names::origin(key.origin),
-        cause = cause.kind(),
-        explanation,
+        origin = key.origin.name(),
+        cause = failure.detail.cause.kind(),
+        explanation = failure.detail.text.as_str(),
         denied_capabilities = %denied.join(","),
         failing_uid = key.uid,
         count = totals.count,

@@ -1,5 +1,6 @@
-//! One running observation: the probe attached, its intake read, its aggregates kept, and the
-//! cgroups it saw named while they still exist. The daemon and `capwatch trace` both drive one.
+//! The kernel side of one running observation: the probe attached, its intake read, its
+//! aggregates kept. The daemon and `capwatch trace` both drive one and hand each step to the
+//! attribution stage.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -55,11 +56,7 @@ impl Monitor {
     /// Waits for the next announcements or the next drain, whichever comes first.
     pub async fn next(&mut self) -> Result<Step, Error> {
         tokio::select! {
-            announced = self.intake.announced() => {
-                let changes = self.aggregates.apply(&announced?);
-                self.name_cgroups(&changes);
-                Ok(Step::Announced(changes))
-            }
+            announced = self.intake.announced() => Ok(Step::Announced(self.aggregates.apply(&announced?))),
             _ = self.drain.tick() => self.drain().map(Step::Drained),
         }
     }
@@ -71,7 +68,6 @@ impl Monitor {
         let mut changes = self.aggregates.apply(&pending);
         let snapshot = self.intake.snapshot()?;
         changes.extend(self.aggregates.merge(&snapshot, crate::clock::monotonic_now_ns()));
-        self.name_cgroups(&changes);
         let gone: HashSet<u64> = snapshot
             .caps
             .iter()
@@ -87,11 +83,6 @@ impl Monitor {
         Ok(changes)
     }
 
-    /// The cgroup's path in the hierarchy, or `#<id>` when it was gone before it could be named.
-    pub fn cgroup_name(&mut self, id: u64) -> String {
-        self.hierarchy.name(id).unwrap_or_else(|| format!("#{id}"))
-    }
-
     pub fn aggregates(&self) -> &Aggregates {
         &self.aggregates
     }
@@ -103,16 +94,5 @@ impl Monitor {
     /// The kernel stack of a first occurrence.
     pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
         self.intake.stack(id)
-    }
-
-    /// Names new cgroups now, while their directories exist.
-    fn name_cgroups(&mut self, changes: &[Change]) {
-        for change in changes {
-            match change {
-                Change::NewCap(key, _) => drop(self.hierarchy.name(key.cgroup_id)),
-                Change::NewFailure(key, _) => drop(self.hierarchy.name(key.cgroup_id)),
-                Change::Lost { .. } => {}
-            }
-        }
     }
 }

@@ -7,7 +7,7 @@ pub fn capability(number: u32) -> Cow<'static, str> {
     static NAMES: OnceLock<Vec<String>> = OnceLock::new();
     let names = NAMES.get_or_init(|| {
         let mut all: Vec<caps::Capability> = caps::all().into_iter().collect();
-        all.sort_by_key(|c| c.index());
+        all.sort_by_key(caps::Capability::index);
         let mut names = Vec::new();
         for cap in all {
             let index = cap.index() as usize;
@@ -34,6 +34,11 @@ pub fn mask_bits(mask: u64) -> impl Iterator<Item = u32> {
     (0..64).filter(move |bit| mask & (1 << bit) != 0)
 }
 
+/// Every capability this build knows (`--cap-add ALL`, `--privileged`).
+pub fn all_capabilities() -> u64 {
+    caps::all().iter().fold(0, |mask, cap| mask | cap.bitmask())
+}
+
 /// The syscall's name on this architecture: `setuid` for 105 on x86_64.
 pub fn syscall(number: u32) -> Cow<'static, str> {
     if number == capwatch_common::NO_SYSCALL {
@@ -51,16 +56,6 @@ pub fn errno(errno: u16) -> Cow<'static, str> {
         libc::EPERM => Cow::Borrowed("EPERM"),
         libc::EACCES => Cow::Borrowed("EACCES"),
         other => Cow::Owned(format!("errno {other}")),
-    }
-}
-
-/// Who acted, for people and logs: `app`, `runtime` (container setup), `exec` (a later command).
-pub fn origin(origin: u16) -> &'static str {
-    match origin {
-        capwatch_common::origin::APP => "app",
-        capwatch_common::origin::RUNTIME => "runtime",
-        capwatch_common::origin::EXEC => "exec",
-        _ => "unknown",
     }
 }
 
@@ -90,13 +85,28 @@ mod tests {
     #[test]
     fn decodes_seed_001s_mask_including_the_bits_above_31() {
         let names: Vec<String> = mask_bits(0x0000001dbdbeffff).map(|n| capability(n).into_owned()).collect();
-        for set in ["CAP_CHOWN", "CAP_SYS_ADMIN", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND"] {
+        for set in [
+            "CAP_CHOWN",
+            "CAP_SYS_ADMIN",
+            "CAP_SETFCAP",
+            "CAP_MAC_OVERRIDE",
+            "CAP_SYSLOG",
+            "CAP_WAKE_ALARM",
+            "CAP_BLOCK_SUSPEND",
+        ] {
             assert!(names.iter().any(|n| n == set), "{set} missing from {names:?}");
         }
-        for clear in ["CAP_SYS_MODULE", "CAP_SYS_BOOT", "CAP_SYS_TIME", "CAP_AUDIT_CONTROL", "CAP_MAC_ADMIN", "CAP_AUDIT_READ"] {
+        for clear in
+            ["CAP_SYS_MODULE", "CAP_SYS_BOOT", "CAP_SYS_TIME", "CAP_AUDIT_CONTROL", "CAP_MAC_ADMIN", "CAP_AUDIT_READ"]
+        {
             assert!(!names.iter().any(|n| n == clear), "{clear} wrongly in {names:?}");
         }
         assert_eq!(names.len(), 0x0000001dbdbeffffu64.count_ones() as usize);
+    }
+
+    #[test]
+    fn every_capability_is_the_41_of_linux_6() {
+        assert_eq!(all_capabilities(), (1 << 41) - 1);
     }
 
     #[test]

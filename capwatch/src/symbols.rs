@@ -31,7 +31,9 @@ impl Kallsyms {
         for line in lines {
             let line = line.as_ref();
             let mut fields = line.split_whitespace();
-            let (Some(address), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next()) else { continue };
+            let (Some(address), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next()) else {
+                continue;
+            };
             let Ok(address) = u64::from_str_radix(address, 16) else { continue };
             if address != 0 && matches!(kind, "t" | "T" | "w" | "W") {
                 symbols.push((address, names.len() as u32, name.len() as u32));
@@ -69,9 +71,19 @@ impl Kallsyms {
 fn is_plumbing(name: &str) -> bool {
     matches!(
         name,
-        "cap_capable" | "security_capable" | "ns_capable" | "ns_capable_common" | "capable" | "has_ns_capability"
-            | "has_capability" | "ns_capable_setid" | "capable_wrt_inode_uidgid" | "file_ns_capable"
-            | "bpf_trace_run5" | "__bpf_trace_cap_capable" | "__traceiter_cap_capable"
+        "cap_capable"
+            | "security_capable"
+            | "ns_capable"
+            | "ns_capable_common"
+            | "capable"
+            | "has_ns_capability"
+            | "has_capability"
+            | "ns_capable_setid"
+            | "capable_wrt_inode_uidgid"
+            | "file_ns_capable"
+            | "bpf_trace_run5"
+            | "__bpf_trace_cap_capable"
+            | "__traceiter_cap_capable"
     ) || name.starts_with("bpf_prog_")
         || name.starts_with("__bpf_trace_")
 }

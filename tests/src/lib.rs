@@ -16,13 +16,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-
 use capwatch::{
     cgroup::{Hierarchy, Scope},
     monitor::Monitor,
     probe,
 };
+use serde_json::Value;
 
 /// Whether this run is CI's, where nothing that needs root or BPF may skip.
 pub fn in_ci() -> bool {
@@ -105,7 +104,9 @@ impl Drop for TestCgroup {
         // The processes a test started have exited; the kernel may take a moment to notice.
         for _ in 0..50 {
             match fs::remove_dir(&self.dir) {
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 _ => return,
             }
         }
@@ -146,7 +147,10 @@ impl Launch {
 
     /// Prepares `command` to start under this launch's conditions.
     pub fn apply(&self, command: &mut Command) {
-        let procs = self.cgroup.as_ref().map(|dir| CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes()).expect("path"));
+        let procs = self
+            .cgroup
+            .as_ref()
+            .map(|dir| CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes()).expect("path"));
         let drop: Vec<libc::c_ulong> = self.drop.iter().map(|c| libc::c_ulong::from(c.index())).collect();
         let uid = self.uid;
         let runtime = self.runtime;
@@ -161,10 +165,10 @@ impl Launch {
                     }
                     libc::close(fd);
                 }
-                if runtime {
-                    if libc::prctl(libc::PR_SET_NAME, c"runc:[2:INIT]".as_ptr(), 0, 0, 0) != 0 || libc::setuid(0) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
+                if runtime
+                    && (libc::prctl(libc::PR_SET_NAME, c"runc:[2:INIT]".as_ptr(), 0, 0, 0) != 0 || libc::setuid(0) != 0)
+                {
+                    return Err(io::Error::last_os_error());
                 }
                 for &cap in &drop {
                     if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
@@ -245,7 +249,7 @@ pub struct Running {
 }
 
 /// Forwards a pipe's lines to a channel.
-fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+fn lines_of(pipe: impl io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -360,14 +364,16 @@ fn log_schema() -> &'static jsonschema::Validator {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/log-schema.json");
         let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let schema: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{}: not a valid JSON Schema: {e}", path.display()))
+        jsonschema::validator_for(&schema)
+            .unwrap_or_else(|e| panic!("{}: not a valid JSON Schema: {e}", path.display()))
     })
 }
 
 /// A daemon line as JSON, checked against the log schema; a line that breaks it fails the test.
 pub fn check_line(line: &str) -> Value {
     let value = json(line);
-    let errors: Vec<String> = log_schema().iter_errors(&value).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    let errors: Vec<String> =
+        log_schema().iter_errors(&value).map(|e| format!("{} at {}", e, e.instance_path)).collect();
     assert!(errors.is_empty(), "a daemon line breaks docs/log-schema.json: {}\n{line}", errors.join("; "));
     value
 }
@@ -481,7 +487,11 @@ pub fn container_name(label: &str) -> String {
 /// `capwatch ARGS` run to completion: (exit code, stdout, stderr).
 pub fn capwatch(args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(bin("capwatch")).args(args).output().expect("run capwatch");
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Waits until the store in `state` records the container's exit, and returns its report as

@@ -44,9 +44,14 @@ fn prove(env: &DockerEnv, flags: &[String], command: &[&str]) {
         env.try_docker(&args)
     };
     let out = run(flags);
-    assert!(out.status.success(), "{command:?} fails with the advised {flags:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{command:?} fails with the advised {flags:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for cap in advised_caps(flags) {
-        let without: Vec<String> = flags.chunks(2).filter(|pair| pair[1] != cap || pair[0] != "--cap-add").flatten().cloned().collect();
+        let without: Vec<String> =
+            flags.chunks(2).filter(|pair| pair[1] != cap || pair[0] != "--cap-add").flatten().cloned().collect();
         let out = run(&without);
         assert!(!out.status.success(), "{command:?} still works without {cap}: the advice asked for more than needed");
     }
@@ -66,7 +71,12 @@ fn a_raw_socket_needs_net_raw_only() {
 
 #[test]
 fn chown_to_another_user_needs_chown_only() {
-    check("chown_to_another_user_needs_chown_only", "chown", &["sh", "-c", "touch /tmp/f && chown 1000:1000 /tmp/f"], &["CHOWN"]);
+    check(
+        "chown_to_another_user_needs_chown_only",
+        "chown",
+        &["sh", "-c", "touch /tmp/f && chown 1000:1000 /tmp/f"],
+        &["CHOWN"],
+    );
 }
 
 #[test]
@@ -117,7 +127,10 @@ fn unknown_and_ambiguous_containers_are_clear_errors() {
     assert_eq!(code, Some(0));
     assert!(ids.iter().all(|id| ps.contains(&id[..12])), "{ps}");
 
-    let first = ids.iter().find(|a| ids.iter().filter(|b| b.as_bytes()[0] == a.as_bytes()[0]).count() > 1).expect("a shared digit");
+    let first = ids
+        .iter()
+        .find(|a| ids.iter().filter(|b| b.as_bytes()[0] == a.as_bytes()[0]).count() > 1)
+        .expect("a shared digit");
     let prefix = &first[..1];
     let (code, _, stderr) = capwatch(&["report", prefix, "--state-dir", &state_dir]);
     assert_eq!(code, Some(1));

@@ -15,10 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use capwatch::probe::{self, Backend, Probe};
-use capwatch_common::{CapKey, FailKey, Totals, CAP_FLAG_INSETID, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, VERDICT_DENIED};
-use capwatch_tests::{bin, in_ci, kernel_available, refused, Launch, ProtectedFile, TestCgroup};
 use caps::Capability::{self, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_NET_RAW, CAP_SETUID, CAP_SYS_ADMIN};
+use capwatch::probe::{self, Backend, Probe};
+use capwatch_common::{CapKey, FailKey, Totals, Verdict, CAP_FLAG_INSETID, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN};
+use capwatch_tests::{bin, in_ci, kernel_available, refused, Launch, ProtectedFile, TestCgroup};
 use serde_json::Value;
 
 const SYS_SOCKET: u32 = libc::SYS_socket as u32;
@@ -82,19 +82,37 @@ fn knows_opts(backend: Backend) -> bool {
 
 /// The `CapKey::flags` an ordinary (audited, not in setid) check has on `backend`.
 fn plain_flags(backend: Backend) -> u32 {
-    if knows_opts(backend) { CAP_FLAG_OPTS_KNOWN } else { 0 }
+    if knows_opts(backend) {
+        CAP_FLAG_OPTS_KNOWN
+    } else {
+        0
+    }
 }
 
 /// The flags of the check setuid(2) makes (`ns_capable_setid`: `CAP_OPT_INSETID`).
 fn setid_flags(backend: Backend) -> u32 {
-    if knows_opts(backend) { CAP_FLAG_OPTS_KNOWN | CAP_FLAG_INSETID } else { 0 }
+    if knows_opts(backend) {
+        CAP_FLAG_OPTS_KNOWN | CAP_FLAG_INSETID
+    } else {
+        0
+    }
 }
 
 /// The checks of `cap` in `cgroup` with that verdict in `syscall`: count by `CapKey::flags`.
-fn checks(caps: &BTreeMap<CapKey, Totals>, cgroup: &TestCgroup, cap: Capability, denied: bool, syscall: u32) -> BTreeMap<u32, u64> {
+fn checks(
+    caps: &BTreeMap<CapKey, Totals>,
+    cgroup: &TestCgroup,
+    cap: Capability,
+    denied: bool,
+    syscall: u32,
+) -> BTreeMap<u32, u64> {
     let mut by_flags = BTreeMap::new();
     for (key, totals) in caps {
-        if key.cgroup_id == cgroup.id && key.cap == u32::from(cap.index()) && (key.verdict == VERDICT_DENIED) == denied && key.syscall == syscall {
+        if key.cgroup_id == cgroup.id
+            && key.cap == u32::from(cap.index())
+            && (key.verdict == Verdict::Denied) == denied
+            && key.syscall == syscall
+        {
             *by_flags.entry(key.flags).or_insert(0) += totals.count;
         }
     }
@@ -129,10 +147,15 @@ async fn granted_setuid_checks_are_counted_exactly_in_setuid() {
         let caps = monitor.aggregates().caps();
         let seen = checks(caps, &cgroup, CAP_SETUID, false, SYS_SETUID);
         assert_eq!(seen, BTreeMap::from([(setid_flags(backend), 1000)]), "{backend}: {caps:#?}");
-        let (_, totals) = caps.iter().find(|(k, _)| k.cgroup_id == cgroup.id && k.syscall == SYS_SETUID).expect("the setuid key");
+        let (_, totals) =
+            caps.iter().find(|(k, _)| k.cgroup_id == cgroup.id && k.syscall == SYS_SETUID).expect("the setuid key");
         assert_eq!(capwatch::names::comm(&totals.sample.comm), "cw-workload", "{backend}");
         assert_eq!(totals.sample.uid, 0, "{backend}");
-        assert_eq!(monitor.cgroup_name(cgroup.id), cgroup.name, "{backend}");
+        assert_eq!(
+            capwatch::cgroup::Hierarchy::find().expect("cgroup2").path(cgroup.id).as_deref(),
+            Some(cgroup.name.as_str()),
+            "{backend}"
+        );
         assert_nothing_lost(backend, &monitor);
     }
 }
@@ -150,9 +173,19 @@ async fn a_raw_socket_without_net_raw_is_one_denied_check_and_one_eperm_in_socke
         monitor.drain().expect("drain");
         let aggregates = monitor.aggregates();
         let one = BTreeMap::from([(plain_flags(backend), 1)]);
-        assert_eq!(checks(aggregates.caps(), &cgroup, CAP_NET_RAW, true, SYS_SOCKET), one, "{backend}: {:#?}", aggregates.caps());
+        assert_eq!(
+            checks(aggregates.caps(), &cgroup, CAP_NET_RAW, true, SYS_SOCKET),
+            one,
+            "{backend}: {:#?}",
+            aggregates.caps()
+        );
         assert!(checks(aggregates.caps(), &cgroup, CAP_NET_RAW, false, SYS_SOCKET).is_empty(), "{backend}");
-        assert_eq!(failures(aggregates.failures(), &cgroup, SYS_SOCKET, libc::EPERM), 1, "{backend}: {:#?}", aggregates.failures());
+        assert_eq!(
+            failures(aggregates.failures(), &cgroup, SYS_SOCKET, libc::EPERM),
+            1,
+            "{backend}: {:#?}",
+            aggregates.failures()
+        );
 
         // With the capability, the same call is a granted check and no failure.
         let out = Launch::in_cgroup(&cgroup).run(&["raw-socket"]);
@@ -174,7 +207,8 @@ async fn a_mode_000_file_without_dac_capabilities_is_denied_checks_and_one_eacce
     for &backend in &plan().attach {
         let cgroup = TestCgroup::new("dac");
         let mut monitor = cgroup.monitor_with(backend);
-        let out = Launch::in_cgroup(&cgroup).dropping(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH]).run(&["open", file.path()]);
+        let out =
+            Launch::in_cgroup(&cgroup).dropping(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH]).run(&["open", file.path()]);
         assert!(refused(&out), "{backend}: opening a mode-000 file should fail: {out:?}");
         monitor.drain().expect("drain");
         let aggregates = monitor.aggregates();
@@ -187,7 +221,12 @@ async fn a_mode_000_file_without_dac_capabilities_is_denied_checks_and_one_eacce
                 aggregates.caps()
             );
         }
-        assert_eq!(failures(aggregates.failures(), &cgroup, SYS_OPENAT, libc::EACCES), 1, "{backend}: {:#?}", aggregates.failures());
+        assert_eq!(
+            failures(aggregates.failures(), &cgroup, SYS_OPENAT, libc::EACCES),
+            1,
+            "{backend}: {:#?}",
+            aggregates.failures()
+        );
         assert_nothing_lost(backend, &monitor);
     }
 }
@@ -256,7 +295,9 @@ async fn a_thousand_mmaps_are_a_thousand_advisory_sys_admin_checks() {
         }
         let delta = counted[1] - counted[0];
         if knows_opts(backend) && counted == [0, 0] {
-            eprintln!("{backend}: this kernel makes mmap's CAP_SYS_ADMIN check without calling cap_capable: not visible");
+            eprintln!(
+                "{backend}: this kernel makes mmap's CAP_SYS_ADMIN check without calling cap_capable: not visible"
+            );
         } else {
             assert_eq!(delta, 1000, "{backend}: CAP_SYS_ADMIN checks in mmap for 0 and 1000 mappings: {counted:?}");
         }
@@ -271,7 +312,8 @@ fn the_daemon_attaches_the_backend_it_is_told_to_and_status_reports_it() {
     for &backend in &plan().attach {
         let cgroup = TestCgroup::new("daemon");
         let state = StateDir::new("daemon");
-        let mut daemon = Daemon::start(&["--probe", backend.name(), "--state-dir", state.path(), "--cgroup-root", &cgroup.name]);
+        let mut daemon =
+            Daemon::start(&["--probe", backend.name(), "--state-dir", state.path(), "--cgroup-root", &cgroup.name]);
         let started = daemon.wait_for_start();
         assert_eq!(started["backend"], backend.name());
         let status = capwatch_status(&state);
@@ -293,7 +335,8 @@ fn auto_attaches_the_most_truthful_backend_and_says_why_the_others_were_refused(
     let mut daemon = Daemon::start(&["--state-dir", state.path(), "--cgroup-root", &cgroup.name]);
     let started = daemon.wait_for_start();
     let chosen = started["backend"].as_str().expect("backend").to_string();
-    let status: Value = serde_json::from_str(&std::fs::read_to_string(state.join("status.json")).expect("status.json")).expect("JSON");
+    let status: Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("status.json")).expect("status.json")).expect("JSON");
     let attempts = status["attempts"].as_array().expect("attempts");
     let order: Vec<&str> = Backend::PREFERENCE.iter().map(|b| b.name()).collect();
     let tried: Vec<&str> = attempts.iter().map(|a| a["backend"].as_str().expect("attempt backend")).collect();
@@ -305,7 +348,10 @@ fn auto_attaches_the_most_truthful_backend_and_says_why_the_others_were_refused(
         assert!(!reason.is_empty() && !reason.contains('\n'), "one line: {reason:?}");
         let backend = attempt["backend"].as_str().expect("backend");
         assert!(report.contains(&format!("refused: {backend}: {reason}\n")), "{report}");
-        assert!(!plan().attach.iter().any(|b| b.name() == backend), "{backend} must attach here, but auto was refused it: {reason}");
+        assert!(
+            !plan().attach.iter().any(|b| b.name() == backend),
+            "{backend} must attach here, but auto was refused it: {reason}"
+        );
     }
     assert!(attempts[attempts.len() - 1]["refused"].is_null(), "{status:#}");
     if std::env::var_os("CAPWATCH_TEST_BACKEND").is_none() {
@@ -348,7 +394,10 @@ fn a_forced_backend_the_kernel_refuses_is_one_clear_line() {
 
 /// `capwatch status --state-dir DIR`, which must succeed.
 fn capwatch_status(state: &StateDir) -> String {
-    let out = Command::new(bin("capwatch")).args(["status", "--state-dir", state.path()]).output().expect("run capwatch status");
+    let out = Command::new(bin("capwatch"))
+        .args(["status", "--state-dir", state.path()])
+        .output()
+        .expect("run capwatch status");
     assert!(out.status.success(), "capwatch status: {out:?}");
     String::from_utf8(out.stdout).expect("UTF-8")
 }

@@ -3,8 +3,8 @@
 
 use std::{path::Path, process::Command};
 
-use capwatch_tests::{bin, json, kernel_available, refused, tempdir, Launch, Running, TestCgroup};
 use caps::Capability::CAP_NET_RAW;
+use capwatch_tests::{bin, json, kernel_available, refused, tempdir, Launch, Running, TestCgroup};
 use serde_json::Value;
 
 #[test]
@@ -40,14 +40,18 @@ fn the_daemon_logs_each_new_observation_as_a_json_line() {
     assert_eq!(failure["errno"], "EPERM");
     assert_eq!(failure["cgroup"], cgroup.name.as_str());
 
-    let status: Value = serde_json::from_str(&std::fs::read_to_string(state.join("status.json")).expect("status.json")).expect("status JSON");
+    let status: Value = serde_json::from_str(&std::fs::read_to_string(state.join("status.json")).expect("status.json"))
+        .expect("status JSON");
     assert_eq!(status["backend"], "tracepoint");
 
     let (code, lines) = daemon.stop(libc::SIGTERM);
     assert_eq!(code, Some(0), "the daemon should stop cleanly on SIGTERM");
     for line in &lines {
         let v = json(line);
-        assert!(v["timestamp"].is_string() && v["event"].is_string(), "every line has a timestamp and an event: {line}");
+        assert!(
+            v["timestamp"].is_string() && v["event"].is_string(),
+            "every line has a timestamp and an event: {line}"
+        );
     }
     assert!(lines.iter().any(|l| json(l)["event"] == "stopped"));
     // Nothing outside the watched subtree is reported.
@@ -75,7 +79,9 @@ fn trace_prints_observations_and_the_totals_on_ctrl_c() {
     let (code, lines) = trace.stop(libc::SIGINT);
     assert_eq!(code, Some(0));
     assert!(
-        lines.iter().any(|l| l.contains("CAP_SETUID granted") && l.contains("setuid") && l.split_whitespace().any(|w| w == "250")),
+        lines.iter().any(|l| l.contains("CAP_SETUID granted")
+            && l.contains("setuid")
+            && l.split_whitespace().any(|w| w == "250")),
         "the totals should show 250 setuid checks:\n{}",
         lines.join("\n")
     );

@@ -31,7 +31,10 @@ fn two_containers_at_once_each_observation_lands_on_its_own() {
         v["event"] == "capability_check" && v["capability"] == "CAP_NET_RAW" && v["container_name"] == raw.as_str()
     }));
     assert_eq!(net_raw["container_id"], raw_id.as_str());
-    assert_eq!((net_raw["verdict"].as_str(), net_raw["syscall"].as_str(), net_raw["origin"].as_str()), (Some("granted"), Some("socket"), Some("app")));
+    assert_eq!(
+        (net_raw["verdict"].as_str(), net_raw["syscall"].as_str(), net_raw["origin"].as_str()),
+        (Some("granted"), Some("socket"), Some("app"))
+    );
     assert_eq!(net_raw["image"], env.image.as_str());
     let cap_chown = json(&daemon.wait_for("CAP_CHOWN in the chown container", |l| {
         let v = json(l);
@@ -43,7 +46,10 @@ fn two_containers_at_once_each_observation_lands_on_its_own() {
 
     let (code, lines) = daemon.stop(libc::SIGTERM);
     assert_eq!(code, Some(0));
-    assert!(checks_of(&lines, &chown_id).all(|v| v["capability"] != "CAP_NET_RAW"), "NET_RAW leaked onto the chown container");
+    assert!(
+        checks_of(&lines, &chown_id).all(|v| v["capability"] != "CAP_NET_RAW"),
+        "NET_RAW leaked onto the chown container"
+    );
     assert!(
         checks_of(&lines, &raw_id).all(|v| v["capability"] != "CAP_CHOWN" || v["origin"] != "app"),
         "CHOWN leaked onto the raw container"
@@ -52,7 +58,9 @@ fn two_containers_at_once_each_observation_lands_on_its_own() {
 
 #[test]
 fn the_runtime_setup_of_a_cap_drop_all_container_is_not_the_applications() {
-    let Some(env) = docker_available("the_runtime_setup_of_a_cap_drop_all_container_is_not_the_applications") else { return };
+    let Some(env) = docker_available("the_runtime_setup_of_a_cap_drop_all_container_is_not_the_applications") else {
+        return;
+    };
     let state = tempdir("docker-dropall");
     let daemon = env.daemon(&state);
     let name = container_name("dropall");
@@ -73,7 +81,10 @@ fn the_runtime_setup_of_a_cap_drop_all_container_is_not_the_applications() {
         .filter(|v| v["origin"] == "app" && v["verdict"] == "granted" && v["credentials"] == "own")
         .collect();
     assert!(app_granted.is_empty(), "a --cap-drop ALL application was granted: {app_granted:#?}");
-    assert!(checks.iter().any(|v| v["origin"] == "app"), "the application's own (denied) checks are seen too: {checks:#?}");
+    assert!(
+        checks.iter().any(|v| v["origin"] == "app"),
+        "the application's own (denied) checks are seen too: {checks:#?}"
+    );
 }
 
 #[test]

@@ -1,11 +1,12 @@
 //! `capwatch explain` on real containers under real seccomp filters: each EPERM/EACCES gets its
 //! cause. In CI these must run (`cargo xtask test` starts the Docker engine).
 
-use capwatch_tests::{capwatch, container_name, docker_available, tempdir, wait_stored, DockerEnv};
+use capwatch_tests::{capwatch, container_name, docker_available, json, tempdir, wait_stored, DockerEnv};
 use serde_json::Value;
 
 /// Runs each (options, command) as a container under one daemon and returns, per container,
-/// its explanations.
+/// its explanations. Every explanation must be the very sentence the daemon's JSON line gave
+/// the same failure: capwatch never tells one failure two ways.
 fn explain_all(env: &DockerEnv, label: &str, runs: &[(&[&str], &[&str])]) -> Vec<Vec<Value>> {
     let state = tempdir(&format!("explain-{label}"));
     let daemon = env.daemon(&state);
@@ -23,15 +24,37 @@ fn explain_all(env: &DockerEnv, label: &str, runs: &[(&[&str], &[&str])]) -> Vec
     for name in &names {
         wait_stored(&state, name);
     }
-    daemon.stop(libc::SIGTERM);
+    let (_, lines) = daemon.stop(libc::SIGTERM);
+    let failures: Vec<Value> = lines.iter().map(|l| json(l)).filter(|l| l["event"] == "syscall_failure").collect();
     names
         .iter()
         .map(|name| {
-            let (code, out, stderr) = capwatch(&["explain", name, "--format", "json", "--state-dir", state.to_str().unwrap()]);
+            let (code, out, stderr) =
+                capwatch(&["explain", name, "--format", "json", "--state-dir", state.to_str().unwrap()]);
             assert_eq!(code, Some(0), "{stderr}");
             let (_, table, _) = capwatch(&["explain", name, "--state-dir", state.to_str().unwrap()]);
             eprintln!("{table}");
-            serde_json::from_str::<Vec<Value>>(&out).expect("explain JSON")
+            let explanations = serde_json::from_str::<Vec<Value>>(&out).expect("explain JSON");
+            for e in &explanations {
+                let said: Vec<&Value> = failures
+                    .iter()
+                    .filter(|l| {
+                        l["container_name"] == name.as_str()
+                            && l["syscall"] == e["syscall"]
+                            && l["errno"] == e["errno"]
+                            && l["failing_uid"] == e["uid"]
+                            && l["origin"] == e["origin"]
+                    })
+                    .map(|l| &l["explanation"])
+                    .collect();
+                assert!(!said.is_empty(), "no JSON line for {e:#}");
+                assert!(
+                    said.iter().all(|s| **s == e["text"]),
+                    "the JSON lines said {said:?}, explain says {}",
+                    e["text"]
+                );
+            }
+            explanations
         })
         .collect()
 }
@@ -44,7 +67,10 @@ fn of<'a>(explanations: &'a [Value], syscall: &str) -> &'a Value {
 }
 
 fn caps_of(explanation: &Value) -> Vec<&str> {
-    explanation["cause"]["capabilities"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+    explanation["cause"]["capabilities"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -75,7 +101,9 @@ fn fanotify_init_is_seccomp_then_sys_admin_then_nothing() {
 
 #[test]
 fn unshare_is_seccomp_under_the_default_profile_and_sys_admin_unconfined() {
-    let Some(env) = docker_available("unshare_is_seccomp_under_the_default_profile_and_sys_admin_unconfined") else { return };
+    let Some(env) = docker_available("unshare_is_seccomp_under_the_default_profile_and_sys_admin_unconfined") else {
+        return;
+    };
     let runs: [(&[&str], &[&str]); 2] =
         [(&[], &["unshare", "-m", "true"]), (&["--security-opt", "seccomp=unconfined"], &["unshare", "-m", "true"])];
     let [default, unconfined] = explain_all(&env, "unshare", &runs).try_into().expect("two");
@@ -89,7 +117,9 @@ fn unshare_is_seccomp_under_the_default_profile_and_sys_admin_unconfined() {
 
 #[test]
 fn a_raw_socket_without_net_raw_and_a_custom_profile_refusing_chmod() {
-    let Some(env) = docker_available("a_raw_socket_without_net_raw_and_a_custom_profile_refusing_chmod") else { return };
+    let Some(env) = docker_available("a_raw_socket_without_net_raw_and_a_custom_profile_refusing_chmod") else {
+        return;
+    };
     // Seed 003's experiment: a profile that refuses chmod outright.
     let profile_dir = tempdir("explain-profile");
     let profile = profile_dir.join("no-chmod.json");
@@ -108,16 +138,25 @@ fn a_raw_socket_without_net_raw_and_a_custom_profile_refusing_chmod() {
     assert_eq!(e["cause"]["kind"], "capability", "{e:#}");
     assert_eq!(caps_of(e), ["CAP_NET_RAW"]);
     let e = chmod.iter().find(|e| e["syscall"] == "chmod" || e["syscall"] == "fchmodat").expect("the chmod failure");
-    assert_eq!(e["cause"]["kind"], "seccomp", "root holds every capability chmod needs, only the filter refuses: {e:#}");
+    assert_eq!(
+        e["cause"]["kind"], "seccomp",
+        "root holds every capability chmod needs, only the filter refuses: {e:#}"
+    );
     assert_eq!(e["cause"]["profile_requires"], serde_json::json!([]));
 }
 
 #[test]
 fn a_root_only_file_is_file_permissions_for_a_user_and_a_capability_for_root() {
-    let Some(env) = docker_available("a_root_only_file_is_file_permissions_for_a_user_and_a_capability_for_root") else { return };
+    let Some(env) = docker_available("a_root_only_file_is_file_permissions_for_a_user_and_a_capability_for_root")
+    else {
+        return;
+    };
     let runs: [(&[&str], &[&str]); 2] = [
         (&[], &["sh", "-c", "echo s > /tmp/s; chmod 600 /tmp/s; cw-workload as-user 65534 open /tmp/s"]),
-        (&["--cap-drop", "DAC_OVERRIDE", "--cap-drop", "DAC_READ_SEARCH"], &["sh", "-c", "echo s > /tmp/s; chmod 000 /tmp/s; cw-workload open /tmp/s"]),
+        (
+            &["--cap-drop", "DAC_OVERRIDE", "--cap-drop", "DAC_READ_SEARCH"],
+            &["sh", "-c", "echo s > /tmp/s; chmod 000 /tmp/s; cw-workload open /tmp/s"],
+        ),
     ];
     let [user, root] = explain_all(&env, "dac", &runs).try_into().expect("two");
     let e = of(&user, "openat");

@@ -1,17 +1,17 @@
 //! capwatch's programs in the real kernel: real cgroups, capabilities really dropped, exact
 //! counts. These need root and BPF; in CI they must run.
 
-use capwatch::probe::{Backend, Probe};
-use capwatch_common::{origin, seccomp, CapKey, FailKey, Totals, CAP_FLAG_OUTER_USERNS, VERDICT_DENIED, VERDICT_GRANTED};
-use capwatch_tests::{kernel_available, refused, Launch, ProtectedFile, TestCgroup};
 use caps::Capability::{CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_NET_RAW};
+use capwatch::probe::{Backend, Probe};
+use capwatch_common::{CapKey, FailKey, Origin, Seccomp, Totals, Verdict, CAP_FLAG_OUTER_USERNS};
+use capwatch_tests::{kernel_available, refused, Launch, ProtectedFile, TestCgroup};
 
 const SYS_SOCKET: u32 = libc::SYS_socket as u32;
 const SYS_SETUID: u32 = libc::SYS_setuid as u32;
 const SYS_OPENAT: u32 = libc::SYS_openat as u32;
 
-fn cap(cgroup: &TestCgroup, cap: caps::Capability, verdict: u16, syscall: u32) -> CapKey {
-    CapKey { cgroup_id: cgroup.id, cap: cap.index().into(), syscall, verdict, origin: origin::APP, flags: 0 }
+fn cap(cgroup: &TestCgroup, cap: caps::Capability, verdict: Verdict, syscall: u32) -> CapKey {
+    CapKey { cgroup_id: cgroup.id, cap: cap.index().into(), syscall, verdict, origin: Origin::App, flags: 0 }
 }
 
 fn count<K: Ord>(map: &std::collections::BTreeMap<K, Totals>, key: &K) -> u64 {
@@ -29,12 +29,15 @@ async fn setuid_as_root_makes_exactly_one_granted_check_per_call() {
     assert!(out.status.success(), "{out:?}");
     monitor.drain().expect("drain");
     let caps = monitor.aggregates().caps();
-    let key = cap(&cgroup, caps::Capability::CAP_SETUID, VERDICT_GRANTED, SYS_SETUID);
+    let key = cap(&cgroup, caps::Capability::CAP_SETUID, Verdict::Granted, SYS_SETUID);
     assert_eq!(count(caps, &key), 1000, "{caps:#?}");
     let sample = caps[&key].sample;
     assert_eq!(capwatch::names::comm(&sample.comm), "cw-workload");
     assert_eq!(sample.uid, 0);
-    assert_eq!(monitor.cgroup_name(cgroup.id), cgroup.name);
+    assert_eq!(
+        capwatch::cgroup::Hierarchy::find().expect("cgroup2").path(cgroup.id).as_deref(),
+        Some(cgroup.name.as_str())
+    );
 }
 
 #[tokio::test]
@@ -48,15 +51,20 @@ async fn a_raw_socket_without_net_raw_is_a_denied_check_and_an_eperm() {
     assert!(refused(&out), "the raw socket should be refused: {out:?}");
     monitor.drain().expect("drain");
     let aggregates = monitor.aggregates();
-    assert_eq!(count(aggregates.caps(), &cap(&cgroup, CAP_NET_RAW, VERDICT_DENIED, SYS_SOCKET)), 1, "{:#?}", aggregates.caps());
-    assert_eq!(count(aggregates.caps(), &cap(&cgroup, CAP_NET_RAW, VERDICT_GRANTED, SYS_SOCKET)), 0);
+    assert_eq!(
+        count(aggregates.caps(), &cap(&cgroup, CAP_NET_RAW, Verdict::Denied, SYS_SOCKET)),
+        1,
+        "{:#?}",
+        aggregates.caps()
+    );
+    assert_eq!(count(aggregates.caps(), &cap(&cgroup, CAP_NET_RAW, Verdict::Granted, SYS_SOCKET)), 0);
     let failure = FailKey {
         cgroup_id: cgroup.id,
         syscall: SYS_SOCKET,
         errno: libc::EPERM as u16,
-        origin: origin::APP,
+        origin: Origin::App,
         uid: 0,
-        seccomp: seccomp::NONE,
+        seccomp: Seccomp::None,
         denied: 1 << 13,
     };
     assert_eq!(count(aggregates.failures(), &failure), 1, "{:#?}", aggregates.failures());
@@ -66,7 +74,7 @@ async fn a_raw_socket_without_net_raw_is_a_denied_check_and_an_eperm() {
     assert!(out.status.success(), "{out:?}");
     monitor.drain().expect("drain");
     let aggregates = monitor.aggregates();
-    assert_eq!(count(aggregates.caps(), &cap(&cgroup, CAP_NET_RAW, VERDICT_GRANTED, SYS_SOCKET)), 1);
+    assert_eq!(count(aggregates.caps(), &cap(&cgroup, CAP_NET_RAW, Verdict::Granted, SYS_SOCKET)), 1);
     assert_eq!(count(aggregates.failures(), &failure), 1);
 }
 
@@ -84,7 +92,7 @@ async fn a_mode_000_file_without_dac_capabilities_is_two_denied_checks_and_an_ea
     let aggregates = monitor.aggregates();
     for denied in [CAP_DAC_READ_SEARCH, CAP_DAC_OVERRIDE] {
         assert!(
-            count(aggregates.caps(), &cap(&cgroup, denied, VERDICT_DENIED, SYS_OPENAT)) >= 1,
+            count(aggregates.caps(), &cap(&cgroup, denied, Verdict::Denied, SYS_OPENAT)) >= 1,
             "no denied {denied} in openat: {:#?}",
             aggregates.caps()
         );
@@ -93,9 +101,9 @@ async fn a_mode_000_file_without_dac_capabilities_is_two_denied_checks_and_an_ea
         cgroup_id: cgroup.id,
         syscall: SYS_OPENAT,
         errno: libc::EACCES as u16,
-        origin: origin::APP,
+        origin: Origin::App,
         uid: 0,
-        seccomp: seccomp::NONE,
+        seccomp: Seccomp::None,
         denied: 1 << 1 | 1 << 2,
     };
     assert_eq!(count(aggregates.failures(), &failure), 1, "{:#?}", aggregates.failures());
@@ -118,14 +126,18 @@ async fn each_cgroup_sees_only_its_own_processes() {
     }
     monitor.drain().expect("drain");
 
-    let setuid = |cgroup_id| CapKey { cgroup_id, cap: 7, syscall: SYS_SETUID, verdict: VERDICT_GRANTED, origin: origin::APP, flags: 0 };
+    let setuid = |cgroup_id| CapKey {
+        cgroup_id,
+        cap: 7,
+        syscall: SYS_SETUID,
+        verdict: Verdict::Granted,
+        origin: Origin::App,
+        flags: 0,
+    };
     let caps = monitor.aggregates().caps();
     assert_eq!(count(caps, &setuid(a.id)), 300);
     assert_eq!(count(caps, &setuid(b.id)), 700);
-    assert!(
-        !monitor.aggregates().cgroups().contains(&outside.id),
-        "a cgroup outside the watched subtree was recorded"
-    );
+    assert!(!monitor.aggregates().cgroups().contains(&outside.id), "a cgroup outside the watched subtree was recorded");
     assert!(
         monitor.aggregates().cgroups().iter().all(|id| [watched.id, a.id, b.id].contains(id)),
         "only the watched subtree may appear: {:?}",
@@ -152,7 +164,7 @@ async fn a_million_checks_from_two_cpus_are_counted_exactly_and_nothing_is_lost(
         assert!(out.status.success(), "{out:?}");
     }
     monitor.drain().expect("drain");
-    let key = cap(&cgroup, caps::Capability::CAP_SETUID, VERDICT_GRANTED, SYS_SETUID);
+    let key = cap(&cgroup, caps::Capability::CAP_SETUID, Verdict::Granted, SYS_SETUID);
     assert_eq!(count(monitor.aggregates().caps(), &key), 1_000_000);
     assert!(monitor.aggregates().losses().iter().all(|&n| n == 0), "losses: {:?}", monitor.aggregates().losses());
 }
@@ -164,7 +176,14 @@ async fn the_runtime_its_container_and_later_exec_sessions_are_told_apart() {
     }
     let cgroup = TestCgroup::new("origin");
     let mut monitor = cgroup.monitor();
-    let setuid = |origin| CapKey { cgroup_id: cgroup.id, cap: 7, syscall: SYS_SETUID, verdict: VERDICT_GRANTED, origin, flags: 0 };
+    let setuid = |origin| CapKey {
+        cgroup_id: cgroup.id,
+        cap: 7,
+        syscall: SYS_SETUID,
+        verdict: Verdict::Granted,
+        origin,
+        flags: 0,
+    };
 
     // The runtime starts the container's command, whose child inherits its origin.
     let out = Launch::in_cgroup(&cgroup).as_runtime().run(&["child", "setuid", "10"]);
@@ -175,9 +194,9 @@ async fn the_runtime_its_container_and_later_exec_sessions_are_told_apart() {
     monitor.drain().expect("drain");
 
     let caps = monitor.aggregates().caps();
-    assert_eq!(count(caps, &setuid(origin::RUNTIME)), 2, "one setuid by each runtime process: {caps:#?}");
-    assert_eq!(count(caps, &setuid(origin::APP)), 10, "{caps:#?}");
-    assert_eq!(count(caps, &setuid(origin::EXEC)), 20, "{caps:#?}");
+    assert_eq!(count(caps, &setuid(Origin::Runtime)), 2, "one setuid by each runtime process: {caps:#?}");
+    assert_eq!(count(caps, &setuid(Origin::App)), 10, "{caps:#?}");
+    assert_eq!(count(caps, &setuid(Origin::Exec)), 20, "{caps:#?}");
 }
 
 #[tokio::test]
@@ -199,11 +218,11 @@ async fn a_check_against_an_outer_user_namespace_is_marked_so() {
     monitor.drain().expect("drain");
     let mknod: Vec<(&CapKey, &Totals)> = monitor.aggregates().caps().iter().filter(|(k, _)| k.cap == 27).collect();
     assert!(
-        mknod.iter().any(|(k, _)| k.verdict == VERDICT_DENIED && k.flags & CAP_FLAG_OUTER_USERNS != 0),
+        mknod.iter().any(|(k, _)| k.verdict == Verdict::Denied && k.flags & CAP_FLAG_OUTER_USERNS != 0),
         "the refused mknod should be marked outer-namespace: {mknod:#?}"
     );
     assert!(
-        mknod.iter().any(|(k, _)| k.verdict == VERDICT_GRANTED && k.flags & CAP_FLAG_OUTER_USERNS == 0),
+        mknod.iter().any(|(k, _)| k.verdict == Verdict::Granted && k.flags & CAP_FLAG_OUTER_USERNS == 0),
         "the host's mknod is its own namespace's: {mknod:#?}"
     );
     let _ = std::fs::remove_dir_all(dir);
@@ -218,23 +237,33 @@ async fn a_failure_carries_what_was_denied_in_the_same_call_and_nothing_older() 
     let mut monitor = cgroup.monitor();
     // setuid(0) as uid 0 without CAP_SETUID: denied, yet it succeeds. Then a call refused by
     // its own rules, then one refused for a missing capability, all by the same thread.
-    let out = Launch::in_cgroup(&cgroup)
-        .dropping(&[caps::Capability::CAP_SETUID, CAP_NET_RAW])
-        .run(&["setuid", "1", "+", "setpgid-foreign", "+", "raw-socket"]);
+    let out = Launch::in_cgroup(&cgroup).dropping(&[caps::Capability::CAP_SETUID, CAP_NET_RAW]).run(&[
+        "setuid",
+        "1",
+        "+",
+        "setpgid-foreign",
+        "+",
+        "raw-socket",
+    ]);
     assert!(refused(&out), "{out:?}");
     monitor.drain().expect("drain");
     let aggregates = monitor.aggregates();
-    assert_eq!(count(aggregates.caps(), &cap(&cgroup, caps::Capability::CAP_SETUID, VERDICT_DENIED, SYS_SETUID)), 1);
+    assert_eq!(count(aggregates.caps(), &cap(&cgroup, caps::Capability::CAP_SETUID, Verdict::Denied, SYS_SETUID)), 1);
     let failure = |syscall: i64| {
-        let found: Vec<&FailKey> = aggregates.failures().keys().filter(|k| k.cgroup_id == cgroup.id && k.syscall == syscall as u32).collect();
+        let found: Vec<&FailKey> =
+            aggregates.failures().keys().filter(|k| k.cgroup_id == cgroup.id && k.syscall == syscall as u32).collect();
         assert_eq!(found.len(), 1, "{:#?}", aggregates.failures());
         *found[0]
     };
     let setpgid = failure(libc::SYS_setpgid);
-    assert_eq!((setpgid.errno, setpgid.denied), (libc::EPERM as u16, 0), "the earlier denied setuid must not leak: {setpgid:?}");
+    assert_eq!(
+        (setpgid.errno, setpgid.denied),
+        (libc::EPERM as u16, 0),
+        "the earlier denied setuid must not leak: {setpgid:?}"
+    );
     let socket = failure(libc::SYS_socket);
     assert_eq!(socket.denied, 1 << 13, "{socket:?}");
-    assert_eq!((socket.uid, socket.seccomp), (0, seccomp::NONE));
+    assert_eq!((socket.uid, socket.seccomp), (0, Seccomp::None));
 }
 
 #[tokio::test]
@@ -247,19 +276,27 @@ async fn a_real_seccomp_filters_refusal_is_told_from_a_call_that_ran() {
     let mut monitor = cgroup.monitor();
     // Root holding CAP_FOWNER: only the filter can refuse chmod. Then, under the same filter, an
     // open the filter allows and the DAC refuses.
-    let out = Launch::in_cgroup(&cgroup)
-        .dropping(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH])
-        .run(&["seccomp-refuse", "chmod,fchmodat", "chmod", file.path(), "+", "open", file.path()]);
+    let out = Launch::in_cgroup(&cgroup).dropping(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH]).run(&[
+        "seccomp-refuse",
+        "chmod,fchmodat",
+        "chmod",
+        file.path(),
+        "+",
+        "open",
+        file.path(),
+    ]);
     assert!(refused(&out), "{out:?}");
     monitor.drain().expect("drain");
     let failures: Vec<&FailKey> = monitor.aggregates().failures().keys().filter(|k| k.cgroup_id == cgroup.id).collect();
-    let chmod: Vec<&&FailKey> =
-        failures.iter().filter(|k| k.syscall == libc::SYS_chmod as u32 || k.syscall == libc::SYS_fchmodat as u32).collect();
+    let chmod: Vec<&&FailKey> = failures
+        .iter()
+        .filter(|k| k.syscall == libc::SYS_chmod as u32 || k.syscall == libc::SYS_fchmodat as u32)
+        .collect();
     assert_eq!(chmod.len(), 1, "{failures:#?}");
-    assert_eq!((chmod[0].seccomp, chmod[0].denied, chmod[0].errno), (seccomp::MAY_REFUSE, 0, libc::EPERM as u16));
+    assert_eq!((chmod[0].seccomp, chmod[0].denied, chmod[0].errno), (Seccomp::MayRefuse, 0, libc::EPERM as u16));
     let open: Vec<&&FailKey> = failures.iter().filter(|k| k.syscall == SYS_OPENAT).collect();
     assert_eq!(open.len(), 1, "{failures:#?}");
-    assert_eq!(open[0].seccomp, seccomp::ALLOWS, "the filter always allows openat: {:?}", open[0]);
+    assert_eq!(open[0].seccomp, Seccomp::Allows, "the filter always allows openat: {:?}", open[0]);
     assert_eq!(open[0].denied, 1 << 1 | 1 << 2, "{:?}", open[0]);
 }
 

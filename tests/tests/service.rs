@@ -14,10 +14,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use capwatch_tests::{
-    bin, capwatch, check_line, json, kernel_available, refused, tempdir, tool_available, Launch, Reaped, Running, TestCgroup,
-};
 use caps::Capability::CAP_NET_RAW;
+use capwatch_tests::{
+    bin, capwatch, check_line, json, kernel_available, refused, tempdir, tool_available, Launch, Reaped, Running,
+    TestCgroup,
+};
 use serde_json::Value;
 
 fn repo(path: &str) -> PathBuf {
@@ -91,7 +92,13 @@ fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 
 fn percent_encode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -100,10 +107,24 @@ fn config_default_documents_every_setting_and_a_bad_config_is_one_line() {
     let (code, text, stderr) = capwatch(&["config", "default"]);
     assert_eq!(code, Some(0), "{stderr}");
     let lines: Vec<&str> = text.lines().collect();
-    let keys: Vec<&str> = lines.iter().filter(|l| !l.starts_with('#') && l.contains(" = ")).filter_map(|l| l.split(" = ").next()).collect();
+    let keys: Vec<&str> = lines
+        .iter()
+        .filter(|l| !l.starts_with('#') && l.contains(" = "))
+        .filter_map(|l| l.split(" = ").next())
+        .collect();
     assert_eq!(
         keys,
-        ["state_dir", "cgroup_root", "probe", "docker_socket", "retention_days", "log_file", "metrics_listen", "summary_interval", "host_name"],
+        [
+            "state_dir",
+            "cgroup_root",
+            "probe",
+            "docker_socket",
+            "retention_days",
+            "log_file",
+            "metrics_listen",
+            "summary_interval",
+            "host_name"
+        ],
         "{text}"
     );
     // Each setting has a comment above it, a flag and an environment variable.
@@ -130,7 +151,8 @@ fn config_default_documents_every_setting_and_a_bad_config_is_one_line() {
 fn a_flag_beats_the_environment_which_beats_the_file() {
     let dir = tempdir("layers");
     let config = dir.join("config.toml");
-    fs::write(&config, "retention_days = 3\nsummary_interval = 10\nhost_name = \"from-file\"\nprobe = \"kprobe\"\n").expect("write");
+    fs::write(&config, "retention_days = 3\nsummary_interval = 10\nhost_name = \"from-file\"\nprobe = \"kprobe\"\n")
+        .expect("write");
     let out = Command::new(bin("capwatch"))
         .args(["config", "show", "--config", config.to_str().unwrap(), "--summary-interval", "20"])
         .env("CAPWATCH_SUMMARY_INTERVAL", "15")
@@ -139,7 +161,13 @@ fn a_flag_beats_the_environment_which_beats_the_file() {
         .expect("run capwatch");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for expected in ["retention_days = 5", "summary_interval = 20", "host_name = \"from-file\"", "probe = \"kprobe\"", "metrics_listen = \"127.0.0.1:9473\""] {
+    for expected in [
+        "retention_days = 5",
+        "summary_interval = 20",
+        "host_name = \"from-file\"",
+        "probe = \"kprobe\"",
+        "metrics_listen = \"127.0.0.1:9473\"",
+    ] {
         assert!(text.lines().any(|l| l == expected), "{expected} missing:\n{text}");
     }
     let _ = fs::remove_dir_all(dir);
@@ -259,7 +287,8 @@ fn sighup_reopens_the_log_file_and_rereads_the_config() {
 
     // logrotate renames the file, then signals.
     fs::rename(&log, &rotated).expect("rotate");
-    fs::write(&config, "summary_interval = 1\nretention_days = 7\ndocker_socket = \"/run/elsewhere.sock\"\n").expect("write");
+    fs::write(&config, "summary_interval = 1\nretention_days = 7\ndocker_socket = \"/run/elsewhere.sock\"\n")
+        .expect("write");
     signal(&daemon.0, libc::SIGHUP);
     wait_in_file(&log, "event=reloaded in the new file", |v| v["event"] == "reloaded");
     let later = wait_in_file(&log, "the changed docker_socket reported", |v| v["event"] == "restart_needed");
@@ -267,7 +296,9 @@ fn sighup_reopens_the_log_file_and_rereads_the_config() {
 
     let out = Launch::in_cgroup(&container).dropping(&[CAP_NET_RAW]).run(&["raw-socket"]);
     assert!(refused(&out), "{out:?}");
-    let check = wait_in_file(&log, "the check in the new file", |v| v["event"] == "capability_check" && v["capability"] == "CAP_NET_RAW");
+    let check = wait_in_file(&log, "the check in the new file", |v| {
+        v["event"] == "capability_check" && v["capability"] == "CAP_NET_RAW"
+    });
     assert_eq!(check["container_id"], container_id.as_str());
     assert_eq!(check["container_name"], &container_id[..12]);
     let summary = wait_in_file(&log, "a summary, now that summaries are on", |v| v["event"] == "summary");
@@ -312,7 +343,10 @@ fn rsyslog_forwards_the_lines_intact() {
     });
     // deploy/rsyslog/capwatch.conf as shipped, pointed at this file and this receiver.
     let shipped = fs::read_to_string(repo("deploy/rsyslog/capwatch.conf")).expect("deploy/rsyslog/capwatch.conf");
-    assert!(shipped.contains("/var/log/capwatch/capwatch.ndjson") && shipped.contains("Target=\"logs.example.net\" Port=\"5170\""));
+    assert!(
+        shipped.contains("/var/log/capwatch/capwatch.ndjson")
+            && shipped.contains("Target=\"logs.example.net\" Port=\"5170\"")
+    );
     let conf = shipped
         .replace("/var/log/capwatch/capwatch.ndjson", log.to_str().unwrap())
         .replace("Target=\"logs.example.net\" Port=\"5170\"", &format!("Target=\"127.0.0.1\" Port=\"{port}\""));
@@ -320,18 +354,24 @@ fn rsyslog_forwards_the_lines_intact() {
     fs::create_dir_all(dir.join("work")).expect("mkdir");
     fs::write(
         dir.join("rsyslog.conf"),
-        format!("global(workDirectory=\"{}\")\ninclude(file=\"{}\")\n", dir.join("work").display(), dir.join("capwatch.conf").display()),
+        format!(
+            "global(workDirectory=\"{}\")\ninclude(file=\"{}\")\n",
+            dir.join("work").display(),
+            dir.join("capwatch.conf").display()
+        ),
     )
     .expect("write");
-    let mut rsyslog = Reaped(Command::new(rsyslogd)
-        .args(["-n", "-f"])
-        .arg(dir.join("rsyslog.conf"))
-        .arg("-i")
-        .arg(dir.join("rsyslog.pid"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start rsyslogd"));
+    let mut rsyslog = Reaped(
+        Command::new(rsyslogd)
+            .args(["-n", "-f"])
+            .arg(dir.join("rsyslog.conf"))
+            .arg("-i")
+            .arg(dir.join("rsyslog.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rsyslogd"),
+    );
 
     let parent = TestCgroup::new("rsyslog");
     let cgroup = parent.child("workload");
@@ -339,7 +379,9 @@ fn rsyslog_forwards_the_lines_intact() {
     let daemon = daemon_to_file(&["--state-dir", state.to_str().unwrap(), "--cgroup-root", &parent.name], &log);
     let out = Launch::in_cgroup(&cgroup).dropping(&[CAP_NET_RAW]).run(&["raw-socket"]);
     assert!(refused(&out), "{out:?}");
-    wait_in_file(&log, "the CAP_NET_RAW check", |v| v["event"] == "capability_check" && v["capability"] == "CAP_NET_RAW");
+    wait_in_file(&log, "the CAP_NET_RAW check", |v| {
+        v["event"] == "capability_check" && v["capability"] == "CAP_NET_RAW"
+    });
     stop(daemon);
 
     let written: Vec<String> = fs::read_to_string(&log).expect("log").lines().map(str::to_string).collect();
@@ -369,7 +411,10 @@ fn prometheus_scrapes_the_metrics_and_promtool_accepts_them() {
         return;
     }
     let test = "prometheus_scrapes_the_metrics_and_promtool_accepts_them";
-    let (Some(prometheus), Some(promtool)) = (tool_available(test, "prometheus"), tool_available(test, "promtool")) else { return };
+    let (Some(prometheus), Some(promtool)) = (tool_available(test, "prometheus"), tool_available(test, "promtool"))
+    else {
+        return;
+    };
     let dir = tempdir("prometheus");
     let parent = TestCgroup::new("prometheus");
     let cgroup = parent.child("workload");
@@ -392,7 +437,13 @@ fn prometheus_scrapes_the_metrics_and_promtool_accepts_them() {
         http_get(&metrics, "/metrics").filter(|(_, body)| body.contains("CAP_NET_RAW"))
     });
     assert_eq!(status, 200);
-    let mut check = Command::new(promtool).args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool");
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
     check.stdin.take().expect("stdin").write_all(exposition.as_bytes()).expect("write");
     let out = check.wait_with_output().expect("promtool");
     assert!(
@@ -410,18 +461,22 @@ fn prometheus_scrapes_the_metrics_and_promtool_accepts_them() {
         format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: capwatch\n    static_configs:\n      - targets: ['{metrics}']\n"),
     )
     .expect("write");
-    let _server = Reaped(Command::new(prometheus)
-        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
-        .arg(format!("--web.listen-address={web}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start prometheus"));
+    let _server = Reaped(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!("--web.listen-address={web}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus"),
+    );
     let query = |q: &str| -> Option<Vec<Value>> {
         let (status, body) = http_get(&web, &format!("/api/v1/query?query={}", percent_encode(q)))?;
         let v: Value = serde_json::from_str(&body).ok()?;
-        (status == 200 && v["status"] == "success").then(|| v["data"]["result"].as_array().cloned().unwrap_or_default()).filter(|r| !r.is_empty())
+        (status == 200 && v["status"] == "success")
+            .then(|| v["data"]["result"].as_array().cloned().unwrap_or_default())
+            .filter(|r| !r.is_empty())
     };
     let value = |series: &Value| series["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(-1.0);
     let checks = eventually("Prometheus to scrape the denied CAP_NET_RAW check", || {
@@ -430,7 +485,9 @@ fn prometheus_scrapes_the_metrics_and_promtool_accepts_them() {
     assert_eq!(checks.len(), 1, "{checks:?}");
     assert_eq!(value(&checks[0]), 1.0, "{checks:?}");
     assert_eq!(checks[0]["metric"]["origin"], "app");
-    let failures = eventually("the failing socket", || query("capwatch_syscall_failures_total{syscall=\"socket\",errno=\"EPERM\"}"));
+    let failures = eventually("the failing socket", || {
+        query("capwatch_syscall_failures_total{syscall=\"socket\",errno=\"EPERM\"}")
+    });
     assert!(value(&failures[0]) >= 1.0, "{failures:?}");
     assert_eq!(failures[0]["metric"]["cause"], "capability", "the socket failed for want of CAP_NET_RAW: {failures:?}");
     let backend = eventually("the probe backend", || query("capwatch_probe_backend == 1"));
@@ -459,7 +516,11 @@ fn the_kubernetes_manifests_validate_against_the_kubernetes_schemas() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     assert!(!manifests.is_empty());
-    let out = Command::new(validator).args(["--strict", "--kubernetes-version", "1.31.0"]).args(&manifests).output().expect("kubernetes-validate");
+    let out = Command::new(validator)
+        .args(["--strict", "--kubernetes-version", "1.31.0"])
+        .args(&manifests)
+        .output()
+        .expect("kubernetes-validate");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("passed for resource daemonset/capwatch"), "{stdout}");
@@ -467,8 +528,9 @@ fn the_kubernetes_manifests_validate_against_the_kubernetes_schemas() {
     // The DaemonSet holds exactly the unit's capabilities, under Kubernetes' names.
     let daemonset = fs::read_to_string(repo("deploy/kubernetes/daemonset.yaml")).expect("daemonset");
     let added = daemonset.lines().find_map(|l| l.trim().strip_prefix("add: ")).expect("capabilities.add");
-    let mut k8s: Vec<String> = added.trim_matches(['[', ']']).split(',').map(|c| format!("CAP_{}", c.trim().trim_matches('"'))).collect();
-    let mut unit: Vec<String> = unit_capabilities().iter().map(|c| c.to_string()).collect();
+    let mut k8s: Vec<String> =
+        added.trim_matches(['[', ']']).split(',').map(|c| format!("CAP_{}", c.trim().trim_matches('"'))).collect();
+    let mut unit: Vec<String> = unit_capabilities().iter().map(ToString::to_string).collect();
     k8s.sort();
     unit.sort();
     assert_eq!(k8s, unit);

@@ -113,7 +113,9 @@ impl Results {
         let mut rows = Vec::new();
         for (workload, label) in WORKLOADS {
             let series = |config: &str| -> Result<Vec<f64>> {
-                let values = run["samples"][workload][config].as_array().with_context(|| format!("no samples of {workload} under {config}"))?;
+                let values = run["samples"][workload][config]
+                    .as_array()
+                    .with_context(|| format!("no samples of {workload} under {config}"))?;
                 Ok(values.iter().filter_map(Value::as_f64).collect())
             };
             let bare = series("bare")?;
@@ -124,7 +126,8 @@ impl Results {
                     bail!("no samples of {workload} under {config}");
                 }
                 row.ns[i] = median(&values);
-                row.spread[i] = (values.iter().copied().fold(f64::MAX, f64::min), values.iter().copied().fold(0.0, f64::max));
+                row.spread[i] =
+                    (values.iter().copied().fold(f64::MAX, f64::min), values.iter().copied().fold(0.0, f64::max));
                 row.added[i] = median(&values.iter().zip(&bare).map(|(v, b)| v - b).collect::<Vec<_>>());
             }
             rows.push(row);
@@ -209,7 +212,8 @@ impl Results {
                 rate["daemon_cpu_share"].as_f64().unwrap_or(0.0) * 100.0,
             );
         }
-        let delays: Vec<f64> = sustained["report_delay_ms"].as_array().into_iter().flatten().filter_map(Value::as_f64).collect();
+        let delays: Vec<f64> =
+            sustained["report_delay_ms"].as_array().into_iter().flatten().filter_map(Value::as_f64).collect();
         let peak_kib = sustained["peak_rss_kib"].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
@@ -282,7 +286,10 @@ impl Results {
             target(
                 &mut md,
                 "aggregates exact at 1M checks/s, 0 lost",
-                format!("{achieved:.0} checks/s; {} made, {} reported, {} in totals, {} lost", fast["calls"], fast["reported"], fast["totals"], sustained["lost"]),
+                format!(
+                    "{achieved:.0} checks/s; {} made, {} reported, {} in totals, {} lost",
+                    fast["calls"], fast["reported"], fast["totals"], sustained["lost"]
+                ),
                 exact && achieved >= 950_000.0,
                 why,
             );
@@ -354,7 +361,11 @@ impl Results {
             .x_labels(self.rows.len() * 2 + 1)
             .x_label_formatter(&|x| {
                 let i = x.floor() as usize;
-                if (x - x.floor() - 0.5).abs() < 1e-6 && i < names.len() { names[i].to_string() } else { String::new() }
+                if (x - x.floor() - 0.5).abs() < 1e-6 && i < names.len() {
+                    names[i].to_string()
+                } else {
+                    String::new()
+                }
             })
             .y_desc("added ns per call")
             .label_style(("sans-serif", 15))
@@ -366,7 +377,10 @@ impl Results {
                 let x0 = g as f64 + 0.1 + c as f64 * width;
                 Rectangle::new([(x0, 0.0), (x0 + width * 0.9, row.added[c + 1])], color.filled())
             });
-            chart.draw_series(bars)?.label(*config).legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], color.filled()));
+            chart
+                .draw_series(bars)?
+                .label(*config)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 12, y + 6)], color.filled()));
             let labels = self.rows.iter().enumerate().map(|(g, row)| {
                 let x = g as f64 + 0.1 + c as f64 * width;
                 let y = row.added[c + 1].max(0.0);
@@ -374,7 +388,12 @@ impl Results {
             });
             chart.draw_series(labels)?;
         }
-        chart.configure_series_labels().border_style(BLACK).background_style(WHITE).label_font(("sans-serif", 15)).draw()?;
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .label_font(("sans-serif", 15))
+            .draw()?;
         root.present().with_context(|| format!("writing {}", path.display()))?;
         Ok(())
     }
@@ -405,5 +424,9 @@ fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 0 { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] }
+    if sorted.len().is_multiple_of(2) {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    }
 }

@@ -127,7 +127,11 @@ fn fetch_kernel(kernel: &Kernel, work: &Path) -> Result<PathBuf> {
         }
         let deb = fs::read_dir(&downloads)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb")))
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
+            })
             .with_context(|| format!("apt-get download left no .deb for {package}"))?;
         fs::create_dir_all(&dir)?;
         let status = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir).status()?;
@@ -140,7 +144,8 @@ fn fetch_kernel(kernel: &Kernel, work: &Path) -> Result<PathBuf> {
 }
 
 fn search(pattern: &str) -> Result<Vec<String>> {
-    let out = Command::new("apt-cache").args(["search", "--names-only", pattern]).output().context("running apt-cache")?;
+    let out =
+        Command::new("apt-cache").args(["search", "--names-only", pattern]).output().context("running apt-cache")?;
     Ok(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split(" - ").next()).map(str::to_string).collect())
 }
 
@@ -167,12 +172,31 @@ struct Built {
 /// one directory above its own, as in cargo's layout. Paths come from cargo's own report, so a
 /// `CARGO_TARGET_DIR` is honoured.
 fn build(root: &Path) -> Result<Built> {
-    let bins = executables(root, &["build", "--release", "--package", "capwatch", "--bin", "capwatch", "--package", "capwatch-tests", "--bin", "cw-workload"])?;
-    let tests = executables(root, &["test", "--release", "--no-run", "--package", "capwatch-tests", "--test", "backends"])?;
+    let bins = executables(
+        root,
+        &[
+            "build",
+            "--release",
+            "--package",
+            "capwatch",
+            "--bin",
+            "capwatch",
+            "--package",
+            "capwatch-tests",
+            "--bin",
+            "cw-workload",
+        ],
+    )?;
+    let tests =
+        executables(root, &["test", "--release", "--no-run", "--package", "capwatch-tests", "--test", "backends"])?;
     let find = |found: &[(String, PathBuf)], name: &str| {
         found.iter().find(|(n, _)| n == name).map(|(_, p)| p.clone()).with_context(|| format!("cargo built no {name}"))
     };
-    Ok(Built { tests: find(&tests, "backends")?, capwatch: find(&bins, "capwatch")?, workload: find(&bins, "cw-workload")? })
+    Ok(Built {
+        tests: find(&tests, "backends")?,
+        capwatch: find(&bins, "capwatch")?,
+        workload: find(&bins, "cw-workload")?,
+    })
 }
 
 /// Runs a static cargo build and returns the (target name, executable) pairs it reports.
@@ -190,7 +214,9 @@ fn executables(root: &Path, args: &[&str]) -> Result<Vec<(String, PathBuf)>> {
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|msg| msg["reason"] == "compiler-artifact")
-        .filter_map(|msg| Some((msg["target"]["name"].as_str()?.to_string(), PathBuf::from(msg["executable"].as_str()?))))
+        .filter_map(|msg| {
+            Some((msg["target"]["name"].as_str()?.to_string(), PathBuf::from(msg["executable"].as_str()?)))
+        })
         .collect())
 }
 
@@ -286,9 +312,12 @@ fn boot(kernel: &Kernel, vmlinuz: &Path, initramfs: &Path, work: &Path) -> Resul
         .spawn()
         .context("starting qemu-system-x86_64")?;
     let (tx, lines) = mpsc::channel();
-    for pipe in [qemu.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>), qemu.stderr.take().map(|p| Box::new(p) as _)]
-        .into_iter()
-        .flatten()
+    for pipe in [
+        qemu.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        qemu.stderr.take().map(|p| Box::new(p) as _),
+    ]
+    .into_iter()
+    .flatten()
     {
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -325,7 +354,12 @@ fn boot(kernel: &Kernel, vmlinuz: &Path, initramfs: &Path, work: &Path) -> Resul
         let _ = qemu.kill();
     }
     let _ = qemu.wait();
-    eprintln!("vm-test: {} finished in {:.0} s; console in {}", kernel.series, started.elapsed().as_secs_f64(), log_path.display());
+    eprintln!(
+        "vm-test: {} finished in {:.0} s; console in {}",
+        kernel.series,
+        started.elapsed().as_secs_f64(),
+        log_path.display()
+    );
 
     let name = release.unwrap_or_else(|| format!("{} (did not boot)", kernel.series));
     let expected = kernel.attach.iter().map(|b| (*b, "attach")).chain(kernel.refused.iter().map(|b| (*b, "refused")));
@@ -353,7 +387,10 @@ struct Reported {
 
 fn fields(line: &str) -> Reported {
     let get = |key: &str| {
-        line.split_whitespace().find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('='))).unwrap_or("").to_string()
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+            .unwrap_or("")
+            .to_string()
     };
     Reported { backend: get("backend"), expected: get("expected"), rc: get("rc").parse().ok(), seconds: get("seconds") }
 }

@@ -1,10 +1,6 @@
 //! `capwatch caps decode <mask>` and `capwatch caps <container>`.
 
-use std::path::PathBuf;
-
-use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
-
-use crate::{advice::Verdict, cli::report, error::Error, names, paths};
+use crate::{cli::StateDir, error::Error, format, query};
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -13,9 +9,8 @@ pub struct Args {
     pub command: Option<Command>,
     /// Show a container's granted capabilities beside those it used.
     pub container: Option<String>,
-    /// The daemon's state directory.
-    #[arg(long, env = "CAPWATCH_STATE_DIR", default_value = paths::DEFAULT_STATE_DIR)]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state_dir: StateDir,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -29,47 +24,24 @@ pub enum Command {
 
 pub fn run(args: Args) -> Result<(), Error> {
     match (args.command, args.container) {
-        (Some(Command::Decode { mask }), _) => {
-            for bit in names::mask_bits(parse_mask(&mask)?) {
-                println!("{} ({bit})", names::capability(bit));
-            }
-            Ok(())
+        (Some(Command::Decode { mask }), _) => print!("{}", format::caps::decoded(parse_mask(&mask)?)),
+        (None, Some(container)) => {
+            super::print(&format::caps::side_by_side(&query::report(&args.state_dir.path, &container)?));
         }
-        (None, Some(container)) => side_by_side(&args.state_dir, &container),
-        (None, None) => Err(Error::Usage("name a container, or `capwatch caps decode <mask>`".into())),
+        (None, None) => return Err(Error::Usage("name a container, or `capwatch caps decode <mask>`".into())),
     }
+    Ok(())
 }
 
-pub fn parse_mask(text: &str) -> Result<u64, Error> {
+fn parse_mask(text: &str) -> Result<u64, Error> {
+    let bad = || {
+        Error::Usage(format!("{text:?} is not a capability mask: give up to 16 hex digits, such as 0000001dbdbeffff"))
+    };
     let digits = text.trim().trim_start_matches("0x");
     if digits.is_empty() || digits.len() > 16 {
-        return Err(Error::Usage(format!("{text:?} is not a capability mask: give up to 16 hex digits, such as 0000001dbdbeffff")));
+        return Err(bad());
     }
-    u64::from_str_radix(digits, 16)
-        .map_err(|_| Error::Usage(format!("{text:?} is not a capability mask: give up to 16 hex digits, such as 0000001dbdbeffff")))
-}
-
-fn side_by_side(state_dir: &std::path::Path, query: &str) -> Result<(), Error> {
-    let report = report::load(state_dir, query)?;
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header(["capability", "granted", "used by the application"]);
-    for cap in &report.capabilities {
-        table.add_row([
-            cap.capability.as_str(),
-            match cap.granted {
-                Some(true) => "yes",
-                Some(false) => "no",
-                None => "?",
-            },
-            match cap.verdict {
-                Verdict::Needed => "yes",
-                Verdict::Missing => "denied, and needed",
-                Verdict::NotNeeded => "",
-            },
-        ]);
-    }
-    println!("{} ({})\n{table}", report.container.name, report.container.short_id());
-    Ok(())
+    u64::from_str_radix(digits, 16).map_err(|_| bad())
 }
 
 #[cfg(test)]

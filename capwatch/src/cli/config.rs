@@ -17,7 +17,7 @@ pub enum Action {
     Default,
     /// Check the config file and print the settings `capwatch daemon` would run with (the file,
     /// then CAPWATCH_* variables, then these flags).
-    Show(Flags),
+    Show(Box<Flags>),
 }
 
 pub fn run(args: Args) -> Result<(), Error> {
@@ -29,7 +29,7 @@ pub fn run(args: Args) -> Result<(), Error> {
                 Some(path) => println!("# read from {}", path.display()),
                 None => println!("# no config file; defaults"),
             }
-            let text = toml::to_string(&settings.to_file()).map_err(|e| Error::Config {
+            let text = toml::to_string(&settings.given).map_err(|e| Error::Config {
                 path: settings.source.clone().unwrap_or_default(),
                 key: "(all)".into(),
                 reason: e.to_string(),

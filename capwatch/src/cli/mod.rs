@@ -1,4 +1,6 @@
-//! The command line: one file per subcommand; `main.rs` only dispatches.
+//! The command line: one file per subcommand, each parsing its arguments, calling the library and
+//! printing; `main.rs` only dispatches. Options shared by several subcommands are declared here
+//! once and flattened in.
 
 pub mod caps;
 pub mod config;
@@ -9,9 +11,11 @@ pub mod report;
 pub mod status;
 pub mod trace;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
-use crate::probe::Backend;
+use crate::paths;
 
 /// capwatch: which capabilities containers really use, and why their syscalls fail with EPERM.
 #[derive(Debug, Parser)]
@@ -41,39 +45,19 @@ pub enum Command {
     Config(config::Args),
 }
 
-/// `--probe`: which capability backend to use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProbeChoice {
-    /// The first that works: fexit, then the tracepoint, then the kprobe.
-    #[default]
-    Auto,
-    Fexit,
-    Tracepoint,
-    Kprobe,
+/// Where the daemon keeps what it saw: every command that reads it takes this.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateDir {
+    /// The daemon's state directory.
+    #[arg(long = "state-dir", env = "CAPWATCH_STATE_DIR", default_value = paths::DEFAULT_STATE_DIR)]
+    pub path: PathBuf,
 }
 
-impl ProbeChoice {
-    pub fn backend(self) -> Option<Backend> {
-        match self {
-            ProbeChoice::Auto => None,
-            ProbeChoice::Fexit => Some(Backend::Fexit),
-            ProbeChoice::Tracepoint => Some(Backend::Tracepoint),
-            ProbeChoice::Kprobe => Some(Backend::Kprobe),
-        }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM. The handlers are installed by this call, not when the future
-/// is first polled: a signal sent as soon as the command says it has started must not kill it.
-pub fn shutdown_signal() -> impl std::future::Future<Output = std::io::Result<()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let handlers = signal(SignalKind::terminate()).and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
-    async move {
-        let (mut term, mut int) = handlers?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        Ok(())
+/// Prints `text`, ending it with a newline if it has none.
+fn print(text: &str) {
+    if text.ends_with('\n') {
+        print!("{text}");
+    } else {
+        println!("{text}");
     }
 }

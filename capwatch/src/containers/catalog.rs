@@ -4,13 +4,14 @@
 use std::{
     collections::{BTreeSet, HashMap},
     path::Path,
+    sync::Arc,
 };
 
 use super::{docker::Event, identity, kubernetes, Container};
 
 #[derive(Debug, Default)]
 pub struct Catalog {
-    by_id: HashMap<String, Container>,
+    by_id: HashMap<String, Arc<Container>>,
     /// Containers changed since the last `take_changed`.
     changed: BTreeSet<String>,
 }
@@ -25,69 +26,65 @@ impl Catalog {
                 container.exited_at = Some(now.to_string());
                 catalog.changed.insert(container.id.clone());
             }
-            catalog.by_id.insert(container.id.clone(), container);
+            catalog.by_id.insert(container.id.clone(), Arc::new(container));
         }
         catalog
     }
 
     /// Applies a runtime event; returns the container it concerns.
-    pub fn apply(&mut self, event: Event) -> Option<&Container> {
-        let id = match event {
-            Event::Started(container) => {
-                let id = container.id.clone();
-                self.by_id.insert(id.clone(), container);
-                id
-            }
+    pub fn apply(&mut self, event: Event) -> Option<Arc<Container>> {
+        let container = match event {
+            Event::Started(container) => Arc::from(container),
             Event::Exited { id, at } => {
-                let container = self.by_id.get_mut(&id)?;
-                container.exited_at = Some(at);
-                id
+                let known = self.by_id.get(&id)?;
+                Arc::new(Container { exited_at: Some(at), ..Container::clone(known) })
             }
+            Event::Connected | Event::Disconnected => return None,
         };
-        self.changed.insert(id.clone());
-        self.by_id.get(&id)
+        self.changed.insert(container.id.clone());
+        self.by_id.insert(container.id.clone(), Arc::clone(&container));
+        Some(container)
     }
 
-    /// The container a cgroup belongs to: one the runtime described whose cgroup holds it, or
-    /// else what the path itself says.
-    pub fn for_cgroup(&mut self, path: &str) -> Option<&Container> {
-        let known = self
-            .by_id
+    /// Learns the container a cgroup belongs to, from its path where no runtime described one
+    /// holding it, and returns its id; None where the cgroup is no container's.
+    pub fn learn(&mut self, path: &str) -> Option<String> {
+        if let Some(known) = self.for_cgroup(path) {
+            return Some(known.id.clone());
+        }
+        let identity = identity::parse(path)?;
+        if !self.by_id.contains_key(&identity.id) {
+            let mut container = Container::from_identity(&identity);
+            if let Some(name) = kubernetes::name(Path::new("/"), &identity) {
+                container.name = name;
+            }
+            self.by_id.insert(identity.id.clone(), Arc::new(container));
+            self.changed.insert(identity.id.clone());
+        }
+        Some(identity.id)
+    }
+
+    /// The container a runtime described whose cgroup holds this one.
+    pub fn for_cgroup(&self, path: &str) -> Option<&Arc<Container>> {
+        self.by_id
             .values()
             .filter(|c| !c.cgroup.is_empty() && (path == c.cgroup || path.starts_with(&format!("{}/", c.cgroup))))
             .max_by_key(|c| (c.running(), c.started_at.clone()))
-            .map(|c| c.id.clone());
-        let id = match known {
-            Some(id) => id,
-            None => {
-                let identity = identity::parse(path)?;
-                if !self.by_id.contains_key(&identity.id) {
-                    let mut container = Container::from_identity(&identity);
-                    if let Some(name) = kubernetes::name(Path::new("/"), &identity) {
-                        container.name = name;
-                    }
-                    self.by_id.insert(identity.id.clone(), container);
-                    self.changed.insert(identity.id.clone());
-                }
-                identity.id
-            }
-        };
-        self.by_id.get(&id)
     }
 
     /// The containers that have not exited.
-    pub fn running(&self) -> impl Iterator<Item = &Container> {
+    pub fn running(&self) -> impl Iterator<Item = &Arc<Container>> {
         self.by_id.values().filter(|c| c.running())
     }
 
-    pub fn get(&self, id: &str) -> Option<&Container> {
+    pub fn get(&self, id: &str) -> Option<&Arc<Container>> {
         self.by_id.get(id)
     }
 
     /// Containers changed since the last call, for the store.
-    pub fn take_changed(&mut self) -> Vec<&Container> {
+    pub fn take_changed(&mut self) -> Vec<Arc<Container>> {
         let changed = std::mem::take(&mut self.changed);
-        changed.iter().filter_map(|id| self.by_id.get(id)).collect()
+        changed.iter().filter_map(|id| self.by_id.get(id)).cloned().collect()
     }
 }
 
@@ -116,14 +113,18 @@ mod tests {
     #[test]
     fn cgroups_map_to_described_containers_then_to_their_paths() {
         let mut catalog = Catalog::default();
-        catalog.apply(Event::Started(described(ID, &format!("/docker/{ID}"))));
+        catalog.apply(Event::Started(Box::new(described(ID, &format!("/docker/{ID}")))));
         assert_eq!(catalog.for_cgroup(&format!("/docker/{ID}")).map(|c| c.name.as_str()), Some("web"));
         // A nested cgroup is the container's too.
         assert_eq!(catalog.for_cgroup(&format!("/docker/{ID}/inner")).map(|c| c.name.as_str()), Some("web"));
-        // A container nobody described is named by its short id.
+        assert_eq!(catalog.learn(&format!("/docker/{ID}/inner")).as_deref(), Some(ID));
+        // A container nobody described is named by its short id once its cgroup is learned.
         let other = "b".repeat(64);
-        assert_eq!(catalog.for_cgroup(&format!("/system.slice/docker-{other}.scope")).map(|c| c.name.clone()), Some("b".repeat(12)));
-        assert_eq!(catalog.for_cgroup("/user.slice"), None);
+        let path = format!("/system.slice/docker-{other}.scope");
+        assert!(catalog.for_cgroup(&path).is_none());
+        let learned = catalog.learn(&path).expect("a container's cgroup");
+        assert_eq!(catalog.get(&learned).map(|c| c.name.clone()), Some("b".repeat(12)));
+        assert_eq!(catalog.learn("/user.slice"), None);
         assert_eq!(catalog.take_changed().len(), 2);
         assert!(catalog.take_changed().is_empty());
     }
@@ -131,7 +132,7 @@ mod tests {
     #[test]
     fn exits_are_kept_and_stale_running_containers_are_closed_on_load() {
         let mut catalog = Catalog::default();
-        catalog.apply(Event::Started(described(ID, "/docker/x")));
+        catalog.apply(Event::Started(Box::new(described(ID, "/docker/x"))));
         catalog.apply(Event::Exited { id: ID.into(), at: "2026-11-23T01:00:00Z".into() });
         assert_eq!(catalog.get(ID).and_then(|c| c.exited_at.as_deref()), Some("2026-11-23T01:00:00Z"));
 

@@ -16,11 +16,18 @@ use super::{identity, proc_caps, proc_cgroup, Container, Granted, Runtime};
 /// Docker's socket unless `DOCKER_HOST` or `--docker-socket` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
-/// What the event stream tells the daemon.
+/// What following Docker tells the daemon.
 #[derive(Debug)]
 pub enum Event {
-    Started(Container),
-    Exited { id: String, at: String },
+    /// Docker answers: containers starting from now on will be described.
+    Connected,
+    /// Docker's event stream ended; the follower tries again.
+    Disconnected,
+    Started(Box<Container>),
+    Exited {
+        id: String,
+        at: String,
+    },
 }
 
 /// Follows Docker until `events` is closed. Reconnects when dockerd restarts; where there is no
@@ -33,10 +40,13 @@ pub async fn follow(socket: String, events: mpsc::Sender<Event>) {
             Ok(docker) => {
                 announced_absence = false;
                 info!(event = "docker_connected", socket, "following Docker's containers");
+                if events.send(Event::Connected).await.is_err() {
+                    return;
+                }
                 if let Err(e) = follow_connected(&docker, &events).await {
                     warn!(event = "docker_disconnected", socket, error = %e, "lost Docker's event stream");
                 }
-                if events.is_closed() {
+                if events.send(Event::Disconnected).await.is_err() {
                     return;
                 }
             }
@@ -62,7 +72,7 @@ async fn follow_connected(docker: &Docker, events: &mpsc::Sender<Event>) -> Resu
     let running = docker.list_containers(Some(ListContainersOptions { all: false, ..Default::default() })).await?;
     for summary in running {
         if let Some(container) = inspect(docker, summary.id.as_deref().unwrap_or_default()).await {
-            if events.send(Event::Started(container)).await.is_err() {
+            if events.send(Event::Started(Box::new(container))).await.is_err() {
                 return Ok(());
             }
         }
@@ -74,7 +84,7 @@ async fn follow_connected(docker: &Docker, events: &mpsc::Sender<Event>) -> Resu
         let Some(id) = message.actor.and_then(|a| a.id) else { continue };
         let event = match action {
             "start" => match inspect(docker, &id).await {
-                Some(container) => Event::Started(container),
+                Some(container) => Event::Started(Box::new(container)),
                 None => continue,
             },
             "die" => Event::Exited { id, at: event_time(message.time_nano, message.time) },
@@ -127,6 +137,7 @@ async fn inspect(docker: &Docker, id: &str) -> Option<Container> {
 
 fn event_time(nanos: Option<i64>, secs: Option<i64>) -> String {
     let nanos = nanos.or(secs.map(|s| s * 1_000_000_000)).unwrap_or(0).max(0) as u64;
-    let time = if nanos == 0 { std::time::SystemTime::now() } else { std::time::UNIX_EPOCH + Duration::from_nanos(nanos) };
+    let time =
+        if nanos == 0 { std::time::SystemTime::now() } else { std::time::UNIX_EPOCH + Duration::from_nanos(nanos) };
     crate::clock::rfc3339(time)
 }

@@ -112,7 +112,8 @@ fn pod_component(component: &str) -> Option<String> {
         return None;
     }
     let uid = unit[start + 3..].replace('_', "-");
-    let looks_like_uid = uid.len() == 36 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') && uid.matches('-').count() == 4;
+    let looks_like_uid =
+        uid.len() == 36 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') && uid.matches('-').count() == 4;
     looks_like_uid.then_some(uid)
 }
 
@@ -158,7 +159,8 @@ mod tests {
         assert_eq!(pod.as_deref(), Some("0d1b7f1e-5c3a-4b7e-9a5d-6e8f2c1b3a4d"));
 
         // Guaranteed pods sit directly under kubepods.slice.
-        let guaranteed = format!("/kubepods.slice/kubepods-pod0d1b7f1e_5c3a_4b7e_9a5d_6e8f2c1b3a4d.slice/cri-containerd-{ID}.scope");
+        let guaranteed =
+            format!("/kubepods.slice/kubepods-pod0d1b7f1e_5c3a_4b7e_9a5d_6e8f2c1b3a4d.slice/cri-containerd-{ID}.scope");
         assert_eq!(parsed(&guaranteed).2.as_deref(), Some("0d1b7f1e-5c3a-4b7e-9a5d-6e8f2c1b3a4d"));
     }
 

@@ -44,7 +44,12 @@ mod tests {
     const ID: &str = "3f4e1a7c9b2d8e6f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071";
 
     fn identity(runtime: Runtime) -> Identity {
-        Identity { runtime, id: ID.into(), pod_uid: Some("0d1b7f1e-5c3a-4b7e-9a5d-6e8f2c1b3a4d".into()), cgroup: String::new() }
+        Identity {
+            runtime,
+            id: ID.into(),
+            pod_uid: Some("0d1b7f1e-5c3a-4b7e-9a5d-6e8f2c1b3a4d".into()),
+            cgroup: String::new(),
+        }
     }
 
     fn write_config(root: &Path, runtime: Runtime, annotations: serde_json::Value) {

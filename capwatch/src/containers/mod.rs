@@ -6,9 +6,8 @@ pub mod docker;
 pub mod identity;
 pub mod kubernetes;
 
-use serde::{Deserialize, Serialize};
-
 pub use identity::{Identity, Runtime};
+use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
@@ -149,7 +148,7 @@ mod tests {
         assert_eq!(resolve("ABCDABCD", &all).unwrap().name, "web");
         match resolve("abc", &all) {
             Err(Error::AmbiguousContainer { candidates, .. }) => {
-                assert!(candidates.contains("(web)") && candidates.contains("(db)"), "{candidates}")
+                assert!(candidates.contains("(web)") && candidates.contains("(db)"), "{candidates}");
             }
             other => panic!("{other:?}"),
         }

@@ -22,7 +22,10 @@ pub(super) fn load(ebpf: &mut Ebpf) -> Result<(), String> {
 pub(super) fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
     // Without this PMU, perf_event_open cannot make a kprobe: say why rather than ENOENT.
     if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
-        return Err("this kernel has no kprobes (CONFIG_KPROBES is off: /sys/bus/event_source/devices/kprobe is missing)".into());
+        return Err(
+            "this kernel has no kprobes (CONFIG_KPROBES is off: /sys/bus/event_source/devices/kprobe is missing)"
+                .into(),
+        );
     }
     for name in [ENTRY, RETURN] {
         let program: &mut KProbe = program(ebpf, name).map_err(|e| e.to_string())?;

@@ -7,7 +7,7 @@ mod kprobe;
 mod offsets;
 mod tracepoint;
 
-use std::{fmt, path::Path};
+use std::{fmt, path::Path, str::FromStr};
 
 use aya::{
     maps::{Array, HashMap, MapData, RingBuf, StackTraceMap},
@@ -24,7 +24,7 @@ use crate::{cgroup::Scope, error::Error};
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capwatch"));
 
 /// Where the capability probe attaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// fexit (a BPF trampoline) on `cap_capable`: arguments, `opts` and verdict in one program.
@@ -70,6 +70,52 @@ impl Backend {
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// `--probe`: one backend, or `auto` (None): the first of `Backend::PREFERENCE` that attaches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Choice(pub Option<Backend>);
+
+impl Choice {
+    pub fn backend(self) -> Option<Backend> {
+        self.0
+    }
+}
+
+impl FromStr for Choice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(Choice(None));
+        }
+        Backend::PREFERENCE
+            .into_iter()
+            .find(|b| b.name().eq_ignore_ascii_case(text))
+            .map(|b| Choice(Some(b)))
+            .ok_or_else(|| {
+                let names: Vec<&str> = std::iter::once("auto").chain(Backend::PREFERENCE.map(Backend::name)).collect();
+                format!("{text:?} is not one of {}", names.join(", "))
+            })
+    }
+}
+
+impl fmt::Display for Choice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.map_or("auto", Backend::name))
+    }
+}
+
+impl Serialize for Choice {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Choice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -130,9 +176,7 @@ impl Probe {
     /// would run on this kernel's verifier even where the attach point is missing.
     pub fn verify(backend: Backend) -> Result<(), Error> {
         let (mut ebpf, btf) = open(Scope { root_id: crate::cgroup::ROOT_ID, level: 0, include_root: false })?;
-        backend
-            .load(&mut ebpf, &btf)
-            .map_err(|reason| Error::Program { program: backend.name(), reason })
+        backend.load(&mut ebpf, &btf).map_err(|reason| Error::Program { program: backend.name(), reason })
     }
 
     pub fn backend(&self) -> Backend {

@@ -102,11 +102,14 @@ mod tests {
         }
         let offsets = super::read().expect("task_struct offsets");
         // Both sit deep inside task_struct, tgid after pid, the credentials after both.
-        assert!(offsets.task_tgid > 64 && offsets.task_tgid % 4 == 0, "{offsets:?}");
-        assert!(offsets.task_real_cred > offsets.task_tgid && offsets.task_real_cred % 8 == 0, "{offsets:?}");
+        assert!(offsets.task_tgid > 64 && offsets.task_tgid.is_multiple_of(4), "{offsets:?}");
+        assert!(offsets.task_real_cred > offsets.task_tgid && offsets.task_real_cred.is_multiple_of(8), "{offsets:?}");
         // seccomp.mode is its struct's first member, the filter pointer follows it.
-        assert!(offsets.task_seccomp_mode > 0 && offsets.task_seccomp_filter > offsets.task_seccomp_mode, "{offsets:?}");
+        assert!(
+            offsets.task_seccomp_mode > 0 && offsets.task_seccomp_filter > offsets.task_seccomp_mode,
+            "{offsets:?}"
+        );
         // One bit per native syscall: several hundred, in whole words.
-        assert!(offsets.seccomp_native_bits >= 448 && offsets.seccomp_native_bits % 64 == 0, "{offsets:?}");
+        assert!(offsets.seccomp_native_bits >= 448 && offsets.seccomp_native_bits.is_multiple_of(64), "{offsets:?}");
     }
 }

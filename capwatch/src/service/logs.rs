@@ -135,7 +135,8 @@ impl Target {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let file = OpenOptions::new().create(true).append(true).mode(0o640).open(path).map_err(|e| Error::io(path, e))?;
+        let file =
+            OpenOptions::new().create(true).append(true).mode(0o640).open(path).map_err(|e| Error::io(path, e))?;
         Ok(Target::File { path: path.to_path_buf(), file })
     }
 }

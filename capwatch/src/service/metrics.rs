@@ -2,15 +2,15 @@
 //! on `GET /metrics` by a small HTTP/1 server.
 
 use std::{
-    collections::HashMap,
     convert::Infallible,
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
 };
 
-use capwatch_common::{CapKey, FailKey};
 use http_body_util::Full;
-use hyper::{body::Bytes, header::CONTENT_TYPE, server::conn::http1, service::service_fn, Request, Response, StatusCode};
+use hyper::{
+    body::Bytes, header::CONTENT_TYPE, server::conn::http1, service::service_fn, Request, Response, StatusCode,
+};
 use hyper_util::rt::TokioIo;
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
@@ -21,10 +21,10 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::{
-    aggregate::{loss_name, Change},
-    containers::{catalog::Catalog, Container},
+    attribution::{Observation, Place},
+    containers::catalog::Catalog,
     error::Error,
-    explain, journal, names,
+    names,
 };
 
 /// Labels naming a container; empty for cgroups that are no container's (host services).
@@ -74,16 +74,17 @@ pub struct Metrics {
     lost: Family<KindLabels, Counter>,
     containers: Gauge,
     backend: Family<BackendLabels, Gauge>,
-    /// The counts already added to the counters, per key.
-    cap_counts: HashMap<CapKey, u64>,
-    failure_counts: HashMap<FailKey, u64>,
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("capwatch");
         let checks = Family::<CheckLabels, Counter>::default();
-        registry.register("capability_checks", "Capability checks, by container, capability and verdict", checks.clone());
+        registry.register(
+            "capability_checks",
+            "Capability checks, by container, capability and verdict",
+            checks.clone(),
+        );
         let failures = Family::<FailureLabels, Counter>::default();
         registry.register(
             "syscall_failures",
@@ -91,7 +92,11 @@ impl Metrics {
             failures.clone(),
         );
         let events = Family::<KindLabels, Counter>::default();
-        registry.register("events", "Everything the kernel side counted, by kind (capability_check, syscall_failure)", events.clone());
+        registry.register(
+            "events",
+            "Everything the kernel side counted, by kind (capability_check, syscall_failure)",
+            events.clone(),
+        );
         let lost = Family::<KindLabels, Counter>::default();
         registry.register("lost_events", "What the kernel side could not deliver, by kind", lost.clone());
         let containers = Gauge::default();
@@ -101,72 +106,50 @@ impl Metrics {
         let build = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "capwatch's version (always 1)", build.clone());
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
-        Self {
-            registry: Arc::new(Mutex::new(registry)),
-            checks,
-            failures,
-            events,
-            lost,
-            containers,
-            backend,
-            cap_counts: HashMap::new(),
-            failure_counts: HashMap::new(),
-        }
+        Self { registry: Arc::new(Mutex::new(registry)), checks, failures, events, lost, containers, backend }
     }
 
     pub fn set_backend(&self, backend: &str) {
         self.backend.get_or_create(&BackendLabels { backend: backend.into() }).set(1);
     }
 
-    /// Counts what the kernel could not deliver.
-    pub fn changes(&self, changes: &[Change]) {
-        for change in changes {
-            if let Change::Lost { kind, added, .. } = change {
-                self.lost.get_or_create(&KindLabels { kind: loss_name(*kind).into() }).inc_by(*added);
+    /// Adds what each observation added since the previous one of its key.
+    pub fn observe(&self, observations: &[Observation]) {
+        for observation in observations {
+            match observation {
+                Observation::Check(check) if check.added > 0 => {
+                    let (container_id, container_name, image) = labels_of(&check.place);
+                    let labels = CheckLabels {
+                        container_id,
+                        container_name,
+                        image,
+                        capability: names::capability(check.key.cap).to_string(),
+                        verdict: check.key.verdict.name().into(),
+                        origin: check.key.origin.name().into(),
+                    };
+                    self.checks.get_or_create(&labels).inc_by(check.added);
+                    self.events.get_or_create(&KindLabels { kind: "capability_check".into() }).inc_by(check.added);
+                }
+                Observation::Failure(failure) if failure.added > 0 => {
+                    let (container_id, container_name, image) = labels_of(&failure.place);
+                    let labels = FailureLabels {
+                        container_id,
+                        container_name,
+                        image,
+                        syscall: names::syscall(failure.key.syscall).to_string(),
+                        errno: names::errno(failure.key.errno).to_string(),
+                        origin: failure.key.origin.name().into(),
+                        cause: failure.detail.cause.kind().into(),
+                    };
+                    self.failures.get_or_create(&labels).inc_by(failure.added);
+                    self.events.get_or_create(&KindLabels { kind: "syscall_failure".into() }).inc_by(failure.added);
+                }
+                Observation::Lost { loss, added, .. } => {
+                    self.lost.get_or_create(&KindLabels { kind: loss.name().into() }).inc_by(*added);
+                }
+                _ => {}
             }
         }
-    }
-
-    /// Brings a cap check's counter up to its aggregate's count.
-    pub fn cap(&mut self, key: &CapKey, count: u64, container: Option<&Container>) {
-        let seen = self.cap_counts.entry(*key).or_default();
-        let added = count.saturating_sub(*seen);
-        if added == 0 {
-            return;
-        }
-        *seen = count;
-        let (container_id, container_name, image) = labels_of(container);
-        let labels = CheckLabels {
-            container_id,
-            container_name,
-            image,
-            capability: names::capability(key.cap).to_string(),
-            verdict: journal::verdict(key.verdict).into(),
-            origin: names::origin(key.origin).into(),
-        };
-        self.checks.get_or_create(&labels).inc_by(added);
-        self.events.get_or_create(&KindLabels { kind: "capability_check".into() }).inc_by(added);
-    }
-
-    pub fn failure(&mut self, key: &FailKey, count: u64, container: Option<&Container>) {
-        let seen = self.failure_counts.entry(*key).or_default();
-        let added = count.saturating_sub(*seen);
-        if added == 0 {
-            return;
-        }
-        *seen = count;
-        let (container_id, container_name, image) = labels_of(container);
-        let labels = FailureLabels {
-            container_id,
-            container_name,
-            image,
-            syscall: names::syscall(key.syscall).to_string(),
-            errno: names::errno(key.errno).to_string(),
-            origin: names::origin(key.origin).into(),
-            cause: explain::describe(key, container, &Default::default()).0.kind().into(),
-        };
-        self.failures.get_or_create(&labels).inc_by(added);
-        self.events.get_or_create(&KindLabels { kind: "syscall_failure".into() }).inc_by(added);
     }
 
     pub fn containers(&self, catalog: &Catalog) {
@@ -205,11 +188,17 @@ impl Default for Metrics {
     }
 }
 
-fn labels_of(container: Option<&Container>) -> (String, String, String) {
-    container.map_or_else(Default::default, |c| (c.id.clone(), c.name.clone(), c.image.clone().unwrap_or_default()))
+fn labels_of(place: &Place) -> (String, String, String) {
+    place
+        .container
+        .as_deref()
+        .map_or_else(Default::default, |c| (c.id.clone(), c.name.clone(), c.image.clone().unwrap_or_default()))
 }
 
-async fn respond(request: Request<hyper::body::Incoming>, registry: Arc<Mutex<Registry>>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn respond(
+    request: Request<hyper::body::Incoming>,
+    registry: Arc<Mutex<Registry>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |status, content_type, body: String| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
@@ -230,7 +219,9 @@ async fn respond(request: Request<hyper::body::Incoming>, registry: Arc<Mutex<Re
     let mut body = String::new();
     let encoded = encode(&mut body, &registry.lock().unwrap_or_else(PoisonError::into_inner));
     match encoded {
-        Ok(()) if openmetrics => reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", body),
+        Ok(()) if openmetrics => {
+            reply(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", body)
+        }
         Ok(()) => reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", text_format(&body)),
         Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "encoding the metrics failed\n".into()),
     }
@@ -267,7 +258,8 @@ mod tests {
 
     #[test]
     fn counters_keep_their_total_in_the_text_format() {
-        let openmetrics = "# HELP capwatch_events Events.\n# TYPE capwatch_events counter\ncapwatch_events_total{kind=\"x\"} 3\n\
+        let openmetrics =
+            "# HELP capwatch_events Events.\n# TYPE capwatch_events counter\ncapwatch_events_total{kind=\"x\"} 3\n\
                            # HELP capwatch_up Up.\n# TYPE capwatch_up gauge\ncapwatch_up 1\n# EOF\n";
         assert_eq!(
             text_format(openmetrics),

@@ -10,6 +10,8 @@ use std::{
     time::Duration,
 };
 
+use capwatch_common::Verdict;
+pub use metrics::Metrics;
 use sd_notify::NotifyState;
 use tokio::{
     signal::unix::{signal, Signal, SignalKind},
@@ -19,16 +21,12 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    aggregate::Change,
-    config::{Flags, Settings},
+    attribution::Observation,
+    config::{Applies, Flags, Settings},
     containers::catalog::Catalog,
     error::Error,
-    journal,
-    monitor::Monitor,
-    names, probe,
+    journal, names, probe,
 };
-
-pub use metrics::Metrics;
 
 /// What `Service::next` brought.
 pub enum Tick {
@@ -46,8 +44,20 @@ pub struct Service {
     server: Option<JoinHandle<()>>,
     hangup: Option<Signal>,
     summary: Option<Interval>,
+    /// Per container, what it did so far.
+    totals: HashMap<String, ContainerTotals>,
     /// Per container, the (checks, failures) of its previous summary.
     summarized: HashMap<String, (u64, u64)>,
+}
+
+/// What a summary line says of a container.
+#[derive(Default)]
+struct ContainerTotals {
+    checks: u64,
+    failures: u64,
+    granted: BTreeSet<String>,
+    denied: BTreeSet<String>,
+    failing: BTreeSet<String>,
 }
 
 impl Service {
@@ -56,7 +66,17 @@ impl Service {
         let settings = Settings::resolve(&flags)?;
         let output = logs::install(&settings.host_name, settings.log_file.as_deref())?;
         let summary = settings.summary_interval.map(summary_interval);
-        Ok(Self { flags, settings, output, metrics: Metrics::new(), server: None, hangup: None, summary, summarized: HashMap::new() })
+        Ok(Self {
+            flags,
+            settings,
+            output,
+            metrics: Metrics::new(),
+            server: None,
+            hangup: None,
+            summary,
+            totals: HashMap::new(),
+            summarized: HashMap::new(),
+        })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -117,29 +137,24 @@ impl Service {
         if let Err(e) = self.output.reopen(fresh.log_file.as_deref()) {
             error!(event = "log_reopen_failed", error = %e, "could not reopen the log file; writing to the old one");
         }
-        let old = self.settings.to_file();
-        let new = fresh.to_file();
-        let mut later = Vec::new();
-        for (key, changed) in [
-            ("state_dir", old.state_dir != new.state_dir),
-            ("cgroup_root", old.cgroup_root != new.cgroup_root),
-            ("probe", old.probe != new.probe),
-            ("docker_socket", old.docker_socket != new.docker_socket),
-            ("metrics_listen", old.metrics_listen != new.metrics_listen),
-            ("host_name", old.host_name != new.host_name),
-        ] {
-            if changed {
-                later.push(key);
-            }
-        }
+        let later: Vec<&str> = self
+            .settings
+            .given
+            .changes(&fresh.given)
+            .into_iter()
+            .filter(|(_, applies)| *applies == Applies::AtRestart)
+            .map(|(name, _)| name)
+            .collect();
         if fresh.summary_interval != self.settings.summary_interval {
             self.summary = fresh.summary_interval.map(summary_interval);
         }
         // Only what can change now is taken; the rest stays until the next start.
-        self.settings.log_file = fresh.log_file;
-        self.settings.summary_interval = fresh.summary_interval;
-        self.settings.retention_days = fresh.retention_days;
-        self.settings.source = fresh.source;
+        match self.settings.reloaded(&fresh) {
+            Ok(settings) => self.settings = settings,
+            Err(e) => {
+                error!(event = "reload_failed", error = %e, "the config was not reloaded; the running settings stay");
+            }
+        }
         if !later.is_empty() {
             warn!(event = "restart_needed", settings = %later.join(","), "changed settings apply at the next start");
         }
@@ -147,58 +162,42 @@ impl Service {
         notify(&[NotifyState::Ready]);
     }
 
-    /// Counts what a step brought and brings the counters up to the aggregates after a drain.
-    pub fn observe(&mut self, monitor: &mut Monitor, catalog: &mut Catalog, changes: &[Change], drained: bool) {
-        self.metrics.changes(changes);
-        if !drained {
-            return;
-        }
-        let caps: Vec<_> = monitor.aggregates().caps().iter().map(|(k, t)| (*k, t.count)).collect();
-        for (key, count) in caps {
-            let cgroup = monitor.cgroup_name(key.cgroup_id);
-            self.metrics.cap(&key, count, catalog.for_cgroup(&cgroup));
-        }
-        let failures: Vec<_> = monitor.aggregates().failures().iter().map(|(k, t)| (*k, t.count)).collect();
-        for (key, count) in failures {
-            let cgroup = monitor.cgroup_name(key.cgroup_id);
-            self.metrics.failure(&key, count, catalog.for_cgroup(&cgroup));
-        }
+    /// Counts what the attribution observed, for the metrics and the next summaries.
+    pub fn observe(&mut self, observations: &[Observation], catalog: &Catalog) {
+        self.metrics.observe(observations);
         self.metrics.containers(catalog);
+        for observation in observations {
+            match observation {
+                Observation::Check(check) => {
+                    let Some(container) = &check.place.container else { continue };
+                    let totals = self.totals.entry(container.id.clone()).or_default();
+                    totals.checks += check.added;
+                    let set =
+                        if check.key.verdict == Verdict::Granted { &mut totals.granted } else { &mut totals.denied };
+                    set.insert(names::capability(check.key.cap).into_owned());
+                }
+                Observation::Failure(failure) => {
+                    let Some(container) = &failure.place.container else { continue };
+                    let totals = self.totals.entry(container.id.clone()).or_default();
+                    totals.failures += failure.added;
+                    totals.failing.insert(format!(
+                        "{}:{}",
+                        names::syscall(failure.key.syscall),
+                        names::errno(failure.key.errno)
+                    ));
+                }
+                Observation::Lost { .. } => {}
+            }
+        }
     }
 
     /// One line per container whose totals changed since its previous summary.
-    pub fn summarize(&mut self, monitor: &mut Monitor, catalog: &mut Catalog) {
-        #[derive(Default)]
-        struct Totals {
-            checks: u64,
-            failures: u64,
-            granted: BTreeSet<String>,
-            denied: BTreeSet<String>,
-            failing: BTreeSet<String>,
-        }
-        let mut by_container: HashMap<String, Totals> = HashMap::new();
-        let caps: Vec<_> = monitor.aggregates().caps().iter().map(|(k, t)| (*k, t.count)).collect();
-        for (key, count) in caps {
-            let cgroup = monitor.cgroup_name(key.cgroup_id);
-            let Some(container) = catalog.for_cgroup(&cgroup) else { continue };
-            let totals = by_container.entry(container.id.clone()).or_default();
-            totals.checks += count;
-            let set = if journal::verdict(key.verdict) == "granted" { &mut totals.granted } else { &mut totals.denied };
-            set.insert(names::capability(key.cap).into_owned());
-        }
-        let failures: Vec<_> = monitor.aggregates().failures().iter().map(|(k, t)| (*k, t.count)).collect();
-        for (key, count) in failures {
-            let cgroup = monitor.cgroup_name(key.cgroup_id);
-            let Some(container) = catalog.for_cgroup(&cgroup) else { continue };
-            let totals = by_container.entry(container.id.clone()).or_default();
-            totals.failures += count;
-            totals.failing.insert(format!("{}:{}", names::syscall(key.syscall), names::errno(key.errno)));
-        }
-        let mut ids: Vec<_> = by_container.keys().cloned().collect();
+    pub fn summarize(&mut self, catalog: &Catalog) {
+        let mut ids: Vec<&String> = self.totals.keys().collect();
         ids.sort();
         for id in ids {
-            let (Some(totals), Some(container)) = (by_container.get(&id), catalog.get(&id)) else { continue };
-            if self.summarized.get(&id) == Some(&(totals.checks, totals.failures)) {
+            let (Some(totals), Some(container)) = (self.totals.get(id), catalog.get(id)) else { continue };
+            if self.summarized.get(id) == Some(&(totals.checks, totals.failures)) {
                 continue;
             }
             self.summarized.insert(id.clone(), (totals.checks, totals.failures));

@@ -95,7 +95,8 @@ fn run() -> Result<()> {
             }
             for (name, cgroup, args) in &workloads {
                 let output = workload(cgroup, args)?;
-                let ns = field(&output, "ns_per_call").ok_or_else(|| format!("cw-workload {args:?} printed {output:?}"))?;
+                let ns =
+                    field(&output, "ns_per_call").ok_or_else(|| format!("cw-workload {args:?} printed {output:?}"))?;
                 samples[*name][config].as_array_mut().expect("array").push(json!(ns));
             }
             if let Some(seen) = running.stop(watched.id)? {
@@ -105,7 +106,11 @@ fn run() -> Result<()> {
     }
     // bpftrace must have seen every check of the watched loop, or its numbers mean nothing.
     if let Some(short) = bpftrace_seen.iter().find(|&&n| n < options.calls) {
-        return Err(format!("bpftrace counted only {short} of {} checks: it was not attached during the loop", options.calls).into());
+        return Err(format!(
+            "bpftrace counted only {short} of {} checks: it was not attached during the loop",
+            options.calls
+        )
+        .into());
     }
 
     eprintln!("cw-bench: the daemon under sustained load");
@@ -114,7 +119,7 @@ fn run() -> Result<()> {
         "date": started,
         "kernel": fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
         "cpu": cpu_model(),
-        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cores": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         "loadavg_start": loadavg_start,
         "loadavg_end": loadavg(),
         "calls": options.calls,
@@ -144,7 +149,12 @@ fn parse_args() -> Result<Options> {
             "--rounds" => options.rounds = value()?.max(1) as usize,
             "--calls" => options.calls = value()?.max(1),
             "--sustain-seconds" => options.sustain_seconds = value()?.max(1),
-            _ => return Err(format!("unknown argument {flag:?}; usage: cw-bench [--rounds N] [--calls N] [--sustain-seconds S]").into()),
+            _ => {
+                return Err(format!(
+                    "unknown argument {flag:?}; usage: cw-bench [--rounds N] [--calls N] [--sustain-seconds S]"
+                )
+                .into())
+            }
         }
     }
     Ok(options)
@@ -252,11 +262,7 @@ impl Daemon {
             .output()
             .ok()?;
         let report: Value = serde_json::from_slice(&output.stdout).ok()?;
-        report["capabilities"]
-            .as_array()?
-            .iter()
-            .find(|c| c["capability"] == "CAP_SETUID")?["used"]["count"]
-            .as_u64()
+        report["capabilities"].as_array()?.iter().find(|c| c["capability"] == "CAP_SETUID")?["used"]["count"].as_u64()
     }
 }
 
@@ -361,7 +367,12 @@ fn sustained(hierarchy: &Hierarchy, bench: &Cgroup, state: &Path, seconds: u64) 
     let totals = |cgroup_id: u64| -> u64 {
         lines
             .iter()
-            .filter(|v| v["message"] == "totals" && v["cgroup_id"] == cgroup_id && v["cap"] == CAP_SETUID && v["verdict"] == "granted")
+            .filter(|v| {
+                v["message"] == "totals"
+                    && v["cgroup_id"] == cgroup_id
+                    && v["cap"] == CAP_SETUID
+                    && v["verdict"] == "granted"
+            })
             .map(|v| v["count"].as_u64().unwrap_or(0))
             .sum()
     };
@@ -434,7 +445,12 @@ fn workload(cgroup: &Path, args: &[&str]) -> Result<String> {
     }
     let output = command.output()?;
     if !output.status.success() {
-        return Err(format!("cw-workload {args:?} failed ({}): {}", output.status, String::from_utf8_lossy(&output.stdout)).into());
+        return Err(format!(
+            "cw-workload {args:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout)
+        )
+        .into());
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
@@ -456,7 +472,7 @@ fn sibling(name: &str) -> Result<PathBuf> {
 fn lines_of(pipe: impl io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(|l| l.ok()) {
+        for line in BufReader::new(pipe).lines().map_while(std::result::Result::ok) {
             if tx.send(line).is_err() {
                 break;
             }
@@ -482,13 +498,17 @@ fn status_field(pid: u32, name: &str) -> Option<u64> {
 }
 
 fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg").map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn cpu_model() -> String {
     fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string())))
+        .and_then(|info| {
+            info.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string()))
+        })
         .unwrap_or_default()
 }
 

@@ -123,7 +123,11 @@ fn paced(rate: u64, seconds: u64, action: &str) -> Option<Result<(), i32>> {
 }
 
 fn check(rc: i64) -> Result<(), i32> {
-    if rc < 0 { Err(errno()) } else { Ok(()) }
+    if rc < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
 }
 
 fn chmod(path: &str) -> Result<(), i32> {
@@ -134,7 +138,8 @@ fn chmod(path: &str) -> Result<(), i32> {
 /// Becomes `uid` (group too, no supplementary groups), then does the action.
 fn as_user(uid: u64, action: &[String]) -> Option<Result<(), i32>> {
     let uid = uid as libc::uid_t;
-    let dropped = unsafe { libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(uid) == 0 && libc::setuid(uid) == 0 };
+    let dropped =
+        unsafe { libc::setgroups(0, std::ptr::null()) == 0 && libc::setgid(uid) == 0 && libc::setuid(uid) == 0 };
     if !dropped {
         return Some(Err(errno()));
     }
@@ -144,13 +149,20 @@ fn as_user(uid: u64, action: &[String]) -> Option<Result<(), i32>> {
 /// Installs a real seccomp filter that refuses the comma-separated syscalls with EPERM (and
 /// allows everything else), then does the action.
 fn seccomp_refuse(names: &str, action: &[String]) -> Option<Result<(), i32>> {
-    let numbers: Vec<u32> = names.split(',').map(|n| n.parse::<syscalls::Sysno>().ok().map(|s| s.id() as u32)).collect::<Option<_>>()?;
+    let numbers: Vec<u32> =
+        names.split(',').map(|n| n.parse::<syscalls::Sysno>().ok().map(|s| s.id() as u32)).collect::<Option<_>>()?;
     const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
     let stmt = |code: u32, k: u32| libc::sock_filter { code: code as u16, jt: 0, jf: 0, k };
-    let jump = |k: u32, jt: u8, jf: u8| libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt, jf, k };
-    let load = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u32;
-    let ret = (libc::BPF_RET | libc::BPF_K) as u32;
-    let mut program = vec![stmt(load, 4), jump(AUDIT_ARCH_X86_64, 1, 0), stmt(ret, libc::SECCOMP_RET_ALLOW), stmt(load, 0)];
+    let jump = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+    let ret = libc::BPF_RET | libc::BPF_K;
+    let mut program =
+        vec![stmt(load, 4), jump(AUDIT_ARCH_X86_64, 1, 0), stmt(ret, libc::SECCOMP_RET_ALLOW), stmt(load, 0)];
     for (i, &nr) in numbers.iter().enumerate() {
         let remaining = (numbers.len() - i - 1) as u8;
         // On a match, jump over the remaining tests and the ALLOW to the ERRNO.
@@ -181,7 +193,10 @@ fn repeat(n: Option<u64>, mut f: impl FnMut() -> i64) -> Result<(), i32> {
 }
 
 fn child(args: &[String]) -> Result<(), i32> {
-    let status = std::process::Command::new("/proc/self/exe").args(args).status().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    let status = std::process::Command::new("/proc/self/exe")
+        .args(args)
+        .status()
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     match status.code() {
         Some(0) => Ok(()),
         _ => Err(libc::ECHILD),
@@ -191,7 +206,11 @@ fn child(args: &[String]) -> Result<(), i32> {
 fn mknod(path: &str) -> Result<(), i32> {
     let path = CString::new(path).map_err(|_| libc::EINVAL)?;
     let rc = unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) };
-    if rc < 0 { Err(errno()) } else { Ok(()) }
+    if rc < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
 }
 
 /// Becomes root of a new user namespace, then runs the action in this process.
@@ -214,7 +233,9 @@ fn raw_socket() -> Result<(), i32> {
     // Prove it is a raw socket, not a ping socket the kernel substituted.
     let mut kind: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    let ok = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut kind as *mut libc::c_int).cast(), &mut len) };
+    let ok = unsafe {
+        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_TYPE, (&mut kind as *mut libc::c_int).cast(), &mut len)
+    };
     assert!(ok == 0 && kind == libc::SOCK_RAW, "socket is not SOCK_RAW");
     Ok(())
 }
@@ -222,13 +243,24 @@ fn raw_socket() -> Result<(), i32> {
 fn open(path: &str) -> Result<(), i32> {
     let path = CString::new(path).map_err(|_| libc::EINVAL)?;
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
-    if fd < 0 { Err(errno()) } else { Ok(()) }
+    if fd < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
 }
 
 fn mmap_once() -> i64 {
     let len = 4096;
     let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     if p == libc::MAP_FAILED {
         return -1;

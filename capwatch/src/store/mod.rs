@@ -1,26 +1,38 @@
 //! The embedded store: every container's metadata and every aggregate, in SQLite (WAL) under the
-//! state directory. The daemon writes it at each drain; the CLI reads it, with or without a
-//! daemon running.
+//! state directory. The daemon writes it at each drain (`writer`); the CLI reads it, with or
+//! without a daemon running, as the evidence the advice and the explanations judge.
 //!
 //! The kernel's counters start at zero each time the daemon loads its programs, so aggregates are
 //! kept per daemon run and summed when read: rewriting a run's absolute totals is idempotent, and
 //! a daemon killed at any moment leaves every earlier write intact.
 
+pub mod writer;
+
 use std::{
+    collections::{BTreeSet, HashMap},
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use capwatch_common::{CapKey, FailKey, Sample, Totals};
+use capwatch_common::{CapKey, FailKey, Origin, Sample, Seccomp, Verdict};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::{clock, containers::Container, error::Error};
+pub use self::writer::Writer;
+use crate::{
+    attribution::{Check, Failure},
+    cause::Explained,
+    clock,
+    containers::Container,
+    error::Error,
+    evidence::{CheckEvidence, FailureEvidence},
+};
 
 /// The database file in the state directory.
 pub const FILE: &str = "capwatch.db";
 
 /// Bumped when the schema changes; older stores are migrated, newer ones refused.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -58,26 +70,27 @@ CREATE TABLE IF NOT EXISTS failures (
     count INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
     tid INTEGER NOT NULL, pid INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
     comm TEXT NOT NULL,
+    cause TEXT, explanation TEXT,
     PRIMARY KEY (run_id, cgroup_id, syscall, errno, origin, fail_uid, seccomp, denied)
 );
 ";
 
-/// Schema 1 kept failures without the evidence of their cause: they are kept, with the
-/// failing uid taken from their sample and the rest unknown.
-const MIGRATE_1_TO_2: &str = "
+/// Schema 1 kept failures without the evidence of their cause: they are kept, with the failing
+/// uid taken from their sample and the rest unknown, in the table the schema defines.
+const MIGRATE_1: &str = "
 ALTER TABLE failures RENAME TO failures_v1;
-CREATE TABLE failures (
-    run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL,
-    syscall INTEGER NOT NULL, errno INTEGER NOT NULL, origin INTEGER NOT NULL,
-    fail_uid INTEGER NOT NULL, seccomp INTEGER NOT NULL, denied INTEGER NOT NULL,
-    count INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
-    tid INTEGER NOT NULL, pid INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
-    comm TEXT NOT NULL,
-    PRIMARY KEY (run_id, cgroup_id, syscall, errno, origin, fail_uid, seccomp, denied)
-);
-INSERT INTO failures SELECT run_id, cgroup_id, syscall, errno, origin, uid, 3, 0, count, first_ns, last_ns,
-    tid, pid, uid, gid, comm FROM failures_v1;
+{SCHEMA}
+INSERT INTO failures (run_id, cgroup_id, syscall, errno, origin, fail_uid, seccomp, denied, count, first_ns, last_ns,
+    tid, pid, uid, gid, comm)
+    SELECT run_id, cgroup_id, syscall, errno, origin, uid, 3, 0, count, first_ns, last_ns, tid, pid, uid, gid, comm
+    FROM failures_v1;
 DROP TABLE failures_v1;
+";
+
+/// Schema 2 kept no judged cause with a failure: those are judged when read.
+const MIGRATE_2: &str = "
+ALTER TABLE failures ADD COLUMN cause TEXT;
+ALTER TABLE failures ADD COLUMN explanation TEXT;
 ";
 
 pub struct Store {
@@ -89,26 +102,6 @@ pub struct Store {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunId(i64);
 
-/// A capability aggregate as read back, summed over runs. Timestamps are wall-clock.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CapRow {
-    pub key: CapKey,
-    pub count: u64,
-    pub first_seen: SystemTime,
-    pub last_seen: SystemTime,
-    pub sample: Sample,
-    pub call_site: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct FailRow {
-    pub key: FailKey,
-    pub count: u64,
-    pub first_seen: SystemTime,
-    pub last_seen: SystemTime,
-    pub sample: Sample,
-}
-
 /// A cgroup seen in a run, and its container if it belongs to one.
 pub struct CgroupRow<'a> {
     pub cgroup_id: u64,
@@ -119,9 +112,9 @@ pub struct CgroupRow<'a> {
 /// What one drain writes: absolute totals of this run.
 pub struct Batch<'a> {
     pub cgroups: &'a [CgroupRow<'a>],
-    pub containers: &'a [&'a Container],
-    pub caps: &'a [(CapKey, Totals, Option<String>)],
-    pub failures: &'a [(FailKey, Totals)],
+    pub containers: &'a [Arc<Container>],
+    pub checks: &'a [&'a Check],
+    pub failures: &'a [&'a Failure],
 }
 
 impl Store {
@@ -141,8 +134,9 @@ impl Store {
         if !path.exists() {
             return Err(Error::NoStore(state_dir.to_path_buf()));
         }
-        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| corrupt(&path, e))?;
+        let conn =
+            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|e| corrupt(&path, e))?;
         let store = Self { conn, path };
         store.prepare(false)?;
         Ok(store)
@@ -154,7 +148,11 @@ impl Store {
         // A file that is not a database fails here, before anything is written to it.
         let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(fail)?;
         self.conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0)).map_err(fail).and_then(|ok| {
-            if ok == "ok" { Ok(()) } else { Err(Error::CorruptStore { path: self.path.clone(), reason: ok }) }
+            if ok == "ok" {
+                Ok(())
+            } else {
+                Err(Error::CorruptStore { path: self.path.clone(), reason: ok })
+            }
         })?;
         if version > SCHEMA_VERSION {
             return Err(Error::NewerStore { path: self.path.clone(), version });
@@ -162,10 +160,12 @@ impl Store {
         if writable {
             self.conn.pragma_update(None, "journal_mode", "WAL").map_err(fail)?;
             self.conn.pragma_update(None, "synchronous", "NORMAL").map_err(fail)?;
-            if version == 1 {
-                self.conn.execute_batch(&format!("BEGIN; {MIGRATE_1_TO_2} COMMIT;")).map_err(fail)?;
-            }
-            self.conn.execute_batch(SCHEMA).map_err(fail)?;
+            let migration = match version {
+                1 => MIGRATE_1.replace("{SCHEMA}", SCHEMA),
+                2 => MIGRATE_2.to_string(),
+                _ => String::new(),
+            };
+            self.conn.execute_batch(&format!("BEGIN; {migration} {SCHEMA} COMMIT;")).map_err(fail)?;
             self.conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(fail)?;
         } else if version == 0 {
             return Err(Error::NoStore(self.path.parent().unwrap_or(Path::new(".")).to_path_buf()));
@@ -177,7 +177,10 @@ impl Store {
 
     pub fn begin_run(&mut self, backend: &str) -> Result<RunId, Error> {
         self.conn
-            .execute("INSERT INTO runs (started_ns, backend) VALUES (?1, ?2)", params![unix_ns(SystemTime::now()), backend])
+            .execute(
+                "INSERT INTO runs (started_ns, backend) VALUES (?1, ?2)",
+                params![unix_ns(SystemTime::now()), backend],
+            )
             .map_err(|e| corrupt(&self.path, e))?;
         Ok(RunId(self.conn.last_insert_rowid()))
     }
@@ -189,17 +192,21 @@ impl Store {
         let tx = self.conn.transaction().map_err(fail)?;
         {
             let mut cgroup = tx
-                .prepare_cached("INSERT OR REPLACE INTO cgroups (run_id, cgroup_id, path, container_id) VALUES (?1, ?2, ?3, ?4)")
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO cgroups (run_id, cgroup_id, path, container_id) VALUES (?1, ?2, ?3, ?4)",
+                )
                 .map_err(fail)?;
             for row in batch.cgroups {
                 cgroup.execute(params![run.0, row.cgroup_id as i64, row.path, row.container_id]).map_err(fail)?;
             }
             let mut container = tx
-                .prepare_cached("INSERT OR REPLACE INTO containers (id, name, json, last_seen_ns) VALUES (?1, ?2, ?3, ?4)")
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO containers (id, name, json, last_seen_ns) VALUES (?1, ?2, ?3, ?4)",
+                )
                 .map_err(fail)?;
             let now = unix_ns(SystemTime::now());
             for c in batch.containers {
-                let json = serde_json::to_string(c).expect("containers serialize");
+                let json = serde_json::to_string(c.as_ref()).expect("containers serialize");
                 container.execute(params![c.id, c.name, json, now]).map_err(fail)?;
             }
             let mut cap = tx
@@ -209,27 +216,58 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 )
                 .map_err(fail)?;
-            for (k, t, call_site) in batch.caps {
-                let s = &t.sample;
+            for check in batch.checks {
+                let (k, t, s) = (&check.key, &check.totals, &check.totals.sample);
                 cap.execute(params![
-                    run.0, k.cgroup_id as i64, k.cap, k.syscall, k.verdict, k.origin, k.flags, t.count as i64,
-                    wall_ns(t.first_ns), wall_ns(t.last_ns), s.tid, s.pid, s.uid, s.gid, crate::names::comm(&s.comm), call_site
+                    run.0,
+                    k.cgroup_id as i64,
+                    k.cap,
+                    k.syscall,
+                    k.verdict.raw(),
+                    k.origin.raw(),
+                    k.flags,
+                    t.count as i64,
+                    wall_ns(t.first_ns),
+                    wall_ns(t.last_ns),
+                    s.tid,
+                    s.pid,
+                    s.uid,
+                    s.gid,
+                    crate::names::comm(&s.comm),
+                    check.detail.as_deref()
                 ])
                 .map_err(fail)?;
             }
             let mut failure = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO failures (run_id, cgroup_id, syscall, errno, origin, fail_uid, seccomp, denied,
-                     count, first_ns, last_ns, tid, pid, uid, gid, comm)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                     count, first_ns, last_ns, tid, pid, uid, gid, comm, cause, explanation)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
                 )
                 .map_err(fail)?;
-            for (k, t) in batch.failures {
-                let s = &t.sample;
+            for f in batch.failures {
+                let (k, t, s) = (&f.key, &f.totals, &f.totals.sample);
+                let cause = serde_json::to_string(&f.detail.cause).expect("causes serialize");
                 failure
                     .execute(params![
-                        run.0, k.cgroup_id as i64, k.syscall, k.errno, k.origin, k.uid, k.seccomp, k.denied as i64, t.count as i64,
-                        wall_ns(t.first_ns), wall_ns(t.last_ns), s.tid, s.pid, s.uid, s.gid, crate::names::comm(&s.comm)
+                        run.0,
+                        k.cgroup_id as i64,
+                        k.syscall,
+                        k.errno,
+                        k.origin.raw(),
+                        k.uid,
+                        k.seccomp.raw(),
+                        k.denied as i64,
+                        t.count as i64,
+                        wall_ns(t.first_ns),
+                        wall_ns(t.last_ns),
+                        s.tid,
+                        s.pid,
+                        s.uid,
+                        s.gid,
+                        crate::names::comm(&s.comm),
+                        cause,
+                        f.detail.text
                     ])
                     .map_err(fail)?;
             }
@@ -245,8 +283,10 @@ impl Store {
         let mut containers = Vec::new();
         for json in rows {
             let json = json.map_err(fail)?;
-            let container: Container = serde_json::from_str(&json)
-                .map_err(|e| Error::CorruptStore { path: self.path.clone(), reason: format!("a container record: {e}") })?;
+            let container: Container = serde_json::from_str(&json).map_err(|e| Error::CorruptStore {
+                path: self.path.clone(),
+                reason: format!("a container record: {e}"),
+            })?;
             containers.push(container);
         }
         containers.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.name.cmp(&b.name)));
@@ -255,7 +295,7 @@ impl Store {
 
     /// A container's capability checks, summed over runs and over its cgroups; cgroup_id in
     /// the keys is 0.
-    pub fn cap_checks(&self, container_id: &str) -> Result<Vec<CapRow>, Error> {
+    pub fn cap_checks(&self, container_id: &str) -> Result<Vec<CheckEvidence>, Error> {
         let fail = |e| corrupt(&self.path, e);
         let mut stmt = self
             .conn
@@ -270,8 +310,15 @@ impl Store {
             .map_err(fail)?;
         let rows = stmt
             .query_map([container_id], |r| {
-                Ok(CapRow {
-                    key: CapKey { cgroup_id: 0, cap: r.get(0)?, syscall: r.get(1)?, verdict: r.get(2)?, origin: r.get(3)?, flags: r.get(4)? },
+                Ok(CheckEvidence {
+                    key: CapKey {
+                        cgroup_id: 0,
+                        cap: r.get(0)?,
+                        syscall: r.get(1)?,
+                        verdict: decode(r, 2, Verdict::from_raw)?,
+                        origin: decode(r, 3, Origin::from_raw)?,
+                        flags: r.get(4)?,
+                    },
                     count: r.get::<_, i64>(5)? as u64,
                     first_seen: from_unix_ns(r.get(6)?),
                     last_seen: from_unix_ns(r.get(7)?),
@@ -283,14 +330,14 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(fail)
     }
 
-    /// A container's failing syscalls, summed as `cap_checks` does.
-    pub fn failures(&self, container_id: &str) -> Result<Vec<FailRow>, Error> {
+    /// A container's failing syscalls, summed as `cap_checks` does; the cause is the latest run's.
+    pub fn failures(&self, container_id: &str) -> Result<Vec<FailureEvidence>, Error> {
         let fail = |e| corrupt(&self.path, e);
         let mut stmt = self
             .conn
             .prepare(
                 "SELECT f.syscall, f.errno, f.origin, f.fail_uid, f.seccomp, f.denied, SUM(f.count), MIN(f.first_ns), MAX(f.last_ns),
-                        f.tid, f.pid, f.uid, f.gid, f.comm
+                        f.tid, f.pid, f.uid, f.gid, f.comm, MAX(f.run_id), f.cause, f.explanation
                  FROM failures f JOIN cgroups g ON g.run_id = f.run_id AND g.cgroup_id = f.cgroup_id
                  WHERE g.container_id = ?1
                  GROUP BY f.syscall, f.errno, f.origin, f.fail_uid, f.seccomp, f.denied
@@ -299,20 +346,26 @@ impl Store {
             .map_err(fail)?;
         let rows = stmt
             .query_map([container_id], |r| {
-                Ok(FailRow {
+                let cause: Option<String> = r.get(15)?;
+                let text: Option<String> = r.get(16)?;
+                Ok(FailureEvidence {
                     key: FailKey {
                         cgroup_id: 0,
                         syscall: r.get(0)?,
                         errno: r.get(1)?,
-                        origin: r.get(2)?,
+                        origin: decode(r, 2, Origin::from_raw)?,
                         uid: r.get(3)?,
-                        seccomp: r.get(4)?,
+                        seccomp: decode(r, 4, Seccomp::from_raw)?,
                         denied: r.get::<_, i64>(5)? as u64,
                     },
                     count: r.get::<_, i64>(6)? as u64,
                     first_seen: from_unix_ns(r.get(7)?),
                     last_seen: from_unix_ns(r.get(8)?),
                     sample: sample(r, 9)?,
+                    explained: match (cause.and_then(|c| serde_json::from_str(&c).ok()), text) {
+                        (Some(cause), Some(text)) => Some(Explained { cause, text }),
+                        _ => None,
+                    },
                 })
             })
             .map_err(fail)?;
@@ -320,7 +373,7 @@ impl Store {
     }
 
     /// Every (capability, syscall) pair the kernel was seen checking, in any container.
-    pub fn kernel_checks(&self) -> Result<std::collections::BTreeSet<(u32, u32)>, Error> {
+    pub fn kernel_checks(&self) -> Result<BTreeSet<(u32, u32)>, Error> {
         let fail = |e| corrupt(&self.path, e);
         let mut stmt = self.conn.prepare("SELECT DISTINCT cap, syscall FROM cap_checks").map_err(fail)?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(fail)?;
@@ -328,20 +381,25 @@ impl Store {
     }
 
     /// How many checks and failures each container has, by container id.
-    pub fn counts(&self) -> Result<std::collections::HashMap<String, (u64, u64)>, Error> {
+    pub fn counts(&self) -> Result<HashMap<String, (u64, u64)>, Error> {
         let fail = |e| corrupt(&self.path, e);
-        let mut counts = std::collections::HashMap::new();
+        let mut counts = HashMap::new();
         for (table, column) in [("cap_checks", 0), ("failures", 1)] {
             let sql = format!(
                 "SELECT g.container_id, SUM(t.count) FROM {table} t JOIN cgroups g ON g.run_id = t.run_id AND g.cgroup_id = t.cgroup_id
                  WHERE g.container_id IS NOT NULL GROUP BY g.container_id"
             );
             let mut stmt = self.conn.prepare(&sql).map_err(fail)?;
-            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).map_err(fail)?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).map_err(fail)?;
             for row in rows {
                 let (id, n) = row.map_err(fail)?;
                 let entry: &mut (u64, u64) = counts.entry(id).or_default();
-                if column == 0 { entry.0 = n } else { entry.1 = n }
+                if column == 0 {
+                    entry.0 = n;
+                } else {
+                    entry.1 = n;
+                }
             }
         }
         Ok(counts)
@@ -353,7 +411,9 @@ impl Store {
         let old: Vec<String> = self
             .containers()?
             .into_iter()
-            .filter(|c| c.exited_at.as_deref().and_then(|t| humantime::parse_rfc3339_weak(t).ok()).is_some_and(|t| t < cutoff))
+            .filter(|c| {
+                c.exited_at.as_deref().and_then(|t| humantime::parse_rfc3339_weak(t).ok()).is_some_and(|t| t < cutoff)
+            })
             .map(|c| c.id)
             .collect();
         let path = self.path.clone();
@@ -391,6 +451,22 @@ fn sample(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Sample> {
     Ok(Sample { tid: r.get(at)?, pid: r.get(at + 1)?, uid: r.get(at + 2)?, gid: r.get(at + 3)?, comm: raw })
 }
 
+/// A stored number as the enum it stands for; one this build does not know is a corrupt row.
+fn decode<T, R: rusqlite::types::FromSql + std::fmt::Display + Copy>(
+    r: &rusqlite::Row<'_>,
+    at: usize,
+    from_raw: fn(R) -> Option<T>,
+) -> rusqlite::Result<T> {
+    let raw: R = r.get(at)?;
+    from_raw(raw).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            at,
+            rusqlite::types::Type::Integer,
+            format!("unknown value {raw}").into(),
+        )
+    })
+}
+
 fn corrupt(path: &Path, e: rusqlite::Error) -> Error {
     Error::CorruptStore { path: path.to_path_buf(), reason: e.to_string() }
 }
@@ -410,9 +486,13 @@ fn from_unix_ns(ns: i64) -> SystemTime {
 
 #[cfg(test)]
 mod tests {
+    use capwatch_common::Totals;
+
     use super::*;
-    use crate::containers::Runtime;
-    use capwatch_common::VERDICT_GRANTED;
+    use crate::{
+        attribution::{Observed, Place},
+        containers::Runtime,
+    };
 
     fn container(id: &str, name: &str, exited_at: Option<&str>) -> Container {
         Container {
@@ -446,19 +526,27 @@ mod tests {
         dir
     }
 
+    fn check(key: CapKey, count: u64) -> Check {
+        let place = Place { cgroup_id: key.cgroup_id, cgroup: "/docker/x".into(), container: None };
+        Observed { key, totals: totals(count), added: count, first: false, place, detail: None }
+    }
+
     #[test]
     fn runs_add_up_and_rewrites_are_idempotent() {
         let dir = tempdir("runs");
-        let web = container("a".repeat(64).as_str(), "web", None);
-        let key = CapKey { cgroup_id: 100, cap: 13, syscall: 41, verdict: VERDICT_GRANTED, origin: 0, flags: 0 };
+        let web = Arc::new(container("a".repeat(64).as_str(), "web", None));
+        let key =
+            CapKey { cgroup_id: 100, cap: 13, syscall: 41, verdict: Verdict::Granted, origin: Origin::App, flags: 0 };
         let mut store = Store::open(&dir).unwrap();
         for (cgroup_id, counts) in [(100, [3, 5]), (200, [4, 4])] {
             let run = store.begin_run("tracepoint").unwrap();
             for n in counts {
                 let key = CapKey { cgroup_id, ..key };
                 let cgroups = [CgroupRow { cgroup_id, path: &web.cgroup, container_id: Some(&web.id) }];
-                let caps = [(key, totals(n), None)];
-                store.write(run, &Batch { cgroups: &cgroups, containers: &[&web], caps: &caps, failures: &[] }).unwrap();
+                let check = check(key, n);
+                let batch =
+                    Batch { cgroups: &cgroups, containers: &[Arc::clone(&web)], checks: &[&check], failures: &[] };
+                store.write(run, &batch).unwrap();
             }
         }
         drop(store);
@@ -467,7 +555,7 @@ mod tests {
         assert_eq!(rows.len(), 1, "{rows:?}");
         assert_eq!(rows[0].count, 5 + 4);
         assert_eq!(crate::names::comm(&rows[0].sample.comm), "web");
-        assert_eq!(store.containers().unwrap(), vec![web.clone()]);
+        assert_eq!(store.containers().unwrap(), vec![Container::clone(&web)]);
         assert_eq!(store.counts().unwrap()[&web.id], (9, 0));
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -477,9 +565,9 @@ mod tests {
         let dir = tempdir("retention");
         let mut store = Store::open(&dir).unwrap();
         let run = store.begin_run("tracepoint").unwrap();
-        let old = container(&"b".repeat(64), "old", Some("2020-01-01T00:00:00Z"));
-        let live = container(&"c".repeat(64), "live", None);
-        store.write(run, &Batch { cgroups: &[], containers: &[&old, &live], caps: &[], failures: &[] }).unwrap();
+        let old = Arc::new(container(&"b".repeat(64), "old", Some("2020-01-01T00:00:00Z")));
+        let live = Arc::new(container(&"c".repeat(64), "live", None));
+        store.write(run, &Batch { cgroups: &[], containers: &[old, live], checks: &[], failures: &[] }).unwrap();
         assert_eq!(store.forget_exited_before(Duration::from_secs(86400)).unwrap(), 1);
         assert_eq!(store.containers().unwrap().iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["live"]);
         let _ = std::fs::remove_dir_all(dir);
@@ -497,6 +585,37 @@ mod tests {
             assert_eq!(err.to_string().lines().count(), 1);
         }
         assert_eq!(std::fs::read(dir.join(FILE)).unwrap(), garbage, "nothing may be destroyed");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_schema_1_store_is_migrated_and_keeps_its_failures() {
+        let dir = tempdir("migrate");
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = "d".repeat(64);
+        {
+            let conn = Connection::open(dir.join(FILE)).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE cgroups (run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL, path TEXT NOT NULL,
+                     container_id TEXT, PRIMARY KEY (run_id, cgroup_id));
+                 CREATE TABLE failures (run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL, syscall INTEGER NOT NULL,
+                     errno INTEGER NOT NULL, origin INTEGER NOT NULL, count INTEGER NOT NULL, first_ns INTEGER NOT NULL,
+                     last_ns INTEGER NOT NULL, tid INTEGER NOT NULL, pid INTEGER NOT NULL, uid INTEGER NOT NULL,
+                     gid INTEGER NOT NULL, comm TEXT NOT NULL,
+                     PRIMARY KEY (run_id, cgroup_id, syscall, errno, origin));
+                 INSERT INTO cgroups VALUES (1, 100, '/docker/{id}', '{id}');
+                 INSERT INTO failures VALUES (1, 100, 41, 1, 0, 7, 1, 2, 5, 5, 1000, 1000, 'ping');
+                 PRAGMA user_version = 1;"
+            ))
+            .unwrap();
+        }
+        drop(Store::open(&dir).expect("a schema-1 store opens for writing"));
+        let store = Store::open_read_only(&dir).expect("and reads after its migration");
+        let failures = store.failures(&id).unwrap();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        let f = &failures[0];
+        assert_eq!((f.key.syscall, f.key.uid, f.key.seccomp, f.count), (41, 1000, Seccomp::Unknown, 7));
+        assert_eq!(f.explained, None);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -1,5 +1,11 @@
-//! How a report is printed: a table for people; the least-privilege flags as `docker run`,
-//! compose and Kubernetes want them; or everything as JSON (docs/report-format.md).
+//! How answers are printed. A report: a table for people; the least-privilege flags as `docker
+//! run`, compose and Kubernetes want them; or everything as JSON (docs/report-format.md). The
+//! other commands' tables live beside it, one file each.
+
+pub mod caps;
+pub mod explain;
+pub mod ps;
+pub mod trace;
 
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 
@@ -26,7 +32,10 @@ pub fn render(report: &Report, format: Format) -> String {
 
 /// `--cap-drop ALL --cap-add NET_RAW …`
 pub fn docker(add: &[String]) -> String {
-    std::iter::once("--cap-drop ALL".to_string()).chain(add.iter().map(|c| format!("--cap-add {c}"))).collect::<Vec<_>>().join(" ")
+    std::iter::once("--cap-drop ALL".to_string())
+        .chain(add.iter().map(|c| format!("--cap-add {c}")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn compose(add: &[String]) -> String {
@@ -93,7 +102,9 @@ fn table(report: &Report) -> String {
     out.push_str(&table.to_string());
     out.push_str(&format!("\nleast privilege: {}\n", docker(&report.cap_add)));
     if c.granted.as_ref().is_some_and(|g| g.privileged) {
-        out.push_str("leaving --privileged also brings back the seccomp profile, AppArmor and device rules it turned off\n");
+        out.push_str(
+            "leaving --privileged also brings back the seccomp profile, AppArmor and device rules it turned off\n",
+        );
     }
     out
 }
@@ -113,6 +124,9 @@ mod tests {
         assert_eq!(docker(&[]), "--cap-drop ALL");
         assert_eq!(compose(&add), "cap_drop:\n  - ALL\ncap_add:\n  - NET_RAW\n  - CHOWN\n");
         assert_eq!(compose(&[]), "cap_drop:\n  - ALL\n");
-        assert_eq!(k8s(&add), "securityContext:\n  capabilities:\n    drop:\n      - ALL\n    add:\n      - NET_RAW\n      - CHOWN\n");
+        assert_eq!(
+            k8s(&add),
+            "securityContext:\n  capabilities:\n    drop:\n      - ALL\n    add:\n      - NET_RAW\n      - CHOWN\n"
+        );
     }
 }

@@ -1,0 +1,296 @@
+//! The attribution stage: each step's changes become observations that carry everything their
+//! readers need, computed once — the cgroup's path (named at first sight, while the cgroup
+//! exists), its container, a check's call site (its first occurrence's kernel stack) and a
+//! failure's cause and sentence. The store writer, the JSON lines, the metrics, the summaries and
+//! `trace` only read observations.
+//!
+//! A container's runtime describes it (name, image, what it was granted, its seccomp profile) a
+//! moment after its first processes run. While the runtime's API is followed, what a container
+//! does before its description arrives waits for it, up to `HOLD`, so that the first lines name
+//! it and judge its failures under its own profile.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use capwatch_common::{CapKey, FailKey, Loss, Totals};
+
+use crate::{
+    aggregate::{Change, Grown},
+    cause::{self, Explained},
+    cgroup::Hierarchy,
+    containers::{catalog::Catalog, docker, Container},
+    monitor::Monitor,
+    symbols::Kallsyms,
+};
+
+/// How long a new container's observations wait for its runtime's description.
+pub const HOLD: Duration = Duration::from_secs(3);
+
+/// Frames of a first occurrence's kernel stack kept as its call site.
+const CALL_SITE_DEPTH: usize = 4;
+
+/// Where something was observed.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub cgroup_id: u64,
+    /// The cgroup's path in the hierarchy, or `#<id>` when it was gone before it could be named.
+    pub cgroup: Arc<str>,
+    pub container: Option<Arc<Container>>,
+}
+
+/// An aggregate that is new or grew, where it was seen, and what the attribution found about it.
+#[derive(Debug, Clone)]
+pub struct Observed<K, D> {
+    pub key: K,
+    pub totals: Totals,
+    /// Occurrences since this key's previous observation.
+    pub added: u64,
+    /// Seen for the first time.
+    pub first: bool,
+    pub place: Place,
+    pub detail: D,
+}
+
+/// A capability check, with its call site ("f ← g ← h", innermost first) where its kernel stack
+/// was kept.
+pub type Check = Observed<CapKey, Option<Arc<str>>>;
+/// A failing syscall, with its cause and sentence.
+pub type Failure = Observed<FailKey, Arc<Explained>>;
+
+#[derive(Debug, Clone)]
+pub enum Observation {
+    Check(Check),
+    Failure(Failure),
+    /// `total` occurrences of `loss` so far, `added` of them since the previous report.
+    Lost {
+        loss: Loss,
+        total: u64,
+        added: u64,
+    },
+}
+
+/// A cgroup as first seen: its path and the id of its container, if it is one's.
+#[derive(Debug, Clone)]
+struct Seen {
+    cgroup: Arc<str>,
+    container: Option<String>,
+    at: Instant,
+}
+
+pub struct Attribution {
+    hierarchy: Hierarchy,
+    cgroups: HashMap<u64, Seen>,
+    catalog: Catalog,
+    kallsyms: Option<Kallsyms>,
+    call_sites: HashMap<CapKey, Option<Arc<str>>>,
+    explained: HashMap<FailKey, Arc<Explained>>,
+    /// (capability, syscall) pairs the kernel was seen checking: a seccomp coupling that the
+    /// kernel also requires is said so.
+    kernel_checks: BTreeSet<(u32, u32)>,
+    /// Whether a runtime's API is followed, so that new containers will be described.
+    runtime_connected: bool,
+    /// Changes waiting for their container's description, in arrival order.
+    held: Vec<Change>,
+}
+
+impl Attribution {
+    pub fn new(hierarchy: Hierarchy, catalog: Catalog, kernel_checks: BTreeSet<(u32, u32)>) -> Self {
+        Self {
+            hierarchy,
+            cgroups: HashMap::new(),
+            catalog,
+            kallsyms: Kallsyms::load(),
+            call_sites: HashMap::new(),
+            explained: HashMap::new(),
+            kernel_checks,
+            runtime_connected: false,
+            held: Vec::new(),
+        }
+    }
+
+    /// Attributes a step's changes, with those held earlier whose wait is over.
+    pub fn attribute(&mut self, monitor: &Monitor, changes: &[Change]) -> Vec<Observation> {
+        for change in changes {
+            if let Change::Check(grown) = change {
+                self.kernel_checks.insert((grown.key.cap, grown.key.syscall));
+            }
+            if let Some(id) = cgroup_of(change) {
+                self.name(id);
+            }
+        }
+        let mut ready = Vec::new();
+        for change in std::mem::take(&mut self.held).into_iter().chain(changes.iter().copied()) {
+            if cgroup_of(&change).is_some_and(|id| self.waiting(id)) {
+                hold(&mut self.held, change);
+            } else {
+                ready.push(change);
+            }
+        }
+        ready.into_iter().map(|change| self.observe(monitor, change)).collect()
+    }
+
+    /// Attributes everything held, whatever its wait: the daemon is stopping.
+    pub fn flush(&mut self, monitor: &Monitor) -> Vec<Observation> {
+        std::mem::take(&mut self.held).into_iter().map(|change| self.observe(monitor, change)).collect()
+    }
+
+    /// Every aggregate the monitor holds, as observations that add nothing: the totals.
+    pub fn totals(&mut self, monitor: &Monitor) -> Vec<Observation> {
+        let aggregates = monitor.aggregates();
+        let caps = aggregates
+            .caps()
+            .iter()
+            .map(|(&key, &totals)| Change::Check(Grown { key, totals, added: 0, first: false }));
+        let failures = aggregates
+            .failures()
+            .iter()
+            .map(|(&key, &totals)| Change::Failure(Grown { key, totals, added: 0, first: false }));
+        let all: Vec<Change> = caps.chain(failures).collect();
+        all.into_iter().map(|change| self.observe(monitor, change)).collect()
+    }
+
+    /// What the runtime's API said: a container started or exited, or the API came or went.
+    pub fn apply(&mut self, event: docker::Event) -> Option<Arc<Container>> {
+        match event {
+            docker::Event::Connected => {
+                self.runtime_connected = true;
+                None
+            }
+            docker::Event::Disconnected => {
+                self.runtime_connected = false;
+                None
+            }
+            event => self.catalog.apply(event),
+        }
+    }
+
+    /// Containers learned or changed since the previous call, for the store.
+    pub fn take_changed_containers(&mut self) -> Vec<Arc<Container>> {
+        self.catalog.take_changed()
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Names a cgroup the first time it is seen, while its directory exists.
+    fn name(&mut self, id: u64) {
+        if self.cgroups.contains_key(&id) {
+            return;
+        }
+        let path = self.hierarchy.path(id);
+        let container = path.as_deref().and_then(|p| self.catalog.learn(p));
+        let cgroup = path.unwrap_or_else(|| format!("#{id}")).into();
+        self.cgroups.insert(id, Seen { cgroup, container, at: Instant::now() });
+    }
+
+    /// A new container whose runtime has not described it yet, while it still may.
+    fn waiting(&self, id: u64) -> bool {
+        let Some(seen) = self.cgroups.get(&id) else { return false };
+        let undescribed =
+            seen.container.as_deref().and_then(|c| self.catalog.get(c)).is_some_and(|c| c.granted.is_none());
+        self.runtime_connected && undescribed && seen.at.elapsed() < HOLD
+    }
+
+    fn place(&self, id: u64) -> Place {
+        let seen = self.cgroups.get(&id);
+        Place {
+            cgroup_id: id,
+            cgroup: seen.map_or_else(|| format!("#{id}").into(), |s| Arc::clone(&s.cgroup)),
+            container: seen.and_then(|s| s.container.as_deref()).and_then(|c| self.catalog.get(c)).cloned(),
+        }
+    }
+
+    fn observe(&mut self, monitor: &Monitor, change: Change) -> Observation {
+        match change {
+            Change::Check(grown) => {
+                let detail = self.call_site(monitor, &grown.key, grown.totals.stack_id);
+                Observation::Check(self.observed(grown, detail))
+            }
+            Change::Failure(grown) => {
+                let place = self.place(grown.key.cgroup_id);
+                let detail = match self.explained.get(&grown.key) {
+                    Some(explained) => Arc::clone(explained),
+                    None => {
+                        let explained =
+                            Arc::new(cause::explain(&grown.key, place.container.as_deref(), &self.kernel_checks));
+                        self.explained.insert(grown.key, Arc::clone(&explained));
+                        explained
+                    }
+                };
+                Observation::Failure(self.observed(grown, detail))
+            }
+            Change::Lost { loss, total, added } => Observation::Lost { loss, total, added },
+        }
+    }
+
+    fn observed<K, D>(&self, grown: Grown<K>, detail: D) -> Observed<K, D>
+    where
+        K: Copy + HasCgroup,
+    {
+        let place = self.place(grown.key.cgroup_id());
+        Observed { key: grown.key, totals: grown.totals, added: grown.added, first: grown.first, place, detail }
+    }
+
+    /// The kernel functions that made a check, resolved once per key from its first kernel stack.
+    fn call_site(&mut self, monitor: &Monitor, key: &CapKey, stack_id: i32) -> Option<Arc<str>> {
+        if let Some(Some(site)) = self.call_sites.get(key) {
+            return Some(Arc::clone(site));
+        }
+        // A stack may arrive after the key (its first announcement was lost): try again then.
+        let site: Option<Arc<str>> = monitor
+            .stack(stack_id)
+            .and_then(|stack| self.kallsyms.as_ref()?.call_site(&stack, CALL_SITE_DEPTH))
+            .map(Into::into);
+        self.call_sites.insert(*key, site.clone());
+        site
+    }
+}
+
+/// Keys that name their cgroup.
+pub trait HasCgroup {
+    fn cgroup_id(&self) -> u64;
+}
+
+impl HasCgroup for CapKey {
+    fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+}
+
+impl HasCgroup for FailKey {
+    fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+}
+
+fn cgroup_of(change: &Change) -> Option<u64> {
+    match change {
+        Change::Check(grown) => Some(grown.key.cgroup_id),
+        Change::Failure(grown) => Some(grown.key.cgroup_id),
+        Change::Lost { .. } => None,
+    }
+}
+
+/// Holds a change, folding it into one already held for the same key.
+fn hold(held: &mut Vec<Change>, change: Change) {
+    let same = held.iter_mut().find_map(|h| match (h, &change) {
+        (Change::Check(h), Change::Check(c)) if h.key == c.key => {
+            Some((&mut h.totals, &mut h.added, c.totals, c.added))
+        }
+        (Change::Failure(h), Change::Failure(c)) if h.key == c.key => {
+            Some((&mut h.totals, &mut h.added, c.totals, c.added))
+        }
+        _ => None,
+    });
+    match same {
+        Some((totals, added, newer, more)) => {
+            *totals = newer;
+            *added += more;
+        }
+        None => held.push(change),
+    }
+}

@@ -1,0 +1,33 @@
+//! What is known of one container's capability checks and failing syscalls, summed over every
+//! daemon run and every cgroup of the container: the store gives it, the advice and the
+//! explanations judge it.
+
+use std::time::SystemTime;
+
+use capwatch_common::{CapKey, FailKey, Sample};
+
+use crate::cause::Explained;
+
+/// One aggregate of capability checks. `key.cgroup_id` is 0: the container's cgroups are summed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckEvidence {
+    pub key: CapKey,
+    pub count: u64,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+    pub sample: Sample,
+    /// The kernel functions that made the check, innermost first ("f ← g ← h").
+    pub call_site: Option<String>,
+}
+
+/// One aggregate of failing syscalls, summed likewise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureEvidence {
+    pub key: FailKey,
+    pub count: u64,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+    pub sample: Sample,
+    /// Its cause as the daemon judged it when it first saw it; None where no daemon did.
+    pub explained: Option<Explained>,
+}

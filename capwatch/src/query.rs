@@ -1,0 +1,56 @@
+//! The questions the CLI asks of the daemon's store: which containers it saw, a container by the
+//! name or id a user typed (as the docker CLI resolves them), its report and its explanations. The
+//! store is opened read-only, so each answers with or without a daemon running.
+
+use std::{collections::HashMap, path::Path};
+
+use crate::{
+    advice::{self, Report},
+    containers::{self, Container},
+    error::Error,
+    explain::{self, Explanation},
+    store::Store,
+};
+
+/// A container in `capwatch ps`.
+pub struct Listed {
+    pub container: Container,
+    pub checks: u64,
+    pub failures: u64,
+}
+
+/// Every container seen (running ones only unless `all`), with how many checks and failures.
+pub fn containers(state_dir: &Path, all: bool) -> Result<Vec<Listed>, Error> {
+    let store = Store::open_read_only(state_dir)?;
+    let counts: HashMap<String, (u64, u64)> = store.counts()?;
+    Ok(store
+        .containers()?
+        .into_iter()
+        .filter(|c| all || c.running())
+        .map(|container| {
+            let (checks, failures) = counts.get(&container.id).copied().unwrap_or_default();
+            Listed { container, checks, failures }
+        })
+        .collect())
+}
+
+/// What the container `query` names used, each capability's verdict, and its least privilege.
+pub fn report(state_dir: &Path, query: &str) -> Result<Report, Error> {
+    let (store, container) = open(state_dir, query)?;
+    let checks = store.cap_checks(&container.id)?;
+    let failures = store.failures(&container.id)?;
+    Ok(advice::report(container, &checks, &failures))
+}
+
+/// Why each of the container's syscalls failed.
+pub fn explanations(state_dir: &Path, query: &str) -> Result<(Container, Vec<Explanation>), Error> {
+    let (store, container) = open(state_dir, query)?;
+    let explanations = explain::explain(&container, &store.failures(&container.id)?, &store.kernel_checks()?);
+    Ok((container, explanations))
+}
+
+fn open(state_dir: &Path, query: &str) -> Result<(Store, Container), Error> {
+    let store = Store::open_read_only(state_dir)?;
+    let container = containers::resolve(query, &store.containers()?)?.clone();
+    Ok((store, container))
+}
