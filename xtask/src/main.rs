@@ -59,6 +59,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn test(extra: &[String]) -> Result<()> {
     let root = workspace_root();
+    tidy(&root)?;
     // The tests run the `capwatch` and `cw-workload` binaries as users and containers do.
     // Default members only: the eBPF crate builds for the BPF target, through capwatch's build.rs.
     cargo(&["build", "--bins"], &[])?;
@@ -80,6 +81,48 @@ fn test(extra: &[String]) -> Result<()> {
         (Err(host), Err(vm)) => bail!("{host:#}; and {vm:#}"),
         (host, vm) => host.and(vm),
     }
+}
+
+/// The code is formatted as rustfmt.toml says and clean of lints, the eBPF programs included.
+fn tidy(root: &Path) -> Result<()> {
+    let nightly = format!("+{}", EBPF_TOOLCHAIN.trim_ascii());
+    // rustfmt.toml's import grouping is a nightly option: the eBPF toolchain's rustfmt applies it.
+    check(
+        Command::new("cargo").args([nightly.as_str(), "fmt", "--all", "--check"]).current_dir(root),
+        "cargo fmt --check",
+    )?;
+    cargo(&["clippy", "--all-targets", "--", "-D", "warnings"], &[])?;
+    // The eBPF crate only builds for the BPF target, so it is linted there, apart.
+    let ebpf_target = root.join("target/ebpf-clippy");
+    check(
+        Command::new("cargo")
+            .args([
+                nightly.as_str(),
+                "clippy",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--release",
+                "--bins",
+            ])
+            .arg("--target-dir")
+            .arg(&ebpf_target)
+            .args(["--", "-D", "warnings"])
+            .current_dir(root.join("capwatch-ebpf")),
+        "clippy on the eBPF programs",
+    )
+}
+
+/// The toolchain that builds the eBPF programs, as capwatch/build.rs and the `x` script read it.
+const EBPF_TOOLCHAIN: &str = include_str!("../../capwatch-ebpf/TOOLCHAIN");
+
+fn check(command: &mut Command, what: &str) -> Result<()> {
+    let status = command.status().with_context(|| format!("running {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
 }
 
 fn workspace_root() -> PathBuf {
