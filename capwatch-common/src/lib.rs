@@ -104,6 +104,8 @@ wire_enum! {
         /// A denied check could not be remembered for its syscall's exit (`CW_DENIED` full): a
         /// failure of that syscall may be explained without it.
         DeniedStashFull = 6 => "denied_stash_full",
+        /// An exec found `CW_EXECS` full: the program's file capabilities were not looked at.
+        ExecMapFull = 7 => "exec_map_full",
     }
 }
 
@@ -119,6 +121,8 @@ wire_enum! {
         NewCap = 1 => "new_cap",
         /// A `FailKey` was seen for the first time.
         NewFailure = 2 => "new_failure",
+        /// An `ExecKey` was seen for the first time.
+        NewExec = 3 => "new_exec",
     }
 }
 
@@ -137,6 +141,39 @@ pub const CAP_FLAG_FOREIGN_CRED: u32 = 1 << 3;
 /// container in its own user namespace asking for something only the host's can grant). No
 /// capability added to the container can satisfy it.
 pub const CAP_FLAG_OUTER_USERNS: u32 = 1 << 4;
+
+/// `CapKey::flags` bits 8..16: a `Moot` rule, when the check's answer could not matter for the
+/// syscall's arguments and the task's credentials (see `CapKey::moot`).
+pub const CAP_FLAG_MOOT_SHIFT: u32 = 8;
+pub const CAP_FLAG_MOOT_MASK: u32 = 0xff << CAP_FLAG_MOOT_SHIFT;
+
+wire_enum! {
+    /// Why a check's answer could not matter for the call it was made in, judged in the kernel
+    /// from the syscall's arguments and the checked credentials (docs/advice-rules.md).
+    pub enum Moot: u32 {
+        /// The answer may matter.
+        No = 0 => "no",
+        /// capset kept the inheritable set within the old inheritable and permitted sets: the
+        /// CAP_SETPCAP check of `cap_inh_is_capped` decides nothing (security/commoncap.c).
+        CapsetWithinPermitted = 1 => "capset_within_permitted",
+        /// chmod without S_ISGID in the new mode: the CAP_FSETID check of `in_group_or_capable`
+        /// only decides whether S_ISGID survives (fs/attr.c setattr_prepare).
+        ChmodWithoutSetgid = 2 => "chmod_without_setgid",
+        /// setuid to the uid that is already the real and saved one (kernel/sys.c __sys_setuid).
+        SetuidUnchanged = 3 => "setuid_unchanged",
+        /// setgid to the gid that is already the real and saved one (kernel/sys.c __sys_setgid).
+        SetgidUnchanged = 4 => "setgid_unchanged",
+    }
+}
+
+/// `Totals::judged`: the kernel stack of the first occurrence was read in the kernel.
+pub const JUDGED_STACK_READ: u32 = 1 << 0;
+/// `Totals::judged`: the first occurrence was made from a call site whose answer changes nothing
+/// (the overcommit accounting's CAP_SYS_ADMIN probe): an advisory check.
+pub const JUDGED_ADVISORY_SITE: u32 = 1 << 1;
+
+/// How many advisory call sites (address ranges) the programs take from userspace.
+pub const ADVISORY_SITES: usize = 4;
 
 /// `cap_capable`'s `opts` bits (include/linux/security.h).
 pub const CAP_OPT_NOAUDIT: u32 = 1 << 1;
@@ -164,6 +201,16 @@ pub struct CapKey {
     pub flags: u32,
 }
 
+impl CapKey {
+    /// The rule that found this check's answer could not matter, if one did.
+    pub fn moot(&self) -> Option<Moot> {
+        match Moot::from_raw((self.flags & CAP_FLAG_MOOT_MASK) >> CAP_FLAG_MOOT_SHIFT)? {
+            Moot::No => None,
+            moot => Some(moot),
+        }
+    }
+}
+
 /// One aggregate of failing syscalls: with the evidence of its cause, as the failing thread
 /// left it.
 #[repr(C)]
@@ -179,6 +226,22 @@ pub struct FailKey {
     pub seccomp: Seccomp,
     /// Capabilities denied to the same thread in the same syscall, bit per capability.
     pub denied: u64,
+}
+
+/// Capacity of an exec'd program's path in `ExecKey` (longer ones are cut, and say so).
+pub const EXEC_PATH_LEN: usize = 128;
+
+/// The programs a cgroup exec'd, by path as the exec named it (`linux_binprm.interp`: the file
+/// the kernel opened, the interpreter's for a script): userspace reads each one's file
+/// capabilities once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExecKey {
+    pub cgroup_id: u64,
+    pub origin: Origin,
+    pub _pad: [u8; 6],
+    /// NUL-padded.
+    pub path: [u8; EXEC_PATH_LEN],
 }
 
 /// The thread that made a key's first occurrence.
@@ -204,9 +267,10 @@ pub struct Totals {
     /// grown stamps the drain's time.
     pub first_ns: u64,
     pub last_ns: u64,
-    /// Kernel stack of the first occurrence in `CW_STACKS`, or negative when none was taken.
+    /// Kernel stack of the first occurrence in `CW_STACKS`, or negative when none was kept.
     pub stack_id: i32,
-    pub _pad: u32,
+    /// `JUDGED_*` bits: what the kernel judged of the first occurrence.
+    pub judged: u32,
     pub sample: Sample,
 }
 
@@ -233,6 +297,10 @@ impl AnnouncedKey for FailKey {
     const KIND: EventKind = EventKind::NewFailure;
 }
 
+impl AnnouncedKey for ExecKey {
+    const KIND: EventKind = EventKind::NewExec;
+}
+
 impl<K: AnnouncedKey> Announcement<K> {
     pub fn new(key: K, totals: Totals) -> Self {
         Self { kind: K::KIND, _pad: 0, key, totals }
@@ -247,6 +315,7 @@ mod user {
     // by capwatch's own programs, always with a declared variant.
     unsafe impl aya::Pod for CapKey {}
     unsafe impl aya::Pod for FailKey {}
+    unsafe impl aya::Pod for ExecKey {}
     unsafe impl aya::Pod for Totals {}
 }
 
@@ -260,6 +329,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<CapKey>(), 8 + 3 * 4 + 2 * 2);
         assert_eq!(size_of::<FailKey>(), 32);
+        assert_eq!(size_of::<ExecKey>(), 16 + EXEC_PATH_LEN);
         assert_eq!(size_of::<Sample>(), 4 * 4 + COMM_LEN);
         assert_eq!(size_of::<Totals>(), 3 * 8 + 2 * 4 + size_of::<Sample>());
         assert_eq!(size_of::<Announcement<CapKey>>(), 8 + size_of::<CapKey>() + size_of::<Totals>());
@@ -276,5 +346,15 @@ mod tests {
         assert_eq!(Origin::from_raw(3), None);
         assert_eq!(Verdict::Denied.name(), "denied");
         assert_eq!(Seccomp::MayRefuse.raw(), 1);
+        let key = CapKey {
+            cgroup_id: 1,
+            cap: 8,
+            syscall: 126,
+            verdict: Verdict::Granted,
+            origin: Origin::App,
+            flags: CAP_FLAG_OPTS_KNOWN | Moot::CapsetWithinPermitted.raw() << CAP_FLAG_MOOT_SHIFT,
+        };
+        assert_eq!(key.moot(), Some(Moot::CapsetWithinPermitted));
+        assert_eq!(CapKey { flags: CAP_FLAG_OPTS_KNOWN, ..key }.moot(), None);
     }
 }

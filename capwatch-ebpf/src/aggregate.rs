@@ -47,9 +47,9 @@ enum First {
 
 /// Creates the entry for a key's first occurrence.
 #[inline(always)]
-fn create<K>(map: &HashMap<K, Totals>, key: &K, stack_id: i32, full: Loss) -> First {
+fn create<K>(map: &HashMap<K, Totals>, key: &K, (stack_id, judged): (i32, u32), full: Loss) -> First {
     let now = now();
-    let totals = Totals { count: 1, first_ns: now, last_ns: now, stack_id, _pad: 0, sample: current_sample() };
+    let totals = Totals { count: 1, first_ns: now, last_ns: now, stack_id, judged, sample: current_sample() };
     match map.insert(key, totals, BPF_NOEXIST as u64) {
         Ok(()) => First::Created(totals),
         Err(err) if err == -EEXIST && bump(map, key) => First::Counted,
@@ -86,18 +86,18 @@ fn announce<K: AnnouncedKey + 'static>(key: K, totals: Totals) {
 }
 
 /// Counts one occurrence of `key`: a repeat is one atomic add; a first occurrence creates the
-/// entry (with `stack_id()`, taken only then) and announces it.
+/// entry (with `first()`'s stack id and judgement, taken only then) and announces it.
 #[inline(always)]
 pub fn record<K: AnnouncedKey + 'static>(
     map: &HashMap<K, Totals>,
     key: &K,
-    stack_id: impl FnOnce() -> i32,
+    first: impl FnOnce() -> (i32, u32),
     full: Loss,
 ) {
     if bump(map, key) {
         return;
     }
-    if let First::Created(totals) = create(map, key, stack_id(), full) {
+    if let First::Created(totals) = create(map, key, first(), full) {
         announce(*key, totals);
     }
 }

@@ -6,17 +6,18 @@ use aya_ebpf::{
     bindings::{pt_regs, BPF_NOEXIST},
     helpers::{
         bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+        generated::{bpf_get_current_task_btf, bpf_get_stack, bpf_task_pt_regs},
     },
     programs::tracing::StackIdContext,
 };
 use capwatch_common::{
-    CapKey, Loss, Verdict, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN,
-    CAP_FLAG_OUTER_USERNS, CAP_OPT_INSETID, CAP_OPT_NOAUDIT,
+    CapKey, Loss, Verdict, ADVISORY_SITES, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_MOOT_MASK,
+    CAP_FLAG_MOOT_SHIFT, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OUTER_USERNS, CAP_OPT_INSETID,
+    CAP_OPT_NOAUDIT, JUDGED_ADVISORY_SITE, JUDGED_STACK_READ,
 };
 
 use crate::{
-    aggregate, failure,
+    aggregate, consequence, failure,
     maps::{KprobeStash, CW_CAPS, CW_KPROBE_STASH, CW_STACKS},
     origin, scope,
 };
@@ -30,16 +31,26 @@ static CW_CRED_USER_NS_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CW_USER_NS_LEVEL_OFFSET: u32 = 0;
 
-/// Records one check: `ret` is `cap_capable`'s result (0 granted, negative denied); `cred` the
-/// credentials checked, where not already judged into `flags`.
+/// Call sites whose answer changes nothing (the overcommit accounting), as address ranges
+/// [start, end) that userspace resolves from kallsyms; unused pairs are zero.
+#[unsafe(no_mangle)]
+static CW_ADVISORY_SITES: [u64; 2 * ADVISORY_SITES] = [0; 2 * ADVISORY_SITES];
+
+/// Frames of a first occurrence's kernel stack searched for an advisory call site.
+const STACK_FRAMES: usize = 16;
+
+/// Records one check: `ret` is `cap_capable`'s result (0 granted, negative denied); `checked`
+/// the credentials and namespace it was made on, where not already judged into `flags`.
 #[inline(always)]
 pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, checked: Checked) {
     let Some(cgroup_id) = scope::watched_cgroup() else {
         return;
     };
-    let flags = flags | cred_flags(checked);
-    let syscall = current_syscall();
-    if ret != 0 {
+    let regs = current_regs();
+    let syscall = unsafe { (*regs).orig_rax } as u32;
+    let flags = flags | judge(checked, cap, syscall, regs);
+    // A moot check's refusal cannot be why its syscall fails.
+    if ret != 0 && flags & CAP_FLAG_MOOT_MASK == 0 {
         failure::note_denied(syscall, cap);
     }
     let key = CapKey {
@@ -50,9 +61,47 @@ pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, chec
         origin: origin::current(),
         flags,
     };
-    // Only first occurrences pay for a stack: its call site tells advisory checks apart.
-    let stack_id = || ctx.get_stackid(&CW_STACKS, 0).map_or(-1, |id| id as i32);
-    aggregate::record(&CW_CAPS, &key, stack_id, Loss::CapMapFull);
+    aggregate::record(&CW_CAPS, &key, || first_occurrence(ctx), Loss::CapMapFull);
+}
+
+/// What the checked credentials and the syscall's arguments say of a check (see `cred_flags` and
+/// `consequence::judge`).
+#[inline(always)]
+fn judge(checked: Checked, cap: u32, syscall: u32, regs: *const pt_regs) -> u32 {
+    let cred = match checked {
+        Checked::Typed(cred, _) | Checked::Raw(cred, _) => cred,
+        Checked::Judged => return 0,
+    };
+    cred_flags(checked) | consequence::judge(cap, syscall, regs, cred).raw() << CAP_FLAG_MOOT_SHIFT
+}
+
+/// A first occurrence's kernel stack: kept in `CW_STACKS` for its call site's name, and searched
+/// here for the advisory call sites, so that a full or colliding stack map never changes a
+/// verdict.
+#[inline(always)]
+fn first_occurrence<C: StackIdContext>(ctx: &C) -> (i32, u32) {
+    let stack_id = ctx.get_stackid(&CW_STACKS, 0).map_or(-1, |id| id as i32);
+    let mut frames = [0u64; STACK_FRAMES];
+    let size = size_of_val(&frames) as u32;
+    let read = unsafe { bpf_get_stack(ctx.as_ptr(), frames.as_mut_ptr().cast(), size, 0) };
+    if read <= 0 {
+        return (stack_id, 0);
+    }
+    let sites = unsafe { read_volatile(&CW_ADVISORY_SITES) };
+    if sites[0] == 0 {
+        // No call site is known (kallsyms hides addresses): nothing was judged.
+        return (stack_id, 0);
+    }
+    let mut judged = JUDGED_STACK_READ;
+    for frame in frames {
+        for site in 0..ADVISORY_SITES {
+            let (start, end) = (sites[2 * site], sites[2 * site + 1]);
+            if start != 0 && frame >= start && frame < end {
+                judged |= JUDGED_ADVISORY_SITE;
+            }
+        }
+    }
+    (stack_id, judged)
 }
 
 /// `CapKey::flags` for a check whose `opts` the probe saw (fexit, kprobe).
@@ -87,9 +136,9 @@ pub enum Checked {
 fn cred_flags(checked: Checked) -> u32 {
     match checked {
         Checked::Typed(cred, ns) => {
-            judge(cred, ns, |base, offset| unsafe { *(base.wrapping_add(offset as usize) as *const u64) }.into())
+            judge_cred(cred, ns, |base, offset| unsafe { *(base.wrapping_add(offset as usize) as *const u64) }.into())
         }
-        Checked::Raw(cred, ns) => judge(cred, ns, |base, offset| {
+        Checked::Raw(cred, ns) => judge_cred(cred, ns, |base, offset| {
             unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const u64) }.ok()
         }),
         Checked::Judged => 0,
@@ -98,7 +147,7 @@ fn cred_flags(checked: Checked) -> u32 {
 
 /// `cred_flags` with `read(base, offset)` reading the 8 bytes at `base + offset`.
 #[inline(always)]
-fn judge(cred: *const u8, ns: *const u8, read: impl Fn(*const u8, u32) -> Option<u64>) -> u32 {
+fn judge_cred(cred: *const u8, ns: *const u8, read: impl Fn(*const u8, u32) -> Option<u64>) -> u32 {
     let read_ptr = |base: *const u8, offset: u32| read(base, offset).map(|v| v as *const u8);
     let mut flags = 0;
     let real_cred = unsafe { read_volatile(&CW_TASK_REAL_CRED_OFFSET) };
@@ -125,14 +174,16 @@ fn judge(cred: *const u8, ns: *const u8, read: impl Fn(*const u8, u32) -> Option
     flags
 }
 
-/// kprobe backend, at `cap_capable`'s entry: keep `cap` and what `opts` and `cred` say until
-/// the return.
+/// kprobe backend, at `cap_capable`'s entry: keep `cap` and what `opts`, `cred` and the
+/// syscall's arguments say until the return.
 #[inline(always)]
 pub fn on_kprobe_entry(cred: *const u8, ns: *const u8, cap: u32, opts: u32) {
     if scope::watched_cgroup().is_none() {
         return;
     }
-    let stash = KprobeStash { cap, flags: flags_from_opts(opts) | cred_flags(Checked::Raw(cred, ns)) };
+    let regs = current_regs();
+    let syscall = unsafe { (*regs).orig_rax } as u32;
+    let stash = KprobeStash { cap, flags: flags_from_opts(opts) | judge(Checked::Raw(cred, ns), cap, syscall, regs) };
     let tid = bpf_get_current_pid_tgid();
     if CW_KPROBE_STASH.insert(tid, stash, BPF_NOEXIST as u64).is_ok() {
         return;
@@ -171,11 +222,9 @@ pub fn on_kprobe_return<C: StackIdContext>(ctx: &C, ret: i32) {
     on_check(ctx, stash.cap, ret, stash.flags, Checked::Judged);
 }
 
-/// The syscall the current thread is in, from its user pt_regs (`orig_ax`, `orig_rax` in the uapi layout; -1 outside one).
+/// The current thread's saved user registers: `orig_rax` is the syscall it is in (-1 outside
+/// one), `rdi`, `rsi`, `rdx`… its arguments (the uapi `pt_regs` layout).
 #[inline(always)]
-fn current_syscall() -> u32 {
-    unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-        (*regs).orig_rax as u32
-    }
+fn current_regs() -> *const pt_regs {
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs }
 }

@@ -57,7 +57,7 @@ pub fn on_exit(regs: *const pt_regs, ret: i64) {
         seccomp: seccomp_state(syscall),
         denied: take_denied(syscall),
     };
-    aggregate::record(&CW_FAILURES, &key, || -1, Loss::FailureMapFull);
+    aggregate::record(&CW_FAILURES, &key, || (-1, 0), Loss::FailureMapFull);
 }
 
 /// Remembers a capability denied to the current thread in `syscall` until the syscall's exit.

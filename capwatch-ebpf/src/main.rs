@@ -6,6 +6,8 @@
 
 mod aggregate;
 mod cap;
+mod consequence;
+mod exec;
 mod failure;
 mod maps;
 mod origin;
@@ -81,11 +83,14 @@ pub fn process_fork(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// `tp_btf/sched_process_exec(task, old_pid, bprm)`: the runtime hands over to a command.
+/// `tp_btf/sched_process_exec(task, old_pid, bprm)`: the runtime hands over to a command, and
+/// the program exec'd is recorded for its file capabilities.
 #[btf_tracepoint(function = "sched_process_exec")]
-pub fn process_exec(_ctx: BtfTracePointContext) -> i32 {
+pub fn process_exec(ctx: BtfTracePointContext) -> i32 {
     if let Some(cgroup_id) = scope::watched_cgroup() {
         origin::on_exec(cgroup_id, aggregate::now());
+        let bprm: *const u8 = ctx.arg(2);
+        exec::on_exec(cgroup_id, bprm);
     }
     0
 }

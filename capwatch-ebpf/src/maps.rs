@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, RingBuf, StackTrace},
 };
-use capwatch_common::{CapKey, FailKey, Loss, Totals};
+use capwatch_common::{CapKey, ExecKey, FailKey, Loss, Totals};
 
 /// Capability checks by (cgroup, capability, verdict, syscall, flags).
 #[map]
@@ -14,6 +14,10 @@ pub static CW_CAPS: HashMap<CapKey, Totals> = HashMap::with_max_entries(16384, 0
 /// Syscalls that failed with EPERM/EACCES by (cgroup, syscall, errno).
 #[map]
 pub static CW_FAILURES: HashMap<FailKey, Totals> = HashMap::with_max_entries(16384, 0);
+
+/// Programs exec'd, by cgroup, origin and path: userspace reads their file capabilities.
+#[map]
+pub static CW_EXECS: HashMap<ExecKey, Totals> = HashMap::with_max_entries(8192, 0);
 
 /// First occurrences of keys, announced to userspace.
 #[map]

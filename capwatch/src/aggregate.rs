@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use capwatch_common::{CapKey, FailKey, Loss, Totals};
+use capwatch_common::{CapKey, ExecKey, FailKey, Loss, Totals};
 
 use crate::intake::{Announced, Snapshot};
 
@@ -14,6 +14,7 @@ use crate::intake::{Announced, Snapshot};
 pub enum Change {
     Check(Grown<CapKey>),
     Failure(Grown<FailKey>),
+    Exec(Grown<ExecKey>),
     /// `total` occurrences of `loss` so far, `added` of them since the previous report.
     Lost {
         loss: Loss,
@@ -37,6 +38,7 @@ pub struct Grown<K> {
 pub struct Aggregates {
     caps: BTreeMap<CapKey, Totals>,
     failures: BTreeMap<FailKey, Totals>,
+    execs: BTreeMap<ExecKey, Totals>,
     losses: Vec<u64>,
 }
 
@@ -48,6 +50,7 @@ impl Aggregates {
             .filter_map(|a| match *a {
                 Announced::Cap(key, totals) => merge(&mut self.caps, key, totals).map(Change::Check),
                 Announced::Failure(key, totals) => merge(&mut self.failures, key, totals).map(Change::Failure),
+                Announced::Exec(key, totals) => merge(&mut self.execs, key, totals).map(Change::Exec),
             })
             .collect()
     }
@@ -63,6 +66,10 @@ impl Aggregates {
         for &(key, totals) in &snapshot.failures {
             let totals = Totals { last_ns: seen_by(&totals, read_ns), ..totals };
             changes.extend(merge(&mut self.failures, key, totals).map(Change::Failure));
+        }
+        for &(key, totals) in &snapshot.execs {
+            let totals = Totals { last_ns: seen_by(&totals, read_ns), ..totals };
+            changes.extend(merge(&mut self.execs, key, totals).map(Change::Exec));
         }
         self.losses.resize(Loss::SLOTS as usize, 0);
         for (slot, (&total, previous)) in snapshot.losses.iter().zip(self.losses.iter_mut()).enumerate() {
@@ -82,6 +89,10 @@ impl Aggregates {
 
     pub fn failures(&self) -> &BTreeMap<FailKey, Totals> {
         &self.failures
+    }
+
+    pub fn execs(&self) -> &BTreeMap<ExecKey, Totals> {
+        &self.execs
     }
 
     /// Total occurrences lost so far, by `Loss` slot.
@@ -134,7 +145,7 @@ mod tests {
             first_ns: first,
             last_ns: last,
             stack_id: -1,
-            _pad: 0,
+            judged: 0,
             sample: Sample { tid: 1, pid: 1, uid: 0, gid: 0, comm: [0; 16] },
         }
     }

@@ -11,18 +11,21 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
+    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use capwatch_common::{CapKey, FailKey, Loss, Totals};
+use capwatch_common::{CapKey, ExecKey, FailKey, Loss, Totals};
 
 use crate::{
     aggregate::{Change, Grown},
     cause::{self, Explained},
     cgroup::Hierarchy,
     containers::{catalog::Catalog, docker, Container},
+    filecaps::{self, Found},
     monitor::Monitor,
+    names,
     symbols::Kallsyms,
 };
 
@@ -59,11 +62,21 @@ pub struct Observed<K, D> {
 pub type Check = Observed<CapKey, Option<Arc<str>>>;
 /// A failing syscall, with its cause and sentence.
 pub type Failure = Observed<FailKey, Arc<Explained>>;
+/// A program exec'd, with the capabilities its file carries.
+pub type Exec = Observed<ExecKey, Arc<ExecFile>>;
+
+/// An exec'd program's file, as read when it was first exec'd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecFile {
+    pub path: String,
+    pub found: Found,
+}
 
 #[derive(Debug, Clone)]
 pub enum Observation {
     Check(Check),
     Failure(Failure),
+    Exec(Exec),
     /// `total` occurrences of `loss` so far, `added` of them since the previous report.
     Lost {
         loss: Loss,
@@ -87,6 +100,7 @@ pub struct Attribution {
     kallsyms: Option<Kallsyms>,
     call_sites: HashMap<CapKey, Option<Arc<str>>>,
     explained: HashMap<FailKey, Arc<Explained>>,
+    exec_files: HashMap<ExecKey, Arc<ExecFile>>,
     /// (capability, syscall) pairs the kernel was seen checking: a seccomp coupling that the
     /// kernel also requires is said so.
     kernel_checks: BTreeSet<(u32, u32)>,
@@ -105,6 +119,7 @@ impl Attribution {
             kallsyms: Kallsyms::load(),
             call_sites: HashMap::new(),
             explained: HashMap::new(),
+            exec_files: HashMap::new(),
             kernel_checks,
             runtime_connected: false,
             held: Vec::new(),
@@ -114,11 +129,14 @@ impl Attribution {
     /// Attributes a step's changes, with those held earlier whose wait is over.
     pub fn attribute(&mut self, monitor: &Monitor, changes: &[Change]) -> Vec<Observation> {
         for change in changes {
-            if let Change::Check(grown) = change {
-                self.kernel_checks.insert((grown.key.cap, grown.key.syscall));
-            }
             if let Some(id) = cgroup_of(change) {
                 self.name(id);
+            }
+            match change {
+                Change::Check(grown) => drop(self.kernel_checks.insert((grown.key.cap, grown.key.syscall))),
+                // Read now, while the process that exec'd it, or another of its cgroup, runs.
+                Change::Exec(grown) if grown.first => self.read_exec_file(grown),
+                _ => {}
             }
         }
         let mut ready = Vec::new();
@@ -223,8 +241,50 @@ impl Attribution {
                 };
                 Observation::Failure(self.observed(grown, detail))
             }
+            Change::Exec(grown) => {
+                let detail = self.exec_file(&grown);
+                Observation::Exec(self.observed(grown, detail))
+            }
             Change::Lost { loss, total, added } => Observation::Lost { loss, total, added },
         }
+    }
+
+    /// Reads an exec'd program's file capabilities through the process that exec'd it, or else
+    /// through another process of its cgroup (they share its root).
+    fn read_exec_file(&mut self, grown: &Grown<ExecKey>) {
+        let path = exec_path(&grown.key);
+        let mut found = filecaps::through_process(grown.totals.sample.pid, &path);
+        if let (Found::Unreadable { .. }, Some(seen)) = (&found, self.cgroups.get(&grown.key.cgroup_id)) {
+            let procs = std::fs::read_to_string(self.hierarchy.dir(Path::new(&*seen.cgroup)).join("cgroup.procs"));
+            let other = procs.ok().and_then(|p| p.lines().find_map(|pid| pid.trim().parse::<u32>().ok()));
+            if let Some(pid) = other {
+                found = filecaps::through_process(pid, &path);
+            }
+        }
+        self.exec_files.insert(grown.key, Arc::new(ExecFile { path, found }));
+    }
+
+    /// The file read at the exec, or, where its process was already gone, through the layers of
+    /// its container's image.
+    fn exec_file(&mut self, grown: &Grown<ExecKey>) -> Arc<ExecFile> {
+        let known = self.exec_files.get(&grown.key).cloned();
+        if let Some(file) = known.as_ref().filter(|f| !matches!(f.found, Found::Unreadable { .. })) {
+            return Arc::clone(file);
+        }
+        let path = exec_path(&grown.key);
+        let layers: Vec<std::path::PathBuf> = self
+            .place(grown.key.cgroup_id)
+            .container
+            .map(|c| c.layers.iter().map(Into::into).collect())
+            .unwrap_or_default();
+        let found = match (known, layers.is_empty()) {
+            (_, false) => filecaps::through_layers(&layers, &path),
+            (Some(file), true) => file.found.clone(),
+            (None, true) => Found::Unreadable { reason: "its process was gone and no image layers are known".into() },
+        };
+        let file = Arc::new(ExecFile { path, found });
+        self.exec_files.insert(grown.key, Arc::clone(&file));
+        file
     }
 
     fn observed<K, D>(&self, grown: Grown<K>, detail: D) -> Observed<K, D>
@@ -267,10 +327,22 @@ impl HasCgroup for FailKey {
     }
 }
 
+impl HasCgroup for ExecKey {
+    fn cgroup_id(&self) -> u64 {
+        self.cgroup_id
+    }
+}
+
+/// An exec'd program's path, as the exec named it.
+pub fn exec_path(key: &ExecKey) -> String {
+    names::comm(&key.path)
+}
+
 fn cgroup_of(change: &Change) -> Option<u64> {
     match change {
         Change::Check(grown) => Some(grown.key.cgroup_id),
         Change::Failure(grown) => Some(grown.key.cgroup_id),
+        Change::Exec(grown) => Some(grown.key.cgroup_id),
         Change::Lost { .. } => None,
     }
 }

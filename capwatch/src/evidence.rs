@@ -4,9 +4,9 @@
 
 use std::time::SystemTime;
 
-use capwatch_common::{CapKey, FailKey, Sample};
+use capwatch_common::{CapKey, FailKey, Origin, Sample};
 
-use crate::cause::Explained;
+use crate::{cause::Explained, filecaps::Found};
 
 /// One aggregate of capability checks. `key.cgroup_id` is 0: the container's cgroups are summed.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +18,8 @@ pub struct CheckEvidence {
     pub sample: Sample,
     /// The kernel functions that made the check, innermost first ("f ← g ← h").
     pub call_site: Option<String>,
+    /// `JUDGED_*` bits: what the kernel judged of the first occurrence's stack.
+    pub judged: u32,
 }
 
 /// One aggregate of failing syscalls, summed likewise.
@@ -30,4 +32,18 @@ pub struct FailureEvidence {
     pub sample: Sample,
     /// Its cause as the daemon judged it when it first saw it; None where no daemon did.
     pub explained: Option<Explained>,
+}
+
+/// A program the container exec'd, and what its file carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecEvidence {
+    pub origin: Origin,
+    /// As the exec named it.
+    pub path: String,
+    pub count: u64,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+    /// The command name after the exec.
+    pub program: String,
+    pub found: Found,
 }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use aya::maps::{Array, HashMap, MapData, RingBuf, StackTraceMap};
-use capwatch_common::{AnnouncedKey, Announcement, CapKey, EventKind, FailKey, Loss, Totals};
+use capwatch_common::{AnnouncedKey, Announcement, CapKey, EventKind, ExecKey, FailKey, Loss, Totals};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{error::Error, probe::KernelMaps};
@@ -14,6 +14,7 @@ use crate::{error::Error, probe::KernelMaps};
 pub enum Announced {
     Cap(CapKey, Totals),
     Failure(FailKey, Totals),
+    Exec(ExecKey, Totals),
 }
 
 /// Everything the kernel side holds at one moment.
@@ -21,6 +22,7 @@ pub enum Announced {
 pub struct Snapshot {
     pub caps: Vec<(CapKey, Totals)>,
     pub failures: Vec<(FailKey, Totals)>,
+    pub execs: Vec<(ExecKey, Totals)>,
     /// By `Loss` slot.
     pub losses: Vec<u64>,
 }
@@ -29,6 +31,7 @@ pub struct Intake {
     events: AsyncFd<RingBuf<MapData>>,
     caps: HashMap<MapData, CapKey, Totals>,
     failures: HashMap<MapData, FailKey, Totals>,
+    execs: HashMap<MapData, ExecKey, Totals>,
     losses: Array<MapData, u64>,
     stacks: StackTraceMap<MapData>,
     started: HashMap<MapData, u64, u64>,
@@ -37,11 +40,11 @@ pub struct Intake {
 impl Intake {
     /// Needs a tokio runtime (the ring buffer is registered with its reactor).
     pub fn new(maps: KernelMaps) -> Result<Self, Error> {
-        let KernelMaps { events, caps, failures, losses, stacks, started } = maps;
+        let KernelMaps { events, caps, failures, execs, losses, stacks, started } = maps;
         // SAFETY: the RingBuf owns its map's descriptor for as long as the AsyncFd owns it.
         let events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
             .map_err(|e| Error::io("ring buffer", e.into()))?;
-        Ok(Self { events, caps, failures, losses, stacks, started })
+        Ok(Self { events, caps, failures, execs, losses, stacks, started })
     }
 
     /// Waits for the kernel to announce something and returns all that is announced.
@@ -66,6 +69,7 @@ impl Intake {
         Ok(Snapshot {
             caps: self.caps.iter().collect::<Result<_, _>>()?,
             failures: self.failures.iter().collect::<Result<_, _>>()?,
+            execs: self.execs.iter().collect::<Result<_, _>>()?,
             losses: (0..Loss::SLOTS).map(|i| self.losses.get(&i, 0)).collect::<Result<_, _>>()?,
         })
     }
@@ -99,6 +103,11 @@ impl Intake {
         for key in failures {
             self.failures.remove(&key)?;
         }
+        let execs: Vec<ExecKey> =
+            self.execs.keys().filter_map(Result::ok).filter(|k| cgroups.contains(&k.cgroup_id)).collect();
+        for key in execs {
+            self.execs.remove(&key)?;
+        }
         for id in cgroups {
             // Absent when the cgroup's command never started while watched.
             let _ = self.started.remove(id);
@@ -123,6 +132,7 @@ fn parse(bytes: &[u8]) -> Option<Announced> {
     match EventKind::from_raw(u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?))? {
         EventKind::NewCap => read::<CapKey>(bytes).map(|a| Announced::Cap(a.key, a.totals)),
         EventKind::NewFailure => read::<FailKey>(bytes).map(|a| Announced::Failure(a.key, a.totals)),
+        EventKind::NewExec => read::<ExecKey>(bytes).map(|a| Announced::Exec(a.key, a.totals)),
     }
 }
 

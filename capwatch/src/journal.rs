@@ -6,9 +6,10 @@ use capwatch_common::{CAP_FLAG_FOREIGN_CRED, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNO
 use tracing::info;
 
 use crate::{
-    attribution::{Check, Failure, Observation, Place},
+    attribution::{Check, Exec, Failure, Observation, Place},
     clock,
     containers::Container,
+    filecaps::{self, Found},
     names,
 };
 
@@ -40,6 +41,7 @@ pub fn new(observations: &[Observation]) {
         match observation {
             Observation::Check(check) if check.first => capability_check(check, "new capability check"),
             Observation::Failure(failure) if failure.first => syscall_failure(failure, "new failing syscall"),
+            Observation::Exec(exec) if exec.first => program_exec(exec),
             Observation::Lost { loss, total, added } => info!(
                 target: TARGET,
                 event = "loss",
@@ -59,7 +61,7 @@ pub fn totals(observations: &[Observation]) {
         match observation {
             Observation::Check(check) => capability_check(check, "totals"),
             Observation::Failure(failure) => syscall_failure(failure, "totals"),
-            Observation::Lost { .. } => {}
+            Observation::Exec(_) | Observation::Lost { .. } => {}
         }
     }
 }
@@ -151,5 +153,32 @@ fn syscall_failure(failure: &Failure, message: &str) {
         uid = totals.sample.uid,
         comm = %names::comm(&totals.sample.comm),
         "{message}"
+    );
+}
+
+/// A program exec'd for the first time in a cgroup, with what its file grants at exec.
+fn program_exec(exec: &Exec) {
+    let (container_id, container_name, image) = who(&exec.place);
+    let (found, file_capabilities, reason) = match &exec.detail.found {
+        Found::Caps(caps) => ("caps", filecaps::describe(caps), String::new()),
+        Found::Nothing => ("nothing", String::new(), String::new()),
+        Found::Unreadable { reason } => ("unreadable", String::new(), reason.clone()),
+    };
+    info!(
+        target: TARGET,
+        event = "program_exec",
+        container_id,
+        container_name,
+        image,
+        cgroup_id = exec.key.cgroup_id,
+        cgroup = &*exec.place.cgroup,
+        origin = exec.key.origin.name(),
+        path = exec.detail.path.as_str(),
+        found,
+        file_capabilities,
+        reason,
+        pid = exec.totals.sample.pid,
+        comm = %names::comm(&exec.totals.sample.comm),
+        "new program exec'd"
     );
 }

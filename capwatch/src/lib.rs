@@ -9,7 +9,7 @@
 //!   → aggregate             userspace totals: what is new, what grew, what was lost
 //!     (monitor              drives the three above for the daemon and `trace`)
 //!   → attribution           cgroup path, container, call site, cause and sentence, once
-//!                           (cgroup, containers/, symbols, cause, seccomp_profile)
+//!                           (cgroup, containers/, symbols, cause, seccomp_profile, filecaps)
 //!   → store/ · journal · service/ (metrics, summaries)   the observations' readers
 //!   → query → advice · explain   from the store's evidence (evidence)
 //!   → format/                    tables, docker, compose, k8s, JSON
@@ -30,6 +30,7 @@ pub mod daemon;
 pub mod error;
 pub mod evidence;
 pub mod explain;
+pub mod filecaps;
 pub mod format;
 pub mod intake;
 pub mod journal;

@@ -73,6 +73,7 @@ impl Monitor {
             .iter()
             .map(|(k, _)| k.cgroup_id)
             .chain(snapshot.failures.iter().map(|(k, _)| k.cgroup_id))
+            .chain(snapshot.execs.iter().map(|(k, _)| k.cgroup_id))
             .collect::<HashSet<_>>()
             .into_iter()
             .filter(|&id| !self.hierarchy.exists(id))

@@ -39,7 +39,8 @@ pub fn report(state_dir: &Path, query: &str) -> Result<Report, Error> {
     let (store, container) = open(state_dir, query)?;
     let checks = store.cap_checks(&container.id)?;
     let failures = store.failures(&container.id)?;
-    Ok(advice::report(container, &checks, &failures))
+    let execs = store.execs(&container.id)?;
+    Ok(advice::report(container, &checks, &failures, &execs))
 }
 
 /// Why each of the container's syscalls failed.

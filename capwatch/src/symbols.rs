@@ -6,6 +6,45 @@ use std::{
     io::{BufRead, BufReader},
 };
 
+/// Kernel functions whose capability checks change nothing whatever the answer: the overcommit
+/// accounting asks for CAP_SYS_ADMIN (with CAP_OPT_NOAUDIT) on every private writable mmap, brk,
+/// mprotect, mremap and execve only to size its reserve (security/commoncap.c
+/// cap_vm_enough_memory, mm/util.c __vm_enough_memory).
+pub const ADVISORY_FUNCTIONS: [&str; 3] =
+    ["security_vm_enough_memory_mm", "cap_vm_enough_memory", "__vm_enough_memory"];
+
+/// The address ranges [start, end) of the named kernel functions that kallsyms shows, read in one
+/// pass without keeping the table: a function ends where the next text symbol begins.
+pub fn ranges(functions: &[&str]) -> Vec<(u64, u64)> {
+    let Ok(file) = fs::File::open("/proc/kallsyms") else { return Vec::new() };
+    ranges_in(BufReader::new(file).lines().map_while(Result::ok), functions)
+}
+
+fn ranges_in<L: AsRef<str>>(lines: impl Iterator<Item = L>, functions: &[&str]) -> Vec<(u64, u64)> {
+    let mut starts = Vec::new();
+    let mut text = Vec::new();
+    for line in lines {
+        let mut fields = line.as_ref().split_whitespace();
+        let (Some(address), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next()) else { continue };
+        let Ok(address) = u64::from_str_radix(address, 16) else { continue };
+        if address == 0 || !matches!(kind, "t" | "T" | "w" | "W") {
+            continue;
+        }
+        text.push(address);
+        if functions.contains(&name) {
+            starts.push(address);
+        }
+    }
+    text.sort_unstable();
+    starts
+        .into_iter()
+        .filter_map(|start| {
+            let next = text.partition_point(|&a| a <= start);
+            text.get(next).map(|&end| (start, end))
+        })
+        .collect()
+}
+
 pub struct Kallsyms {
     /// (address, where its name is in `names`), sorted by address. Kept compact: the daemon
     /// holds the table for as long as it runs.
@@ -111,6 +150,12 @@ ffffffff81200000 T inet_create
         let stack = [0xffffffff81100010, 0xffffffff81100220, 0xffffffff81100510, 0xffffffff81100950];
         assert_eq!(k.call_site(&stack, 4).as_deref(), Some("security_vm_enough_memory_mm ← __mmap_region"));
         assert_eq!(k.call_site(&stack, 1).as_deref(), Some("security_vm_enough_memory_mm"));
+    }
+
+    #[test]
+    fn a_function_ends_where_the_next_text_symbol_begins() {
+        let ranges = ranges_in(TEXT.lines(), &["security_vm_enough_memory_mm", "inet_create", "absent"]);
+        assert_eq!(ranges, [(0xffffffff81100500, 0xffffffff81100900)], "the last text symbol has no known end");
     }
 
     #[test]

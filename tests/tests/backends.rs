@@ -17,7 +17,10 @@ use std::{
 
 use caps::Capability::{self, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_NET_RAW, CAP_SETUID, CAP_SYS_ADMIN};
 use capwatch::probe::{self, Backend, Probe};
-use capwatch_common::{CapKey, FailKey, Totals, Verdict, CAP_FLAG_INSETID, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN};
+use capwatch_common::{
+    CapKey, FailKey, Moot, Totals, Verdict, CAP_FLAG_INSETID, CAP_FLAG_MOOT_SHIFT, CAP_FLAG_NOAUDIT,
+    CAP_FLAG_OPTS_KNOWN,
+};
 use capwatch_tests::{bin, in_ci, kernel_available, refused, Launch, ProtectedFile, TestCgroup};
 use serde_json::Value;
 
@@ -89,12 +92,15 @@ fn plain_flags(backend: Backend) -> u32 {
     }
 }
 
-/// The flags of the check setuid(2) makes (`ns_capable_setid`: `CAP_OPT_INSETID`).
+/// The flags of the check cw-workload's setuid(0) as root makes (`ns_capable_setid`:
+/// `CAP_OPT_INSETID`), judged moot: the uid is already the real and saved one
+/// (kernel/sys.c __sys_setuid).
 fn setid_flags(backend: Backend) -> u32 {
+    let moot = Moot::SetuidUnchanged.raw() << CAP_FLAG_MOOT_SHIFT;
     if knows_opts(backend) {
-        CAP_FLAG_OPTS_KNOWN | CAP_FLAG_INSETID
+        CAP_FLAG_OPTS_KNOWN | CAP_FLAG_INSETID | moot
     } else {
-        0
+        moot
     }
 }
 

@@ -3,7 +3,9 @@
 
 use caps::Capability::{CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_NET_RAW};
 use capwatch::probe::{Backend, Probe};
-use capwatch_common::{CapKey, FailKey, Origin, Seccomp, Totals, Verdict, CAP_FLAG_OUTER_USERNS};
+use capwatch_common::{
+    CapKey, FailKey, Moot, Origin, Seccomp, Totals, Verdict, CAP_FLAG_MOOT_SHIFT, CAP_FLAG_OUTER_USERNS,
+};
 use capwatch_tests::{kernel_available, refused, Launch, ProtectedFile, TestCgroup};
 
 const SYS_SOCKET: u32 = libc::SYS_socket as u32;
@@ -11,8 +13,13 @@ const SYS_SETUID: u32 = libc::SYS_setuid as u32;
 const SYS_OPENAT: u32 = libc::SYS_openat as u32;
 
 fn cap(cgroup: &TestCgroup, cap: caps::Capability, verdict: Verdict, syscall: u32) -> CapKey {
-    CapKey { cgroup_id: cgroup.id, cap: cap.index().into(), syscall, verdict, origin: Origin::App, flags: 0 }
+    let flags = if (cap, syscall) == (caps::Capability::CAP_SETUID, SYS_SETUID) { SETUID_TO_ROOT_AS_ROOT } else { 0 };
+    CapKey { cgroup_id: cgroup.id, cap: cap.index().into(), syscall, verdict, origin: Origin::App, flags }
 }
+
+/// cw-workload's setuid(0) as uid 0, with or without CAP_SETUID: the uid asked for is already the
+/// real and saved one, so the kernel judges the check moot (kernel/sys.c __sys_setuid).
+const SETUID_TO_ROOT_AS_ROOT: u32 = Moot::SetuidUnchanged.raw() << CAP_FLAG_MOOT_SHIFT;
 
 fn count<K: Ord>(map: &std::collections::BTreeMap<K, Totals>, key: &K) -> u64 {
     map.get(key).map_or(0, |t| t.count)
@@ -132,7 +139,7 @@ async fn each_cgroup_sees_only_its_own_processes() {
         syscall: SYS_SETUID,
         verdict: Verdict::Granted,
         origin: Origin::App,
-        flags: 0,
+        flags: SETUID_TO_ROOT_AS_ROOT,
     };
     let caps = monitor.aggregates().caps();
     assert_eq!(count(caps, &setuid(a.id)), 300);
@@ -182,7 +189,7 @@ async fn the_runtime_its_container_and_later_exec_sessions_are_told_apart() {
         syscall: SYS_SETUID,
         verdict: Verdict::Granted,
         origin,
-        flags: 0,
+        flags: SETUID_TO_ROOT_AS_ROOT,
     };
 
     // The runtime starts the container's command, whose child inherits its origin.

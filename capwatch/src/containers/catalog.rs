@@ -107,6 +107,7 @@ mod tests {
             started_at: Some("2026-11-23T00:00:00Z".into()),
             exited_at: None,
             granted: None,
+            layers: Vec::new(),
         }
     }
 

@@ -131,8 +131,16 @@ async fn inspect(docker: &Docker, id: &str) -> Option<Container> {
             cap_eff,
             cap_bnd,
         }),
+        layers: details.graph_driver.map(|driver| layers(&driver.data)).unwrap_or_default(),
         id,
     })
+}
+
+/// overlay2's directories, the topmost first: the container's own upper one, then the image's.
+fn layers(data: &HashMap<String, String>) -> Vec<String> {
+    let upper = data.get("UpperDir").into_iter().cloned();
+    let lower = data.get("LowerDir").into_iter().flat_map(|dirs| dirs.split(':').map(str::to_string));
+    upper.chain(lower).filter(|dir| !dir.is_empty()).collect()
 }
 
 fn event_time(nanos: Option<i64>, secs: Option<i64>) -> String {

@@ -28,6 +28,10 @@ pub struct Container {
     pub started_at: Option<String>,
     pub exited_at: Option<String>,
     pub granted: Option<Granted>,
+    /// Its image's layers on the host, the topmost first (overlayfs' upper and lower
+    /// directories): where its program files are read once its processes are gone.
+    #[serde(default)]
+    pub layers: Vec<String>,
 }
 
 /// What the container was started with.
@@ -56,6 +60,7 @@ impl Container {
             started_at: None,
             exited_at: None,
             granted: None,
+            layers: Vec::new(),
         }
     }
 
@@ -131,6 +136,7 @@ mod tests {
             started_at: Some(started.into()),
             exited_at: None,
             granted: None,
+            layers: Vec::new(),
         }
     }
 

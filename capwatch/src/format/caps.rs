@@ -26,6 +26,7 @@ pub fn side_by_side(report: &Report) -> String {
             match cap.verdict {
                 Verdict::Needed => "yes",
                 Verdict::Missing => "denied, and needed",
+                Verdict::Optional => "yes, optional",
                 Verdict::NotNeeded => "",
             },
         ]);

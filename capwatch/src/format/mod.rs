@@ -95,12 +95,19 @@ fn table(report: &Report) -> String {
                 Verdict::Needed => "needed".into(),
                 Verdict::NotNeeded => "not needed".into(),
                 Verdict::Missing => "MISSING".into(),
+                Verdict::Optional => "optional".into(),
             },
             cap.reason.clone(),
         ]);
     }
     out.push_str(&table.to_string());
     out.push_str(&format!("\nleast privilege: {}\n", docker(&report.cap_add)));
+    for optional in report.capabilities.iter().filter(|c| c.verdict == Verdict::Optional) {
+        out.push_str(&format!("left out: {} ({})\n", optional.capability, optional.reason));
+    }
+    for uncertain in &report.uncertain {
+        out.push_str(&format!("uncertain: {uncertain}\n"));
+    }
     if c.granted.as_ref().is_some_and(|g| g.privileged) {
         out.push_str(
             "leaving --privileged also brings back the seccomp profile, AppArmor and device rules it turned off\n",

@@ -30,6 +30,18 @@ pub fn lines(observations: &[Observation], at: f64) -> String {
                 f.totals.sample.uid,
                 f.key.origin.name(),
             ),
+            Observation::Exec(e) if e.first => match &e.detail.found {
+                crate::filecaps::Found::Caps(caps) => format!(
+                    "{at:8.3}s  {}  exec {} carrying {}  by {} (pid {}, {})",
+                    e.place.cgroup,
+                    e.detail.path,
+                    crate::filecaps::describe(caps),
+                    names::comm(&e.totals.sample.comm),
+                    e.totals.sample.pid,
+                    e.key.origin.name(),
+                ),
+                _ => continue,
+            },
             Observation::Lost { loss, total, added } => {
                 format!("{at:8.3}s  lost: {added} more {} ({total} in all)", loss.name())
             }
@@ -63,7 +75,7 @@ pub fn totals(observations: &[Observation], losses: &[u64]) -> String {
                 String::new(),
                 f.totals.count.to_string(),
             ]),
-            Observation::Lost { .. } => continue,
+            Observation::Exec(_) | Observation::Lost { .. } => continue,
         };
     }
     let lost: Vec<String> = capwatch_common::Loss::ALL

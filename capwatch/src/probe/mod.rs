@@ -14,11 +14,11 @@ use aya::{
     programs::BtfTracePoint,
     Btf, Ebpf, EbpfLoader,
 };
-use capwatch_common::{CapKey, FailKey, Totals};
+use capwatch_common::{CapKey, ExecKey, FailKey, Totals, ADVISORY_SITES};
 use serde::{Deserialize, Serialize};
 
 pub use self::floor::{attach_floor, Floor};
-use crate::{cgroup::Scope, error::Error};
+use crate::{cgroup::Scope, error::Error, symbols};
 
 /// The eBPF object built from `capwatch-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capwatch"));
@@ -146,6 +146,7 @@ pub struct KernelMaps {
     pub events: RingBuf<MapData>,
     pub caps: HashMap<MapData, CapKey, Totals>,
     pub failures: HashMap<MapData, FailKey, Totals>,
+    pub execs: HashMap<MapData, ExecKey, Totals>,
     pub losses: Array<MapData, u64>,
     pub stacks: StackTraceMap<MapData>,
     pub started: HashMap<MapData, u64, u64>,
@@ -194,6 +195,7 @@ impl Probe {
             events: RingBuf::try_from(take("CW_EVENTS")?)?,
             caps: HashMap::try_from(take("CW_CAPS")?)?,
             failures: HashMap::try_from(take("CW_FAILURES")?)?,
+            execs: HashMap::try_from(take("CW_EXECS")?)?,
             losses: Array::try_from(take("CW_LOSSES")?)?,
             stacks: StackTraceMap::try_from(take("CW_STACKS")?)?,
             started: HashMap::try_from(take("CW_STARTED")?)?,
@@ -232,12 +234,34 @@ fn open(scope: Scope) -> Result<(Ebpf, Btf), Error> {
         .override_global("CW_TASK_SECCOMP_FILTER_OFFSET", &offsets.task_seccomp_filter, true)
         .override_global("CW_FILTER_ALLOW_NATIVE_OFFSET", &offsets.filter_allow_native, true)
         .override_global("CW_SECCOMP_NATIVE_BITS", &offsets.seccomp_native_bits, true)
+        .override_global("CW_CRED_UID_OFFSET", &offsets.cred_uid, true)
+        .override_global("CW_CRED_SUID_OFFSET", &offsets.cred_suid, true)
+        .override_global("CW_CRED_GID_OFFSET", &offsets.cred_gid, true)
+        .override_global("CW_CRED_SGID_OFFSET", &offsets.cred_sgid, true)
+        .override_global("CW_CRED_CAP_INHERITABLE_OFFSET", &offsets.cred_cap_inheritable, true)
+        .override_global("CW_CRED_CAP_PERMITTED_OFFSET", &offsets.cred_cap_permitted, true)
+        .override_global("CW_ADVISORY_SITES", &advisory_sites(), true)
+        .override_global("CW_BPRM_INTERP_OFFSET", &offsets.bprm_interp, true)
         .load(OBJECT)
         .map_err(|e| match permission_denied(&e) {
             true => Error::NotRoot,
             false => Error::Program { program: "object", reason: chain(&e) },
         })?;
     Ok((ebpf, btf))
+}
+
+/// The address ranges of the kernel's advisory call sites (`symbols::ADVISORY_FUNCTIONS`), for
+/// the programs to recognise them in a first occurrence's stack; zeros where kallsyms hides
+/// addresses (then the call site recorded with each check, or `opts`, decides).
+fn advisory_sites() -> [u64; 2 * ADVISORY_SITES] {
+    let mut sites = [0; 2 * ADVISORY_SITES];
+    for (slot, (start, end)) in
+        symbols::ranges(&symbols::ADVISORY_FUNCTIONS).into_iter().take(ADVISORY_SITES).enumerate()
+    {
+        sites[2 * slot] = start;
+        sites[2 * slot + 1] = end;
+    }
+    sites
 }
 
 /// The programs every backend shares: failing syscalls, and the process lifecycle that tells

@@ -25,6 +25,16 @@ pub struct Offsets {
     /// cache of always-allowed syscalls (before 5.11), where seccomp is judged less precisely.
     pub filter_allow_native: u32,
     pub seccomp_native_bits: u32,
+    /// `struct cred`'s uid, suid, gid, sgid, cap_inheritable and cap_permitted, for the checks
+    /// whose answer the credentials make moot; 0 where absent (those checks stay consequential).
+    pub cred_uid: u32,
+    pub cred_suid: u32,
+    pub cred_gid: u32,
+    pub cred_sgid: u32,
+    pub cred_cap_inheritable: u32,
+    pub cred_cap_permitted: u32,
+    /// `linux_binprm.interp`: the path of the program an exec opened.
+    pub bprm_interp: u32,
 }
 
 pub fn read() -> Result<Offsets, Error> {
@@ -33,6 +43,7 @@ pub fn read() -> Result<Offsets, Error> {
         .or_else(|_| Btf::from_file(VMLINUX))
         .map_err(|_| Error::NoBtf)?;
     let required = |name: &'static str| field(&btf, name).map(|(offset, _)| offset).ok_or(Error::KernelLayout(name));
+    let optional = |name: &str| field(&btf, name).map_or(0, |(offset, _)| offset);
     let (filter_allow_native, seccomp_native_bits) = field(&btf, "seccomp_filter.cache.allow_native")
         .and_then(|(offset, t)| match t {
             Type::Array(a) => Some((offset, (a.len() * 64) as u32)),
@@ -44,10 +55,17 @@ pub fn read() -> Result<Offsets, Error> {
         task_real_cred: required("task_struct.real_cred")?,
         cred_user_ns: required("cred.user_ns")?,
         user_ns_level: required("user_namespace.level")?,
-        task_seccomp_mode: field(&btf, "task_struct.seccomp.mode").map_or(0, |(o, _)| o),
-        task_seccomp_filter: field(&btf, "task_struct.seccomp.filter").map_or(0, |(o, _)| o),
+        task_seccomp_mode: optional("task_struct.seccomp.mode"),
+        task_seccomp_filter: optional("task_struct.seccomp.filter"),
         filter_allow_native,
         seccomp_native_bits,
+        cred_uid: optional("cred.uid"),
+        cred_suid: optional("cred.suid"),
+        cred_gid: optional("cred.gid"),
+        cred_sgid: optional("cred.sgid"),
+        cred_cap_inheritable: optional("cred.cap_inheritable"),
+        cred_cap_permitted: optional("cred.cap_permitted"),
+        bprm_interp: optional("linux_binprm.interp"),
     })
 }
 
@@ -109,6 +127,10 @@ mod tests {
             offsets.task_seccomp_mode > 0 && offsets.task_seccomp_filter > offsets.task_seccomp_mode,
             "{offsets:?}"
         );
+        // uid leads struct cred's ids, after its usage count; the capability sets follow them.
+        assert!(offsets.cred_uid > 0 && offsets.cred_suid > offsets.cred_uid, "{offsets:?}");
+        assert!(offsets.cred_cap_permitted > offsets.cred_sgid && offsets.cred_cap_inheritable > 0, "{offsets:?}");
+        assert!(offsets.bprm_interp > 0, "{offsets:?}");
         // One bit per native syscall: several hundred, in whole words.
         assert!(offsets.seccomp_native_bits >= 448 && offsets.seccomp_native_bits.is_multiple_of(64), "{offsets:?}");
     }

@@ -186,7 +186,7 @@ impl Service {
                         names::errno(failure.key.errno)
                     ));
                 }
-                Observation::Lost { .. } => {}
+                Observation::Exec(_) | Observation::Lost { .. } => {}
             }
         }
     }

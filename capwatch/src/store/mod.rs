@@ -20,12 +20,12 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 pub use self::writer::Writer;
 use crate::{
-    attribution::{Check, Failure},
+    attribution::{Check, Exec, Failure},
     cause::Explained,
     clock,
     containers::Container,
     error::Error,
-    evidence::{CheckEvidence, FailureEvidence},
+    evidence::{CheckEvidence, ExecEvidence, FailureEvidence},
 };
 
 /// The database file in the state directory.
@@ -60,7 +60,7 @@ CREATE TABLE IF NOT EXISTS cap_checks (
     origin INTEGER NOT NULL, flags INTEGER NOT NULL,
     count INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
     tid INTEGER NOT NULL, pid INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL,
-    comm TEXT NOT NULL, call_site TEXT,
+    comm TEXT NOT NULL, call_site TEXT, judged INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, cgroup_id, cap, syscall, verdict, origin, flags)
 );
 CREATE TABLE IF NOT EXISTS failures (
@@ -73,11 +73,18 @@ CREATE TABLE IF NOT EXISTS failures (
     cause TEXT, explanation TEXT,
     PRIMARY KEY (run_id, cgroup_id, syscall, errno, origin, fail_uid, seccomp, denied)
 );
+CREATE TABLE IF NOT EXISTS execs (
+    run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL, origin INTEGER NOT NULL, path TEXT NOT NULL,
+    count INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
+    pid INTEGER NOT NULL, comm TEXT NOT NULL, found TEXT NOT NULL,
+    PRIMARY KEY (run_id, cgroup_id, origin, path)
+);
 ";
 
 /// Schema 1 kept failures without the evidence of their cause: they are kept, with the failing
 /// uid taken from their sample and the rest unknown, in the table the schema defines.
 const MIGRATE_1: &str = "
+ALTER TABLE cap_checks ADD COLUMN judged INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE failures RENAME TO failures_v1;
 {SCHEMA}
 INSERT INTO failures (run_id, cgroup_id, syscall, errno, origin, fail_uid, seccomp, denied, count, first_ns, last_ns,
@@ -87,8 +94,10 @@ INSERT INTO failures (run_id, cgroup_id, syscall, errno, origin, fail_uid, secco
 DROP TABLE failures_v1;
 ";
 
-/// Schema 2 kept no judged cause with a failure: those are judged when read.
+/// Schema 2 kept no judged cause with a failure (those are judged when read), and no judgement of
+/// a check's first kernel stack (its call site's name decides).
 const MIGRATE_2: &str = "
+ALTER TABLE cap_checks ADD COLUMN judged INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE failures ADD COLUMN cause TEXT;
 ALTER TABLE failures ADD COLUMN explanation TEXT;
 ";
@@ -115,6 +124,7 @@ pub struct Batch<'a> {
     pub containers: &'a [Arc<Container>],
     pub checks: &'a [&'a Check],
     pub failures: &'a [&'a Failure],
+    pub execs: &'a [&'a Exec],
 }
 
 impl Store {
@@ -212,8 +222,8 @@ impl Store {
             let mut cap = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO cap_checks (run_id, cgroup_id, cap, syscall, verdict, origin, flags, count,
-                     first_ns, last_ns, tid, pid, uid, gid, comm, call_site)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                     first_ns, last_ns, tid, pid, uid, gid, comm, call_site, judged)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 )
                 .map_err(fail)?;
             for check in batch.checks {
@@ -234,7 +244,8 @@ impl Store {
                     s.uid,
                     s.gid,
                     crate::names::comm(&s.comm),
-                    check.detail.as_deref()
+                    check.detail.as_deref(),
+                    t.judged
                 ])
                 .map_err(fail)?;
             }
@@ -271,6 +282,29 @@ impl Store {
                     ])
                     .map_err(fail)?;
             }
+            let mut exec = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO execs (run_id, cgroup_id, origin, path, count, first_ns, last_ns, pid, comm, found)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(fail)?;
+            for e in batch.execs {
+                let t = &e.totals;
+                let found = serde_json::to_string(&e.detail.found).expect("file capabilities serialize");
+                exec.execute(params![
+                    run.0,
+                    e.key.cgroup_id as i64,
+                    e.key.origin.raw(),
+                    e.detail.path,
+                    t.count as i64,
+                    wall_ns(t.first_ns),
+                    wall_ns(t.last_ns),
+                    t.sample.pid,
+                    crate::names::comm(&t.sample.comm),
+                    found
+                ])
+                .map_err(fail)?;
+            }
         }
         tx.commit().map_err(fail)
     }
@@ -301,7 +335,7 @@ impl Store {
             .conn
             .prepare(
                 "SELECT c.cap, c.syscall, c.verdict, c.origin, c.flags, SUM(c.count), MIN(c.first_ns), MAX(c.last_ns),
-                        c.tid, c.pid, c.uid, c.gid, c.comm, MAX(c.call_site)
+                        c.tid, c.pid, c.uid, c.gid, c.comm, MAX(c.call_site), MAX(c.judged)
                  FROM cap_checks c JOIN cgroups g ON g.run_id = c.run_id AND g.cgroup_id = c.cgroup_id
                  WHERE g.container_id = ?1
                  GROUP BY c.cap, c.syscall, c.verdict, c.origin, c.flags
@@ -324,6 +358,7 @@ impl Store {
                     last_seen: from_unix_ns(r.get(7)?),
                     sample: sample(r, 8)?,
                     call_site: r.get(13)?,
+                    judged: r.get(14)?,
                 })
             })
             .map_err(fail)?;
@@ -366,6 +401,39 @@ impl Store {
                         (Some(cause), Some(text)) => Some(Explained { cause, text }),
                         _ => None,
                     },
+                })
+            })
+            .map_err(fail)?;
+        rows.collect::<Result<_, _>>().map_err(fail)
+    }
+
+    /// The programs a container exec'd, summed over runs and cgroups; what their files carry is
+    /// the latest run's reading.
+    pub fn execs(&self, container_id: &str) -> Result<Vec<ExecEvidence>, Error> {
+        let fail = |e| corrupt(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT e.origin, e.path, SUM(e.count), MIN(e.first_ns), MAX(e.last_ns), e.comm, MAX(e.run_id), e.found
+                 FROM execs e JOIN cgroups g ON g.run_id = e.run_id AND g.cgroup_id = e.cgroup_id
+                 WHERE g.container_id = ?1
+                 GROUP BY e.origin, e.path
+                 ORDER BY e.path, e.origin",
+            )
+            .map_err(fail)?;
+        let rows = stmt
+            .query_map([container_id], |r| {
+                let found: String = r.get(7)?;
+                Ok(ExecEvidence {
+                    origin: decode(r, 0, Origin::from_raw)?,
+                    path: r.get(1)?,
+                    count: r.get::<_, i64>(2)? as u64,
+                    first_seen: from_unix_ns(r.get(3)?),
+                    last_seen: from_unix_ns(r.get(4)?),
+                    program: r.get(5)?,
+                    found: serde_json::from_str(&found).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e))
+                    })?,
                 })
             })
             .map_err(fail)?;
@@ -420,7 +488,7 @@ impl Store {
         let fail = |e| corrupt(&path, e);
         let tx = self.conn.transaction().map_err(fail)?;
         for id in &old {
-            for table in ["cap_checks", "failures"] {
+            for table in ["cap_checks", "failures", "execs"] {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE (run_id, cgroup_id) IN (SELECT run_id, cgroup_id FROM cgroups WHERE container_id = ?1)"),
                     [id],
@@ -506,6 +574,7 @@ mod tests {
             started_at: Some("2026-11-23T00:00:00Z".into()),
             exited_at: exited_at.map(Into::into),
             granted: None,
+            layers: Vec::new(),
         }
     }
 
@@ -515,7 +584,7 @@ mod tests {
             first_ns: clock::monotonic_now_ns(),
             last_ns: clock::monotonic_now_ns(),
             stack_id: -1,
-            _pad: 0,
+            judged: 0,
             sample: Sample { tid: 7, pid: 7, uid: 0, gid: 0, comm: *b"web\0\0\0\0\0\0\0\0\0\0\0\0\0" },
         }
     }
@@ -544,8 +613,13 @@ mod tests {
                 let key = CapKey { cgroup_id, ..key };
                 let cgroups = [CgroupRow { cgroup_id, path: &web.cgroup, container_id: Some(&web.id) }];
                 let check = check(key, n);
-                let batch =
-                    Batch { cgroups: &cgroups, containers: &[Arc::clone(&web)], checks: &[&check], failures: &[] };
+                let batch = Batch {
+                    cgroups: &cgroups,
+                    containers: &[Arc::clone(&web)],
+                    checks: &[&check],
+                    failures: &[],
+                    execs: &[],
+                };
                 store.write(run, &batch).unwrap();
             }
         }
@@ -567,7 +641,9 @@ mod tests {
         let run = store.begin_run("tracepoint").unwrap();
         let old = Arc::new(container(&"b".repeat(64), "old", Some("2020-01-01T00:00:00Z")));
         let live = Arc::new(container(&"c".repeat(64), "live", None));
-        store.write(run, &Batch { cgroups: &[], containers: &[old, live], checks: &[], failures: &[] }).unwrap();
+        store
+            .write(run, &Batch { cgroups: &[], containers: &[old, live], checks: &[], failures: &[], execs: &[] })
+            .unwrap();
         assert_eq!(store.forget_exited_before(Duration::from_secs(86400)).unwrap(), 1);
         assert_eq!(store.containers().unwrap().iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["live"]);
         let _ = std::fs::remove_dir_all(dir);
@@ -596,7 +672,12 @@ mod tests {
         {
             let conn = Connection::open(dir.join(FILE)).unwrap();
             conn.execute_batch(&format!(
-                "CREATE TABLE cgroups (run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL, path TEXT NOT NULL,
+                "CREATE TABLE cap_checks (run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL, cap INTEGER NOT NULL,
+                     syscall INTEGER NOT NULL, verdict INTEGER NOT NULL, origin INTEGER NOT NULL, flags INTEGER NOT NULL,
+                     count INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL, tid INTEGER NOT NULL,
+                     pid INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL, comm TEXT NOT NULL, call_site TEXT,
+                     PRIMARY KEY (run_id, cgroup_id, cap, syscall, verdict, origin, flags));
+                 CREATE TABLE cgroups (run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL, path TEXT NOT NULL,
                      container_id TEXT, PRIMARY KEY (run_id, cgroup_id));
                  CREATE TABLE failures (run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL, syscall INTEGER NOT NULL,
                      errno INTEGER NOT NULL, origin INTEGER NOT NULL, count INTEGER NOT NULL, first_ns INTEGER NOT NULL,

@@ -7,11 +7,11 @@ use std::{
     sync::Arc,
 };
 
-use capwatch_common::{CapKey, FailKey};
+use capwatch_common::{CapKey, ExecKey, FailKey};
 
 use super::{Batch, CgroupRow, RunId, Store};
 use crate::{
-    attribution::{Check, Failure, Observation, Place},
+    attribution::{Check, Exec, Failure, Observation, Place},
     containers::Container,
     error::Error,
 };
@@ -20,6 +20,7 @@ pub struct Writer {
     run: RunId,
     checks: BTreeMap<CapKey, Check>,
     failures: BTreeMap<FailKey, Failure>,
+    execs: BTreeMap<ExecKey, Exec>,
     containers: Vec<Arc<Container>>,
     /// Cgroups whose row this run has written.
     cgroups: HashSet<u64>,
@@ -31,6 +32,7 @@ impl Writer {
             run,
             checks: BTreeMap::new(),
             failures: BTreeMap::new(),
+            execs: BTreeMap::new(),
             containers: Vec::new(),
             cgroups: HashSet::new(),
         }
@@ -42,6 +44,7 @@ impl Writer {
             match observation {
                 Observation::Check(check) => drop(self.checks.insert(check.key, check.clone())),
                 Observation::Failure(failure) => drop(self.failures.insert(failure.key, failure.clone())),
+                Observation::Exec(exec) => drop(self.execs.insert(exec.key, exec.clone())),
                 Observation::Lost { .. } => {}
             }
         }
@@ -54,8 +57,13 @@ impl Writer {
 
     /// Writes what was noted since the previous write.
     pub fn write(&mut self, store: &mut Store) -> Result<(), Error> {
-        let places: Vec<&Place> =
-            self.checks.values().map(|c| &c.place).chain(self.failures.values().map(|f| &f.place)).collect();
+        let places: Vec<&Place> = self
+            .checks
+            .values()
+            .map(|c| &c.place)
+            .chain(self.failures.values().map(|f| &f.place))
+            .chain(self.execs.values().map(|e| &e.place))
+            .collect();
         let mut cgroups: Vec<CgroupRow<'_>> = Vec::new();
         for place in places {
             if !self.cgroups.contains(&place.cgroup_id) && !cgroups.iter().any(|c| c.cgroup_id == place.cgroup_id) {
@@ -66,19 +74,30 @@ impl Writer {
                 });
             }
         }
-        if cgroups.is_empty() && self.checks.is_empty() && self.failures.is_empty() && self.containers.is_empty() {
+        if cgroups.is_empty()
+            && self.checks.is_empty()
+            && self.failures.is_empty()
+            && self.execs.is_empty()
+            && self.containers.is_empty()
+        {
             return Ok(());
         }
         let checks: Vec<&Check> = self.checks.values().collect();
         let failures: Vec<&Failure> = self.failures.values().collect();
-        store.write(
-            self.run,
-            &Batch { cgroups: &cgroups, containers: &self.containers, checks: &checks, failures: &failures },
-        )?;
+        let execs: Vec<&Exec> = self.execs.values().collect();
+        let batch = Batch {
+            cgroups: &cgroups,
+            containers: &self.containers,
+            checks: &checks,
+            failures: &failures,
+            execs: &execs,
+        };
+        store.write(self.run, &batch)?;
         let written: Vec<u64> = cgroups.iter().map(|c| c.cgroup_id).collect();
         self.cgroups.extend(written);
         self.checks.clear();
         self.failures.clear();
+        self.execs.clear();
         self.containers.clear();
         Ok(())
     }

@@ -1,31 +1,26 @@
 //! Which capabilities a container needs: verdicts from what the store recorded about it, and
-//! the least privilege it can run with.
+//! the least privilege it can run with. The rules for checks that are not needs are in
+//! `rules`.
+
+pub mod rules;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::SystemTime,
 };
 
-use capwatch_common::{Origin, Verdict as Answer, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_NOAUDIT, CAP_FLAG_OUTER_USERNS};
+use capwatch_common::{Origin, Verdict as Answer, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_OUTER_USERNS};
 use serde::Serialize;
 
+use self::rules::{CAP_DAC_OVERRIDE, FALLBACKS};
 use crate::{
     cause::{self, Cause, Profile},
     containers::Container,
-    evidence::{CheckEvidence, FailureEvidence},
+    evidence::{CheckEvidence, ExecEvidence, FailureEvidence},
+    filecaps::{self, FileCaps, Found},
     names,
     seccomp_profile::SeccompProfile,
 };
-
-const CAP_DAC_OVERRIDE: u32 = 1;
-
-/// Call sites where the kernel only asks, and nothing is refused whatever the answer: the
-/// overcommit heuristics ask for CAP_SYS_ADMIN on every private writable mmap, brk and execve.
-const ADVISORY_SITES: [&str; 3] = ["security_vm_enough_memory_mm", "cap_vm_enough_memory", "__vm_enough_memory"];
-
-/// Capabilities the kernel tries one after the other for the same permission: the first
-/// denied then the second granted means the second sufficed.
-const FALLBACKS: [(u32, u32); 2] = [(2, 1), (1, 2)]; // DAC_READ_SEARCH ↔ DAC_OVERRIDE
 
 /// Docker's default capability set (moby's oci/caps/defaults.go).
 pub const DOCKER_DEFAULT_CAPS: u64 = 0x00000000a80425fb;
@@ -39,6 +34,9 @@ pub enum Verdict {
     NotNeeded,
     /// It was denied and a syscall failed because of it.
     Missing,
+    /// The application used it, but tolerates its refusal by design; `reason` says what is lost.
+    /// Left out of the least privilege.
+    Optional,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,27 +72,75 @@ pub struct Report {
     pub capabilities: Vec<CapabilityReport>,
     /// The least privilege: `--cap-drop ALL` and these.
     pub cap_add: Vec<String>,
+    /// What the advice could not see, each a sentence: it may lack what these hide.
+    pub uncertain: Vec<String>,
 }
 
-/// Builds a container's report from its rows in the store.
-pub fn report(container: Container, caps: &[CheckEvidence], failures: &[FailureEvidence]) -> Report {
+/// A program whose file capabilities make its exec need capabilities in the bounding set.
+struct ExecNeed<'a> {
+    path: &'a str,
+    caps: FileCaps,
+}
+
+/// Builds a container's report from what the store recorded of it.
+pub fn report(
+    container: Container,
+    caps: &[CheckEvidence],
+    failures: &[FailureEvidence],
+    execs: &[ExecEvidence],
+) -> Report {
     let granted_mask = granted_mask(&container);
     let mut numbers: BTreeSet<u32> = caps.iter().map(|r| r.key.cap).collect();
     if let Some(mask) = granted_mask {
         numbers.extend(names::mask_bits(mask));
     }
+    let app_execs = || execs.iter().filter(|e| e.origin == Origin::App);
+    // security/commoncap.c bprm_caps_from_vfs_caps: with the effective bit, execve fails with
+    // EPERM unless every capability in the file's permitted set is in the bounding set.
+    let exec_needs: Vec<ExecNeed<'_>> = app_execs()
+        .filter_map(|e| match &e.found {
+            Found::Caps(caps) if caps.effective && caps.permitted != 0 => Some(ExecNeed { path: &e.path, caps: *caps }),
+            _ => None,
+        })
+        .collect();
+    numbers.extend(exec_needs.iter().flat_map(|n| names::mask_bits(n.caps.permitted)));
     let missing = missing_caps(failures);
     let capabilities: Vec<CapabilityReport> = numbers
         .into_iter()
         .map(|cap| {
             let rows: Vec<&CheckEvidence> = caps.iter().filter(|r| r.key.cap == cap).collect();
-            judge(cap, granted_mask.map(|m| m & (1 << cap) != 0), &rows, caps, missing.get(&cap))
+            let needed_by: Vec<&ExecNeed<'_>> =
+                exec_needs.iter().filter(|n| n.caps.permitted & (1 << cap) != 0).collect();
+            let mut report = judge(cap, granted_mask.map(|m| m & (1 << cap) != 0), &rows, caps, missing.get(&cap));
+            if !needed_by.is_empty() {
+                let files: Vec<String> =
+                    needed_by.iter().map(|n| format!("{} carries {}", n.path, filecaps::describe(&n.caps))).collect();
+                let exec =
+                    format!("{}: execve fails without {} in the bounding set", files.join(", "), report.capability);
+                report.reason = match report.verdict {
+                    Verdict::Needed | Verdict::Missing => format!("{}; {exec}", report.reason),
+                    _ => exec,
+                };
+                if report.verdict != Verdict::Missing {
+                    report.verdict = Verdict::Needed;
+                }
+            }
+            report
         })
         .collect();
     let cap_add = capabilities
         .iter()
-        .filter(|c| c.verdict != Verdict::NotNeeded)
+        .filter(|c| matches!(c.verdict, Verdict::Needed | Verdict::Missing))
         .map(|c| c.capability.trim_start_matches("CAP_").to_string())
+        .collect();
+    let uncertain = app_execs()
+        .filter_map(|e| match &e.found {
+            Found::Unreadable { reason } => Some(format!(
+                "the file capabilities of {} could not be read ({reason}): the advice may lack what its exec needs",
+                e.path
+            )),
+            _ => None,
+        })
         .collect();
     let seen =
         caps.iter().map(|r| (r.first_seen, r.last_seen)).chain(failures.iter().map(|f| (f.first_seen, f.last_seen)));
@@ -112,6 +158,7 @@ pub fn report(container: Container, caps: &[CheckEvidence], failures: &[FailureE
         container,
         capabilities,
         cap_add,
+        uncertain,
     }
 }
 
@@ -173,12 +220,16 @@ fn judge(
         app.into_iter().partition(|r| r.key.flags & CAP_FLAG_FOREIGN_CRED != 0);
     let (granted_rows, denied_rows): (Vec<&CheckEvidence>, Vec<&CheckEvidence>) =
         app.iter().partition(|r| r.key.verdict == Answer::Granted);
-    let (advisory, consequential): (Vec<&CheckEvidence>, Vec<&CheckEvidence>) =
-        granted_rows.into_iter().partition(|r| advisory(r));
+    let (advisory, granted_rows): (Vec<&CheckEvidence>, Vec<&CheckEvidence>) =
+        granted_rows.into_iter().partition(|r| rules::advisory(r));
+    let (moot, consequential): (Vec<&CheckEvidence>, Vec<&CheckEvidence>) =
+        granted_rows.into_iter().partition(|r| r.key.moot().is_some());
 
     // Denied only against an outer user namespace, a capability is not the container's to add:
     // its failures are not `Missing`.
-    let (verdict, reason) = if !consequential.is_empty() {
+    let (verdict, reason) = if let (false, Some(lost)) = (consequential.is_empty(), rules::optional(cap)) {
+        (Verdict::Optional, format!("used in {}, but optional: it {lost}", syscalls(&consequential).join(", ")))
+    } else if !consequential.is_empty() {
         (Verdict::Needed, format!("used in {}", syscalls(&consequential).join(", ")))
     } else if let Some(failed) = missing.filter(|_| outer_ns.is_empty() || !denied_rows.is_empty()) {
         (
@@ -196,6 +247,12 @@ fn judge(
                 format!("denied in {}, and the calls still succeeded", syscalls(&denied_rows).join(", ")),
             ),
         }
+    } else if !moot.is_empty() {
+        let why: BTreeSet<&str> = moot.iter().filter_map(|r| r.key.moot()).map(rules::moot).collect();
+        (
+            Verdict::NotNeeded,
+            format!("asked only where the answer changed nothing: {}", why.into_iter().collect::<Vec<_>>().join("; ")),
+        )
     } else if !advisory.is_empty() {
         (
             Verdict::NotNeeded,
@@ -258,15 +315,6 @@ fn partner_granted(cap: u32, syscall: u32, all: &[CheckEvidence]) -> Option<Stri
     })
 }
 
-/// A check the kernel makes without consequence: known from its call site, or, where no stack
-/// was recorded, from the probe's `opts`.
-fn advisory(row: &CheckEvidence) -> bool {
-    match &row.call_site {
-        Some(site) => ADVISORY_SITES.iter().any(|s| site.split(" ← ").next() == Some(*s)),
-        None => row.key.flags & CAP_FLAG_NOAUDIT != 0,
-    }
-}
-
 fn syscalls(rows: &[&CheckEvidence]) -> Vec<String> {
     rows.iter().map(|r| names::syscall(r.key.syscall).into_owned()).collect::<BTreeSet<_>>().into_iter().collect()
 }
@@ -289,10 +337,17 @@ fn usage(rows: &[&CheckEvidence]) -> Option<Usage> {
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
-    use capwatch_common::{CapKey, FailKey, Sample, Seccomp};
+    use capwatch_common::{
+        CapKey, FailKey, Moot, Sample, Seccomp, CAP_FLAG_MOOT_SHIFT, CAP_FLAG_NOAUDIT, JUDGED_ADVISORY_SITE,
+        JUDGED_STACK_READ,
+    };
 
-    use super::*;
+    use super::{rules::advisory, *};
     use crate::containers::{Granted, Runtime};
+
+    fn checks_only(container: Container, caps: &[CheckEvidence], failures: &[FailureEvidence]) -> Report {
+        report(container, caps, failures, &[])
+    }
 
     fn container(granted: Option<Granted>) -> Container {
         Container {
@@ -306,6 +361,7 @@ mod tests {
             started_at: None,
             exited_at: None,
             granted,
+            layers: Vec::new(),
         }
     }
 
@@ -317,6 +373,7 @@ mod tests {
             last_seen: UNIX_EPOCH + Duration::from_secs(160),
             sample: Sample { tid: 1, pid: 1, uid: 0, gid: 0, comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0" },
             call_site: call_site.map(Into::into),
+            judged: 0,
         }
     }
 
@@ -356,8 +413,11 @@ mod tests {
             row(8, 126, Answer::Granted, Origin::Runtime, Some("cap_capset")),
             row(12, 54, Answer::Granted, Origin::Exec, Some("do_ip_setsockopt")),
         ];
-        let report =
-            report(container(Some(Granted { cap_eff: Some(DOCKER_DEFAULT_CAPS), ..Default::default() })), &caps, &[]);
+        let report = checks_only(
+            container(Some(Granted { cap_eff: Some(DOCKER_DEFAULT_CAPS), ..Default::default() })),
+            &caps,
+            &[],
+        );
         assert_eq!(verdict_of(&report, 13).0, Verdict::Needed);
         assert!(verdict_of(&report, 21).1.contains("advisory"));
         assert!(verdict_of(&report, 8).1.contains("runtime"));
@@ -375,7 +435,7 @@ mod tests {
             row(1, OPENAT, Answer::Granted, Origin::App, None),
             row(7, 105, Answer::Denied, Origin::App, None),
         ];
-        let report = report(container(None), &caps, &[failure(SOCKET, 1, &[13]), failure(105, 1, &[])]);
+        let report = checks_only(container(None), &caps, &[failure(SOCKET, 1, &[13]), failure(105, 1, &[])]);
         assert_eq!(verdict_of(&report, 13).0, Verdict::Missing);
         let (verdict, reason) = verdict_of(&report, 2);
         assert_eq!(verdict, Verdict::NotNeeded);
@@ -390,7 +450,7 @@ mod tests {
     fn of_a_fallback_chain_that_failed_the_capability_that_suffices_is_missing() {
         let caps =
             [row(2, OPENAT, Answer::Denied, Origin::App, None), row(1, OPENAT, Answer::Denied, Origin::App, None)];
-        let report = report(container(None), &caps, &[failure(OPENAT, 13, &[1, 2])]);
+        let report = checks_only(container(None), &caps, &[failure(OPENAT, 13, &[1, 2])]);
         assert_eq!(verdict_of(&report, 1).0, Verdict::Missing);
         assert_eq!(verdict_of(&report, 2).0, Verdict::NotNeeded);
         assert_eq!(report.cap_add, ["DAC_OVERRIDE"]);
@@ -400,7 +460,7 @@ mod tests {
     fn checks_on_substituted_credentials_are_not_the_applications_need() {
         let mut overlay = row(21, 262, Answer::Granted, Origin::App, Some("ovl_getattr"));
         overlay.key.flags = CAP_FLAG_FOREIGN_CRED;
-        let report = report(container(None), &[overlay], &[]);
+        let report = checks_only(container(None), &[overlay], &[]);
         let (verdict, reason) = verdict_of(&report, 21);
         assert_eq!(verdict, Verdict::NotNeeded);
         assert!(reason.contains("substituted") && reason.contains("--cap-add cannot"), "{reason}");
@@ -411,7 +471,7 @@ mod tests {
     fn checks_against_an_outer_user_namespace_cannot_be_granted() {
         let mut mknod = row(27, 259, Answer::Denied, Origin::App, Some("vfs_mknod"));
         mknod.key.flags = CAP_FLAG_OUTER_USERNS;
-        let report = report(container(None), &[mknod], &[failure(259, 1, &[27])]);
+        let report = checks_only(container(None), &[mknod], &[failure(259, 1, &[27])]);
         let (verdict, reason) = verdict_of(&report, 27);
         assert_eq!(verdict, Verdict::NotNeeded);
         assert!(reason.contains("user namespace") && reason.contains("--cap-add cannot help"), "{reason}");
@@ -437,5 +497,73 @@ mod tests {
         let defaults =
             Granted { cap_add: vec!["SYS_ADMIN".into()], cap_drop: vec!["MKNOD".into()], ..Default::default() };
         assert_eq!(granted_mask(&container(Some(defaults))), Some((DOCKER_DEFAULT_CAPS | 1 << 21) & !(1 << 27)));
+    }
+
+    #[test]
+    fn the_kernels_judgement_of_the_stack_decides_advisory_whatever_the_syscall_or_call_site() {
+        // The overcommit accounting's check in mprotect, its stack judged in the kernel but not kept.
+        let mut judged = row(21, 10, Answer::Granted, Origin::App, None);
+        judged.judged = JUDGED_STACK_READ | JUDGED_ADVISORY_SITE;
+        assert!(advisory(&judged));
+        // Read and not advisory: a real CAP_SYS_ADMIN need, whatever its opts say.
+        let mut real = row(21, 165, Answer::Granted, Origin::App, Some("security_vm_enough_memory_mm"));
+        real.judged = JUDGED_STACK_READ;
+        real.key.flags = CAP_FLAG_NOAUDIT | capwatch_common::CAP_FLAG_OPTS_KNOWN;
+        assert!(!advisory(&real));
+        let report = checks_only(container(None), &[judged, real], &[]);
+        assert_eq!(verdict_of(&report, 21).0, Verdict::Needed);
+        assert_eq!(verdict_of(&report, 21).1, "used in mount");
+    }
+
+    #[test]
+    fn moot_checks_are_not_needs_and_say_why() {
+        let mut capset = row(8, 126, Answer::Granted, Origin::App, Some("cap_capset"));
+        capset.key.flags = Moot::CapsetWithinPermitted.raw() << CAP_FLAG_MOOT_SHIFT;
+        let mut chmod = row(4, 90, Answer::Granted, Origin::App, None);
+        chmod.key.flags = Moot::ChmodWithoutSetgid.raw() << CAP_FLAG_MOOT_SHIFT;
+        let mut setuid = row(7, 105, Answer::Granted, Origin::App, None);
+        setuid.key.flags = Moot::SetuidUnchanged.raw() << CAP_FLAG_MOOT_SHIFT;
+        // A consequential setuid beside a moot one is a need.
+        let setgid = row(6, 106, Answer::Granted, Origin::App, None);
+        let report = checks_only(container(None), &[capset, chmod, setuid, setgid], &[]);
+        for (cap, words) in [(8, "cap_capset"), (4, "setattr_prepare"), (7, "__sys_setuid")] {
+            let (verdict, reason) = verdict_of(&report, cap);
+            assert_eq!(verdict, Verdict::NotNeeded, "{cap}: {reason}");
+            assert!(reason.contains(words), "{reason}");
+        }
+        assert_eq!(report.cap_add, ["SETGID"]);
+    }
+
+    #[test]
+    fn audit_writes_are_optional_and_left_out() {
+        let audit = row(29, 44, Answer::Granted, Origin::App, Some("audit_netlink_ok"));
+        let report = checks_only(container(None), &[audit], &[]);
+        let (verdict, reason) = verdict_of(&report, 29);
+        assert_eq!(verdict, Verdict::Optional);
+        assert!(reason.contains("records are lost"), "{reason}");
+        assert!(report.cap_add.is_empty());
+    }
+
+    #[test]
+    fn a_program_with_effective_file_capabilities_needs_them_in_the_bounding_set() {
+        let exec = |path: &str, found: Found| ExecEvidence {
+            origin: Origin::App,
+            path: path.into(),
+            count: 1,
+            first_seen: UNIX_EPOCH,
+            last_seen: UNIX_EPOCH,
+            program: "ping".into(),
+            found,
+        };
+        let ping = exec("/bin/ping", Found::Caps(FileCaps { permitted: 1 << 13, inheritable: 0, effective: true }));
+        // Without the effective bit, exec never fails for them.
+        let aware = exec("/bin/aware", Found::Caps(FileCaps { permitted: 1 << 12, inheritable: 0, effective: false }));
+        let hidden = exec("/bin/hidden", Found::Unreadable { reason: "gone".into() });
+        let report = report(container(None), &[], &[], &[ping, aware, hidden]);
+        let (verdict, reason) = verdict_of(&report, 13);
+        assert_eq!(verdict, Verdict::Needed);
+        assert_eq!(reason, "/bin/ping carries cap_net_raw=ep: execve fails without CAP_NET_RAW in the bounding set");
+        assert_eq!(report.cap_add, ["NET_RAW"]);
+        assert!(report.uncertain.iter().any(|u| u.contains("/bin/hidden")), "{:?}", report.uncertain);
     }
 }
