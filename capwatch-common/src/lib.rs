@@ -146,6 +146,9 @@ pub const CAP_FLAG_OUTER_USERNS: u32 = 1 << 4;
 /// syscall's arguments and the task's credentials (see `CapKey::moot`).
 pub const CAP_FLAG_MOOT_SHIFT: u32 = 8;
 pub const CAP_FLAG_MOOT_MASK: u32 = 0xff << CAP_FLAG_MOOT_SHIFT;
+/// `CapKey::flags` bits 16..32: the port a CAP_NET_BIND_SERVICE check in bind was for (the
+/// lowest one bound tells which `net.ipv4.ip_unprivileged_port_start` would do instead).
+pub const CAP_FLAG_PORT_SHIFT: u32 = 16;
 
 wire_enum! {
     /// Why a check's answer could not matter for the call it was made in, judged in the kernel
@@ -207,6 +210,14 @@ impl CapKey {
         match Moot::from_raw((self.flags & CAP_FLAG_MOOT_MASK) >> CAP_FLAG_MOOT_SHIFT)? {
             Moot::No => None,
             moot => Some(moot),
+        }
+    }
+
+    /// The port a bind asked for, where the check was about one.
+    pub fn port(&self) -> Option<u16> {
+        match (self.flags >> CAP_FLAG_PORT_SHIFT) as u16 {
+            0 => None,
+            port => Some(port),
         }
     }
 }

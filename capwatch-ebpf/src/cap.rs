@@ -12,8 +12,8 @@ use aya_ebpf::{
 };
 use capwatch_common::{
     CapKey, Loss, Verdict, ADVISORY_SITES, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_MOOT_MASK,
-    CAP_FLAG_MOOT_SHIFT, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OUTER_USERNS, CAP_OPT_INSETID,
-    CAP_OPT_NOAUDIT, JUDGED_ADVISORY_SITE, JUDGED_STACK_READ,
+    CAP_FLAG_MOOT_SHIFT, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OUTER_USERNS, CAP_FLAG_PORT_SHIFT,
+    CAP_OPT_INSETID, CAP_OPT_NOAUDIT, JUDGED_ADVISORY_SITE, JUDGED_STACK_READ,
 };
 
 use crate::{
@@ -72,7 +72,9 @@ fn judge(checked: Checked, cap: u32, syscall: u32, regs: *const pt_regs) -> u32 
         Checked::Typed(cred, _) | Checked::Raw(cred, _) => cred,
         Checked::Judged => return 0,
     };
-    cred_flags(checked) | consequence::judge(cap, syscall, regs, cred).raw() << CAP_FLAG_MOOT_SHIFT
+    cred_flags(checked)
+        | consequence::judge(cap, syscall, regs, cred).raw() << CAP_FLAG_MOOT_SHIFT
+        | consequence::port(cap, syscall, regs) << CAP_FLAG_PORT_SHIFT
 }
 
 /// A first occurrence's kernel stack: kept in `CW_STACKS` for its call site's name, and searched

@@ -17,8 +17,10 @@ const CAP_FSETID: u32 = 4;
 const CAP_SETGID: u32 = 6;
 const CAP_SETUID: u32 = 7;
 const CAP_SETPCAP: u32 = 8;
+const CAP_NET_BIND_SERVICE: u32 = 10;
 
 // x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
+const SYS_BIND: u32 = 49;
 const SYS_CHMOD: u32 = 90;
 const SYS_FCHMOD: u32 = 91;
 const SYS_SETUID: u32 = 105;
@@ -61,6 +63,22 @@ pub fn judge(cap: u32, syscall: u32, regs: *const pt_regs, cred: *const u8) -> M
             unchanged(regs, cred, &CW_CRED_GID_OFFSET, &CW_CRED_SGID_OFFSET, Moot::SetgidUnchanged)
         }
         _ => Moot::No,
+    }
+}
+
+/// The port a bind asks for, for a CAP_NET_BIND_SERVICE check in it (net/ipv4/af_inet.c
+/// __inet_bind and net/ipv6/af_inet6.c __inet6_bind check it for ports below
+/// net.ipv4.ip_unprivileged_port_start); 0 otherwise. sockaddr_in and sockaddr_in6 both keep
+/// the port, in network order, right after the family.
+#[inline(always)]
+pub fn port(cap: u32, syscall: u32, regs: *const pt_regs) -> u32 {
+    if (cap, syscall) != (CAP_NET_BIND_SERVICE, SYS_BIND) {
+        return 0;
+    }
+    let address = unsafe { (*regs).rsi } as *const u16;
+    match unsafe { bpf_probe_read_user(address.wrapping_add(1)) } {
+        Ok(port) => u16::from_be(port) as u32,
+        Err(_) => 0,
     }
 }
 

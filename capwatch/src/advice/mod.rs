@@ -74,6 +74,18 @@ pub struct Report {
     pub cap_add: Vec<String>,
     /// What the advice could not see, each a sentence: it may lack what these hide.
     pub uncertain: Vec<String>,
+    /// Ways around a capability of the least privilege, beside it (never instead of it).
+    pub alternatives: Vec<Alternative>,
+}
+
+/// A way to run without one capability of the least privilege.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Alternative {
+    /// As in `cap_add`.
+    pub capability: String,
+    /// What to do instead, as a `docker run` flag or a change to the image.
+    pub instead: String,
+    pub why: String,
 }
 
 /// A program whose file capabilities make its exec need capabilities in the bounding set.
@@ -133,6 +145,8 @@ pub fn report(
         .filter(|c| matches!(c.verdict, Verdict::Needed | Verdict::Missing))
         .map(|c| c.capability.trim_start_matches("CAP_").to_string())
         .collect();
+    let alternatives =
+        rules::alternatives(&capabilities, caps, &exec_needs.iter().map(|n| (n.path, n.caps)).collect::<Vec<_>>());
     let uncertain = app_execs()
         .filter_map(|e| match &e.found {
             Found::Unreadable { reason } => Some(format!(
@@ -159,6 +173,7 @@ pub fn report(
         capabilities,
         cap_add,
         uncertain,
+        alternatives,
     }
 }
 
@@ -565,5 +580,42 @@ mod tests {
         assert_eq!(reason, "/bin/ping carries cap_net_raw=ep: execve fails without CAP_NET_RAW in the bounding set");
         assert_eq!(report.cap_add, ["NET_RAW"]);
         assert!(report.uncertain.iter().any(|u| u.contains("/bin/hidden")), "{:?}", report.uncertain);
+    }
+
+    #[test]
+    fn alternatives_stand_beside_the_least_privilege() {
+        let bind = |port: u32| {
+            let mut r = row(10, 49, Answer::Granted, Origin::App, Some("__inet_bind"));
+            r.key.flags = port << capwatch_common::CAP_FLAG_PORT_SHIFT;
+            r
+        };
+        let report = report(container(None), &[bind(443), bind(80)], &[], &ping());
+        assert_eq!(report.cap_add, ["NET_BIND_SERVICE", "NET_RAW"]);
+        let instead: Vec<(&str, &str)> =
+            report.alternatives.iter().map(|a| (a.capability.as_str(), a.instead.as_str())).collect();
+        assert_eq!(
+            instead,
+            [
+                ("NET_BIND_SERVICE", "--sysctl net.ipv4.ip_unprivileged_port_start=80"),
+                ("NET_RAW", "setcap -r /usr/bin/ping in the image")
+            ]
+        );
+        // A program that exercised NET_RAW itself gets no setcap alternative.
+        let raw = row(13, 41, Answer::Granted, Origin::App, Some("inet_create"));
+        let ping_exec = |r: &Report| r.alternatives.iter().any(|a| a.capability == "NET_RAW");
+        assert!(!ping_exec(&super::report(container(None), &[raw], &[], &ping())));
+    }
+
+    /// Debian's ping, with its file capabilities.
+    fn ping() -> Vec<ExecEvidence> {
+        vec![ExecEvidence {
+            origin: Origin::App,
+            path: "/usr/bin/ping".into(),
+            count: 1,
+            first_seen: UNIX_EPOCH,
+            last_seen: UNIX_EPOCH,
+            program: "ping".into(),
+            found: Found::Caps(FileCaps { permitted: 1 << 13, inheritable: 0, effective: true }),
+        }]
     }
 }

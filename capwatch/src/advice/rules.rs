@@ -3,9 +3,15 @@
 //! (capwatch-ebpf/src/consequence.rs) and the reasons they are sound; a check no rule covers is a
 //! need: sufficient comes before minimal.
 
-use capwatch_common::{Moot, CAP_FLAG_NOAUDIT, JUDGED_ADVISORY_SITE, JUDGED_STACK_READ};
+use capwatch_common::{Moot, Origin, Verdict as Answer, CAP_FLAG_NOAUDIT, JUDGED_ADVISORY_SITE, JUDGED_STACK_READ};
 
-use crate::{evidence::CheckEvidence, symbols::ADVISORY_FUNCTIONS};
+use super::{Alternative, CapabilityReport, Verdict};
+use crate::{
+    evidence::CheckEvidence,
+    filecaps::{self, FileCaps},
+    names,
+    symbols::ADVISORY_FUNCTIONS,
+};
 
 pub const CAP_DAC_OVERRIDE: u32 = 1;
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
@@ -59,4 +65,58 @@ pub fn optional(cap: u32) -> Option<&'static str> {
         CAP_AUDIT_WRITE => Some("writes audit records; refused, the records are lost and the program goes on"),
         _ => None,
     }
+}
+
+/// Ways around the capabilities of the least privilege that the kernel offers:
+/// - CAP_NET_BIND_SERVICE, needed only to bind ports below net.ipv4.ip_unprivileged_port_start
+///   (net/ipv4/af_inet.c inet_port_requires_bind_service): that sysctl, per network namespace,
+///   set to the lowest port bound.
+/// - A capability needed only because an exec'd file carries it, which the program never
+///   exercised: removing the file's capability (setcap -r) lets it exec without it. Debian's
+///   ping is the case: it carries cap_net_raw=ep, yet uses ICMP datagram sockets, which
+///   net.ipv4.ping_group_range allows (Docker sets it to every group).
+pub fn alternatives(
+    capabilities: &[CapabilityReport],
+    checks: &[CheckEvidence],
+    exec_needs: &[(&str, FileCaps)],
+) -> Vec<Alternative> {
+    let mut alternatives = Vec::new();
+    let needed = capabilities.iter().filter(|c| matches!(c.verdict, Verdict::Needed | Verdict::Missing));
+    for report in needed {
+        let cap = report.number;
+        let used: Vec<&CheckEvidence> = checks
+            .iter()
+            .filter(|c| c.key.cap == cap && c.key.origin == Origin::App && c.key.verdict == Answer::Granted)
+            .collect();
+        let name = report.capability.trim_start_matches("CAP_").to_string();
+        if cap == CAP_NET_BIND_SERVICE && !used.is_empty() && used.iter().all(|c| c.key.port().is_some()) {
+            let lowest = used.iter().filter_map(|c| c.key.port()).min().unwrap_or_default();
+            alternatives.push(Alternative {
+                capability: name,
+                instead: format!("--sysctl net.ipv4.ip_unprivileged_port_start={lowest}"),
+                why: format!("it binds port {lowest} and none lower; that sysctl lets any process bind from there up"),
+            });
+            continue;
+        }
+        let files: Vec<&str> =
+            exec_needs.iter().filter(|(_, caps)| caps.permitted & (1 << cap) != 0).map(|(path, _)| *path).collect();
+        let exercised = checks.iter().any(|c| c.key.cap == cap && c.key.origin == Origin::App);
+        if !files.is_empty() && !exercised {
+            let carried: Vec<String> = exec_needs
+                .iter()
+                .filter(|(path, _)| files.contains(path))
+                .map(|(path, caps)| format!("{path} ({})", filecaps::describe(caps)))
+                .collect();
+            alternatives.push(Alternative {
+                capability: name,
+                instead: format!("setcap -r {} in the image", files.join(" ")),
+                why: format!(
+                    "the program never used {}; only the file capabilities of {} ask for it at exec",
+                    names::capability(cap),
+                    carried.join(", ")
+                ),
+            });
+        }
+    }
+    alternatives
 }

@@ -21,5 +21,10 @@ pub struct Args {
 pub fn run(args: Args) -> Result<(), Error> {
     let report = query::report(&args.state_dir.path, &args.container)?;
     super::print(&format::render(&report, args.format));
+    if args.format == Format::Docker {
+        for note in format::notes(&report) {
+            eprintln!("# {note}");
+        }
+    }
     Ok(())
 }

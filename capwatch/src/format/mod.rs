@@ -20,14 +20,35 @@ pub enum Format {
     Json,
 }
 
+/// The report in `format`. Where the least privilege is printed alone (compose, k8s), what goes
+/// with it (`notes`) follows as comments; the docker flags stay one line that a shell can
+/// substitute, so the caller prints their notes apart (`capwatch report` on stderr).
 pub fn render(report: &Report, format: Format) -> String {
+    let commented = |text: String| {
+        let notes: String = notes(report).iter().map(|n| format!("# {n}\n")).collect();
+        format!("{text}{notes}")
+    };
     match format {
         Format::Table => table(report),
         Format::Docker => docker(&report.cap_add),
-        Format::Compose => compose(&report.cap_add),
-        Format::K8s => k8s(&report.cap_add),
+        Format::Compose => commented(compose(&report.cap_add)),
+        Format::K8s => commented(k8s(&report.cap_add)),
         Format::Json => serde_json::to_string_pretty(report).expect("reports serialize"),
     }
+}
+
+/// What goes with the least privilege: its alternatives, the optional capabilities left out,
+/// and what the advice could not see.
+pub fn notes(report: &Report) -> Vec<String> {
+    let alternatives =
+        report.alternatives.iter().map(|a| format!("or, instead of {}: {} ({})", a.capability, a.instead, a.why));
+    let optional = report
+        .capabilities
+        .iter()
+        .filter(|c| c.verdict == Verdict::Optional)
+        .map(|c| format!("left out: {} ({})", c.capability.trim_start_matches("CAP_"), c.reason));
+    let uncertain = report.uncertain.iter().map(|u| format!("uncertain: {u}"));
+    alternatives.chain(optional).chain(uncertain).collect()
 }
 
 /// `--cap-drop ALL --cap-add NET_RAW …`
@@ -102,11 +123,8 @@ fn table(report: &Report) -> String {
     }
     out.push_str(&table.to_string());
     out.push_str(&format!("\nleast privilege: {}\n", docker(&report.cap_add)));
-    for optional in report.capabilities.iter().filter(|c| c.verdict == Verdict::Optional) {
-        out.push_str(&format!("left out: {} ({})\n", optional.capability, optional.reason));
-    }
-    for uncertain in &report.uncertain {
-        out.push_str(&format!("uncertain: {uncertain}\n"));
+    for note in notes(report) {
+        out.push_str(&format!("{note}\n"));
     }
     if c.granted.as_ref().is_some_and(|g| g.privileged) {
         out.push_str(
