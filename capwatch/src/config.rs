@@ -12,7 +12,12 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{containers::docker, error::Error, paths, probe};
+use crate::{
+    containers::docker,
+    error::Error,
+    paths,
+    probe::{self, MapSizes},
+};
 
 /// Loopback only by default: the metrics name every container on the host.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9473";
@@ -124,6 +129,21 @@ settings! {
     summary_interval: u64 = 300, env "CAPWATCH_SUMMARY_INTERVAL", AtReload;
     /// The host name every line carries; "" for the system's (set it to the node's name in a pod).
     host_name: String = String::new(), env "CAPWATCH_HOST_NAME", AtRestart;
+    /// Entries of the kernel's map of capability-check aggregates: distinct (cgroup, capability,
+    /// syscall, verdict, origin) keys of live cgroups. What does not fit is counted as lost.
+    caps_map_entries: u32 = MapSizes::default().caps, env "CAPWATCH_CAPS_MAP_ENTRIES", AtRestart;
+    /// Entries of the kernel's map of failing-syscall aggregates.
+    failures_map_entries: u32 = MapSizes::default().failures, env "CAPWATCH_FAILURES_MAP_ENTRIES", AtRestart;
+    /// Entries of the kernel's map of programs exec'd per cgroup.
+    execs_map_entries: u32 = MapSizes::default().execs, env "CAPWATCH_EXECS_MAP_ENTRIES", AtRestart;
+    /// Entries of the kernel's map of first occurrences' stacks (their call sites' names only).
+    stack_map_entries: u32 = MapSizes::default().stacks, env "CAPWATCH_STACK_MAP_ENTRIES", AtRestart;
+    /// Threads that can be between a denied check and their syscall's exit at once.
+    denied_map_entries: u32 = MapSizes::default().denied, env "CAPWATCH_DENIED_MAP_ENTRIES", AtRestart;
+    /// kprobe backend: threads that can be inside cap_capable at once.
+    kprobe_stash_entries: u32 = MapSizes::default().kprobe_stash, env "CAPWATCH_KPROBE_STASH_ENTRIES", AtRestart;
+    /// Bytes of the ring buffer of first occurrences: a power of two, at least 4096.
+    ringbuf_bytes: u32 = MapSizes::default().ringbuf_bytes, env "CAPWATCH_RINGBUF_BYTES", AtRestart;
 }
 
 const HEADER: &str = "\
@@ -147,6 +167,7 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     pub summary_interval: Option<Duration>,
     pub host_name: String,
+    pub maps: MapSizes,
     /// The settings as given, to compare with a reread.
     pub given: File,
 }
@@ -177,6 +198,33 @@ impl Settings {
         if given.state_dir.as_os_str().is_empty() {
             return Err(bad("state_dir", "must name a directory".into()));
         }
+        for (key, entries) in [
+            ("caps_map_entries", given.caps_map_entries),
+            ("failures_map_entries", given.failures_map_entries),
+            ("execs_map_entries", given.execs_map_entries),
+            ("stack_map_entries", given.stack_map_entries),
+            ("denied_map_entries", given.denied_map_entries),
+            ("kprobe_stash_entries", given.kprobe_stash_entries),
+        ] {
+            if entries == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
+        }
+        if !given.ringbuf_bytes.is_power_of_two() || given.ringbuf_bytes < 4096 {
+            return Err(bad(
+                "ringbuf_bytes",
+                format!("{} is not a power of two of at least 4096", given.ringbuf_bytes),
+            ));
+        }
+        let maps = MapSizes {
+            caps: given.caps_map_entries,
+            failures: given.failures_map_entries,
+            execs: given.execs_map_entries,
+            stacks: given.stack_map_entries,
+            denied: given.denied_map_entries,
+            kprobe_stash: given.kprobe_stash_entries,
+            ringbuf_bytes: given.ringbuf_bytes,
+        };
         let metrics_listen = match given.metrics_listen.as_str() {
             "" => None,
             address => Some(address.parse().map_err(|_| {
@@ -197,6 +245,7 @@ impl Settings {
             metrics_listen,
             summary_interval: (given.summary_interval > 0).then(|| Duration::from_secs(given.summary_interval)),
             host_name: if given.host_name.is_empty() { system_host_name() } else { given.host_name.clone() },
+            maps,
             given,
         })
     }

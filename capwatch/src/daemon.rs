@@ -9,7 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::{
     attribution::Attribution,
@@ -76,7 +76,8 @@ pub async fn run(mut service: Service) -> Result<(), Error> {
     let cgroup_exists = |cgroup: &str| !cgroup.is_empty() && hierarchy.dir(Path::new(cgroup)).exists();
     let catalog = Catalog::load(store.containers()?, cgroup_exists, &now);
     let mut attribution = Attribution::new(hierarchy.clone(), catalog, store.kernel_checks()?);
-    let mut monitor = Monitor::start(probe::Options { scope, backend: settings.probe.backend() }, hierarchy)?;
+    let mut monitor =
+        Monitor::start(probe::Options { scope, backend: settings.probe.backend(), maps: settings.maps }, hierarchy)?;
 
     let probe = monitor.probe();
     for attempt in probe.attempts().iter().filter(|a| a.refused.is_some()) {
@@ -112,9 +113,9 @@ pub async fn run(mut service: Service) -> Result<(), Error> {
                 writer.note(&observations);
                 if let Step::Drained(_) = step {
                     writer.note_containers(attribution.take_changed_containers());
-                    writer.write(&mut store)?;
+                    service.stored(writer.write(&mut store))?;
                     if last_retention.elapsed() > RETENTION_INTERVAL {
-                        store.forget_exited_before(retention(service.settings()))?;
+                        service.stored(store.forget_exited_before(retention(service.settings())).map(drop))?;
                         last_retention = Instant::now();
                     }
                 }
@@ -140,7 +141,9 @@ pub async fn run(mut service: Service) -> Result<(), Error> {
     service.observe(&observations, attribution.catalog());
     writer.note(&observations);
     writer.note_containers(attribution.take_changed_containers());
-    writer.write(&mut store)?;
+    if let Err(e) = service.stored(writer.write(&mut store)) {
+        error!(event = "store_lost", error = %e, "stopping with observations the store could not take");
+    }
     journal::totals(&attribution.totals(&monitor));
     info!(event = "stopped", "capwatch stopped");
     Ok(())

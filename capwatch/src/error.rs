@@ -46,6 +46,14 @@ pub enum Error {
     #[error("{path}: the store cannot be read ({reason}); it was left untouched: move it aside to start a new one")]
     CorruptStore { path: PathBuf, reason: String },
 
+    #[error(
+        "{path}: the store cannot be used now ({reason}); nothing in it was changed: free space or make it writable"
+    )]
+    StoreUnavailable { path: PathBuf, reason: String },
+
+    #[error("{state_dir}: another capwatch daemon (pid {pid}) keeps its store there: stop it, or give this one another --state-dir")]
+    StoreInUse { state_dir: PathBuf, pid: String },
+
     #[error("{path}: the store has an older layout (schema {version}): start the daemon once to bring it up to date")]
     OlderStore { path: PathBuf, version: i64 },
 

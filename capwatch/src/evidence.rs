@@ -1,10 +1,10 @@
-//! What is known of one container's capability checks and failing syscalls, summed over every
-//! daemon run and every cgroup of the container: the store gives it, the advice and the
-//! explanations judge it.
+//! What is known of one container's capability checks, failing syscalls and exec'd programs,
+//! summed over every daemon run and every cgroup of the container: the store gives it, the advice
+//! and the explanations judge it.
 
 use std::time::SystemTime;
 
-use capwatch_common::{CapKey, FailKey, Origin, Sample};
+use capwatch_common::{CapKey, FailKey, Loss, Origin, Sample};
 
 use crate::{cause::Explained, filecaps::Found};
 
@@ -46,4 +46,24 @@ pub struct ExecEvidence {
     /// The command name after the exec.
     pub program: String,
     pub found: Found,
+}
+
+/// Everything the store holds of one container.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evidence {
+    pub checks: Vec<CheckEvidence>,
+    pub failures: Vec<FailureEvidence>,
+    pub execs: Vec<ExecEvidence>,
+    /// What the kernel side could not deliver while the container was observed, by kind.
+    pub losses: Vec<(Loss, u64)>,
+}
+
+impl Evidence {
+    /// From the first to the latest thing seen of the container.
+    pub fn observed(&self) -> Option<(SystemTime, SystemTime)> {
+        let checks = self.checks.iter().map(|c| (c.first_seen, c.last_seen));
+        let failures = self.failures.iter().map(|f| (f.first_seen, f.last_seen));
+        let execs = self.execs.iter().map(|e| (e.first_seen, e.last_seen));
+        checks.chain(failures).chain(execs).reduce(|(from, to), (first, last)| (from.min(first), to.max(last)))
+    }
 }

@@ -8,6 +8,7 @@ use crate::{
     advice::{self, Report},
     containers::{self, Container},
     error::Error,
+    evidence::Evidence,
     explain::{self, Explanation},
     store::Store,
 };
@@ -37,10 +38,20 @@ pub fn containers(state_dir: &Path, all: bool) -> Result<Vec<Listed>, Error> {
 /// What the container `query` names used, each capability's verdict, and its least privilege.
 pub fn report(state_dir: &Path, query: &str) -> Result<Report, Error> {
     let (store, container) = open(state_dir, query)?;
+    Ok(advice::report(container.clone(), &evidence(&store, &container)?))
+}
+
+/// Everything the store holds of a container, with what was lost while it was observed.
+fn evidence(store: &Store, container: &Container) -> Result<Evidence, Error> {
     let checks = store.cap_checks(&container.id)?;
     let failures = store.failures(&container.id)?;
     let execs = store.execs(&container.id)?;
-    Ok(advice::report(container, &checks, &failures, &execs))
+    let mut evidence = Evidence { checks, failures, execs, losses: Vec::new() };
+    if let Some((from, to)) = evidence.observed() {
+        // A loss is reported by the drain after it: the container may be affected up to then.
+        evidence.losses = store.losses_between(from, to + crate::monitor::DRAIN_INTERVAL * 2)?;
+    }
+    Ok(evidence)
 }
 
 /// Why each of the container's syscalls failed.

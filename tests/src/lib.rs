@@ -87,13 +87,13 @@ impl TestCgroup {
 
     /// A monitor with capwatch's real programs attached, watching this cgroup's subtree.
     pub fn monitor(&self) -> Monitor {
-        let options = probe::Options { scope: self.scope(), backend: None };
+        let options = probe::Options { scope: self.scope(), backend: None, maps: Default::default() };
         Monitor::start(options, Hierarchy::find().expect("cgroup2")).expect("attach capwatch's probe")
     }
 
     /// The same with the capability probe forced to `backend`.
     pub fn monitor_with(&self, backend: probe::Backend) -> Monitor {
-        let options = probe::Options { scope: self.scope(), backend: Some(backend) };
+        let options = probe::Options { scope: self.scope(), backend: Some(backend), maps: Default::default() };
         Monitor::start(options, Hierarchy::find().expect("cgroup2"))
             .unwrap_or_else(|e| panic!("attach capwatch's {backend} probe: {e}"))
     }

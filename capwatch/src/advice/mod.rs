@@ -4,10 +4,7 @@
 
 pub mod rules;
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    time::SystemTime,
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use capwatch_common::{Origin, Verdict as Answer, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_OUTER_USERNS};
 use serde::Serialize;
@@ -16,7 +13,7 @@ use self::rules::{CAP_DAC_OVERRIDE, FALLBACKS};
 use crate::{
     cause::{self, Cause, Profile},
     containers::Container,
-    evidence::{CheckEvidence, ExecEvidence, FailureEvidence},
+    evidence::{CheckEvidence, Evidence, FailureEvidence},
     filecaps::{self, FileCaps, Found},
     names,
     seccomp_profile::SeccompProfile,
@@ -95,12 +92,8 @@ struct ExecNeed<'a> {
 }
 
 /// Builds a container's report from what the store recorded of it.
-pub fn report(
-    container: Container,
-    caps: &[CheckEvidence],
-    failures: &[FailureEvidence],
-    execs: &[ExecEvidence],
-) -> Report {
+pub fn report(container: Container, evidence: &Evidence) -> Report {
+    let Evidence { checks: caps, failures, execs, losses } = evidence;
     let granted_mask = granted_mask(&container);
     let mut numbers: BTreeSet<u32> = caps.iter().map(|r| r.key.cap).collect();
     if let Some(mask) = granted_mask {
@@ -147,27 +140,25 @@ pub fn report(
         .collect();
     let alternatives =
         rules::alternatives(&capabilities, caps, &exec_needs.iter().map(|n| (n.path, n.caps)).collect::<Vec<_>>());
-    let uncertain = app_execs()
-        .filter_map(|e| match &e.found {
-            Found::Unreadable { reason } => Some(format!(
-                "the file capabilities of {} could not be read ({reason}): the advice may lack what its exec needs",
-                e.path
-            )),
-            _ => None,
-        })
-        .collect();
-    let seen =
-        caps.iter().map(|r| (r.first_seen, r.last_seen)).chain(failures.iter().map(|f| (f.first_seen, f.last_seen)));
-    let (from, to) = seen.fold((None::<SystemTime>, None::<SystemTime>), |(from, to), (first, last)| {
-        (Some(from.map_or(first, |f| f.min(first))), Some(to.map_or(last, |t| t.max(last))))
+    let unreadable = app_execs().filter_map(|e| match &e.found {
+        Found::Unreadable { reason } => Some(format!(
+            "the file capabilities of {} could not be read ({reason}): the advice may lack what its exec needs",
+            e.path
+        )),
+        _ => None,
     });
-    let observed_seconds = match (&container.started_at, from, to) {
-        (_, Some(from), Some(to)) => to.duration_since(from).map_or(0, |d| d.as_secs()),
-        _ => 0,
-    };
+    let lost = losses.iter().filter(|(_, n)| *n > 0).map(|(loss, n)| {
+        format!(
+            "the kernel side lost {n} event(s) ({}) while the container was observed: the advice may be incomplete",
+            loss.name()
+        )
+    });
+    let uncertain = unreadable.chain(lost).collect();
+    let observed = evidence.observed();
+    let observed_seconds = observed.map_or(0, |(from, to)| to.duration_since(from).map_or(0, |d| d.as_secs()));
     Report {
-        observed_from: from.map(crate::clock::rfc3339),
-        observed_to: to.map(crate::clock::rfc3339),
+        observed_from: observed.map(|(from, _)| crate::clock::rfc3339(from)),
+        observed_to: observed.map(|(_, to)| crate::clock::rfc3339(to)),
         observed_seconds,
         container,
         capabilities,
@@ -358,10 +349,25 @@ mod tests {
     };
 
     use super::{rules::advisory, *};
-    use crate::containers::{Granted, Runtime};
+    use crate::{
+        containers::{Granted, Runtime},
+        evidence::ExecEvidence,
+    };
 
     fn checks_only(container: Container, caps: &[CheckEvidence], failures: &[FailureEvidence]) -> Report {
-        report(container, caps, failures, &[])
+        with_execs(container, caps, failures, &[])
+    }
+
+    fn with_execs(
+        container: Container,
+        caps: &[CheckEvidence],
+        failures: &[FailureEvidence],
+        execs: &[ExecEvidence],
+    ) -> Report {
+        report(
+            container,
+            &Evidence { checks: caps.to_vec(), failures: failures.to_vec(), execs: execs.to_vec(), losses: Vec::new() },
+        )
     }
 
     fn container(granted: Option<Granted>) -> Container {
@@ -574,7 +580,7 @@ mod tests {
         // Without the effective bit, exec never fails for them.
         let aware = exec("/bin/aware", Found::Caps(FileCaps { permitted: 1 << 12, inheritable: 0, effective: false }));
         let hidden = exec("/bin/hidden", Found::Unreadable { reason: "gone".into() });
-        let report = report(container(None), &[], &[], &[ping, aware, hidden]);
+        let report = with_execs(container(None), &[], &[], &[ping, aware, hidden]);
         let (verdict, reason) = verdict_of(&report, 13);
         assert_eq!(verdict, Verdict::Needed);
         assert_eq!(reason, "/bin/ping carries cap_net_raw=ep: execve fails without CAP_NET_RAW in the bounding set");
@@ -589,7 +595,7 @@ mod tests {
             r.key.flags = port << capwatch_common::CAP_FLAG_PORT_SHIFT;
             r
         };
-        let report = report(container(None), &[bind(443), bind(80)], &[], &ping());
+        let report = with_execs(container(None), &[bind(443), bind(80)], &[], &ping());
         assert_eq!(report.cap_add, ["NET_BIND_SERVICE", "NET_RAW"]);
         let instead: Vec<(&str, &str)> =
             report.alternatives.iter().map(|a| (a.capability.as_str(), a.instead.as_str())).collect();
@@ -603,7 +609,7 @@ mod tests {
         // A program that exercised NET_RAW itself gets no setcap alternative.
         let raw = row(13, 41, Answer::Granted, Origin::App, Some("inet_create"));
         let ping_exec = |r: &Report| r.alternatives.iter().any(|a| a.capability == "NET_RAW");
-        assert!(!ping_exec(&super::report(container(None), &[raw], &[], &ping())));
+        assert!(!ping_exec(&with_execs(container(None), &[raw], &[], &ping())));
     }
 
     /// Debian's ping, with its file capabilities.

@@ -22,7 +22,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let hierarchy = Hierarchy::find()?;
     let scope = hierarchy.scope(&args.cgroup, true)?;
     let mut attribution = Attribution::new(hierarchy.clone(), Catalog::default(), Default::default());
-    let mut monitor = Monitor::start(probe::Options { scope, backend: args.probe.backend() }, hierarchy)?;
+    let mut monitor =
+        Monitor::start(probe::Options { scope, backend: args.probe.backend(), maps: Default::default() }, hierarchy)?;
     let shutdown = signals::shutdown();
     eprintln!(
         "capwatch: tracing {} with the {} probe; Ctrl-C prints the totals",

@@ -132,6 +132,41 @@ pub struct Options {
     pub scope: Scope,
     /// None: the first backend of `Backend::PREFERENCE` that attaches.
     pub backend: Option<Backend>,
+    pub maps: MapSizes,
+}
+
+/// The sizes of the kernel side's maps and ring buffer. What does not fit is counted as lost,
+/// never miscounted; hosts (and tests) that want smaller or larger ones set them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Capability-check aggregates (`CW_CAPS`): distinct keys across live cgroups.
+    pub caps: u32,
+    /// Failing-syscall aggregates (`CW_FAILURES`).
+    pub failures: u32,
+    /// Programs exec'd (`CW_EXECS`).
+    pub execs: u32,
+    /// Kernel stacks of first occurrences (`CW_STACKS`): their call sites' names only.
+    pub stacks: u32,
+    /// Threads between a denied check and their syscall's exit (`CW_DENIED`).
+    pub denied: u32,
+    /// kprobe backend: threads between `cap_capable`'s entry and return (`CW_KPROBE_STASH`).
+    pub kprobe_stash: u32,
+    /// The ring buffer of first occurrences, in bytes: a power of two, at least a page.
+    pub ringbuf_bytes: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        Self {
+            caps: 16384,
+            failures: 16384,
+            execs: 8192,
+            stacks: 1024,
+            denied: 16384,
+            kprobe_stash: 8192,
+            ringbuf_bytes: 256 * 1024,
+        }
+    }
 }
 
 /// The programs, loaded and attached; dropping it detaches them.
@@ -156,7 +191,7 @@ impl Probe {
     /// Loads the programs for `options.scope` and attaches the failing-syscall hook and the
     /// first capability backend that the kernel accepts.
     pub fn start(options: Options) -> Result<Self, Error> {
-        let (mut ebpf, btf) = open(options.scope)?;
+        let (mut ebpf, btf) = open(options.scope, options.maps)?;
         attach_common(&mut ebpf, &btf)?;
         let candidates: &[Backend] = match &options.backend {
             Some(forced) => std::slice::from_ref(forced),
@@ -176,7 +211,8 @@ impl Probe {
     /// Loads a backend's programs through the verifier without attaching them: proof that they
     /// would run on this kernel's verifier even where the attach point is missing.
     pub fn verify(backend: Backend) -> Result<(), Error> {
-        let (mut ebpf, btf) = open(Scope { root_id: crate::cgroup::ROOT_ID, level: 0, include_root: false })?;
+        let (mut ebpf, btf) =
+            open(Scope { root_id: crate::cgroup::ROOT_ID, level: 0, include_root: false }, MapSizes::default())?;
         backend.load(&mut ebpf, &btf).map_err(|reason| Error::Program { program: backend.name(), reason })
     }
 
@@ -213,7 +249,7 @@ fn describe(attempts: &[Attempt]) -> String {
 }
 
 /// Checks what every backend needs, then loads the object with the scope in its globals.
-fn open(scope: Scope) -> Result<(Ebpf, Btf), Error> {
+fn open(scope: Scope, maps: MapSizes) -> Result<(Ebpf, Btf), Error> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(Error::NoBtf);
     }
@@ -223,6 +259,13 @@ fn open(scope: Scope) -> Result<(Ebpf, Btf), Error> {
     let include_root = u32::from(scope.include_root);
     let ebpf = EbpfLoader::new()
         .btf(Some(&btf))
+        .map_max_entries("CW_CAPS", maps.caps)
+        .map_max_entries("CW_FAILURES", maps.failures)
+        .map_max_entries("CW_EXECS", maps.execs)
+        .map_max_entries("CW_STACKS", maps.stacks)
+        .map_max_entries("CW_DENIED", maps.denied)
+        .map_max_entries("CW_KPROBE_STASH", maps.kprobe_stash)
+        .map_max_entries("CW_EVENTS", maps.ringbuf_bytes)
         .override_global("CW_WATCH_ROOT_ID", &scope.root_id, true)
         .override_global("CW_WATCH_ROOT_LEVEL", &scope.level, true)
         .override_global("CW_WATCH_ROOT_INCLUDED", &include_root, true)

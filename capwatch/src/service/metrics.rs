@@ -74,6 +74,8 @@ pub struct Metrics {
     lost: Family<KindLabels, Counter>,
     containers: Gauge,
     backend: Family<BackendLabels, Gauge>,
+    store_writable: Gauge,
+    store_failures: Counter,
 }
 
 impl Metrics {
@@ -103,10 +105,39 @@ impl Metrics {
         registry.register("containers_watched", "Running containers the daemon knows", containers.clone());
         let backend = Family::<BackendLabels, Gauge>::default();
         registry.register("probe_backend", "The capability probe attached (1 for the one in use)", backend.clone());
+        let store_writable = Gauge::default();
+        registry.register(
+            "store_writable",
+            "1 while the store takes writes, 0 while it cannot (full disk, read-only)",
+            store_writable.clone(),
+        );
+        let store_failures = Counter::default();
+        registry.register(
+            "store_write_failures",
+            "Writes the store refused; what they held was kept and written later",
+            store_failures.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "capwatch's version (always 1)", build.clone());
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
-        Self { registry: Arc::new(Mutex::new(registry)), checks, failures, events, lost, containers, backend }
+        Self {
+            registry: Arc::new(Mutex::new(registry)),
+            checks,
+            failures,
+            events,
+            lost,
+            containers,
+            backend,
+            store_writable,
+            store_failures,
+        }
+    }
+
+    pub fn store_writable(&self, writable: bool) {
+        self.store_writable.set(i64::from(writable));
+        if !writable {
+            self.store_failures.inc();
+        }
     }
 
     pub fn set_backend(&self, backend: &str) {

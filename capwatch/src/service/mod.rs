@@ -48,6 +48,8 @@ pub struct Service {
     totals: HashMap<String, ContainerTotals>,
     /// Per container, the (checks, failures) of its previous summary.
     summarized: HashMap<String, (u64, u64)>,
+    /// Why the store cannot be written, while it cannot.
+    store_failing: Option<String>,
 }
 
 /// What a summary line says of a container.
@@ -76,6 +78,7 @@ impl Service {
             summary,
             totals: HashMap::new(),
             summarized: HashMap::new(),
+            store_failing: None,
         })
     }
 
@@ -215,6 +218,33 @@ impl Service {
                 failing_syscalls = %join(&totals.failing),
                 "container summary"
             );
+        }
+    }
+
+    /// What a write to the store came to. A store that cannot be written now (a full disk, a
+    /// read-only directory) is said once, counted, and written again at the next drain: the
+    /// writer keeps what it holds, and the kernel keeps counting. Anything else stops the daemon.
+    pub fn stored(&mut self, written: Result<(), Error>) -> Result<(), Error> {
+        match written {
+            Ok(()) => {
+                if self.store_failing.take().is_some() {
+                    info!(
+                        event = "store_writable",
+                        "the store takes writes again; everything kept meanwhile is written"
+                    );
+                }
+                self.metrics.store_writable(true);
+                Ok(())
+            }
+            Err(Error::StoreUnavailable { path, reason }) => {
+                if self.store_failing.is_none() {
+                    warn!(event = "store_unwritable", path = %path.display(), reason = %reason, "the store cannot be written now; capwatch keeps counting and writes when it can");
+                }
+                self.store_failing = Some(reason);
+                self.metrics.store_writable(false);
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 

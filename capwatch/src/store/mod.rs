@@ -10,12 +10,15 @@ pub mod writer;
 
 use std::{
     collections::{BTreeSet, HashMap},
+    fs::{File, OpenOptions},
+    io::{Read, Write},
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use capwatch_common::{CapKey, FailKey, Origin, Sample, Seccomp, Verdict};
+use capwatch_common::{CapKey, FailKey, Loss, Origin, Sample, Seccomp, Verdict};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 pub use self::writer::Writer;
@@ -73,6 +76,9 @@ CREATE TABLE IF NOT EXISTS failures (
     cause TEXT, explanation TEXT,
     PRIMARY KEY (run_id, cgroup_id, syscall, errno, origin, fail_uid, seccomp, denied)
 );
+CREATE TABLE IF NOT EXISTS losses (
+    run_id INTEGER NOT NULL, loss INTEGER NOT NULL, at_ns INTEGER NOT NULL, added INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS execs (
     run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL, origin INTEGER NOT NULL, path TEXT NOT NULL,
     count INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
@@ -102,9 +108,14 @@ ALTER TABLE failures ADD COLUMN cause TEXT;
 ALTER TABLE failures ADD COLUMN explanation TEXT;
 ";
 
+/// Beside the database: held (flock) by the one daemon that writes it.
+pub const LOCK_FILE: &str = "daemon.lock";
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The writer's lock, released when the store is dropped or the daemon dies.
+    _lock: Option<File>,
 }
 
 /// One daemon run's id.
@@ -125,15 +136,19 @@ pub struct Batch<'a> {
     pub checks: &'a [&'a Check],
     pub failures: &'a [&'a Failure],
     pub execs: &'a [&'a Exec],
+    /// What the kernel side could not deliver since the previous write: (kind, how many).
+    pub losses: &'a [(Loss, u64)],
 }
 
 impl Store {
-    /// Opens (creating if needed) the store for writing.
+    /// Opens (creating if needed) the store for writing: one writer at a time, so that two
+    /// daemons never count the same observations twice.
     pub fn open(state_dir: &Path) -> Result<Self, Error> {
         std::fs::create_dir_all(state_dir).map_err(|e| Error::io(state_dir, e))?;
+        let lock = lock(state_dir)?;
         let path = state_dir.join(FILE);
         let conn = Connection::open(&path).map_err(|e| corrupt(&path, e))?;
-        let store = Self { conn, path };
+        let store = Self { conn, path, _lock: Some(lock) };
         store.prepare(true)?;
         Ok(store)
     }
@@ -147,7 +162,7 @@ impl Store {
         let conn =
             Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
                 .map_err(|e| corrupt(&path, e))?;
-        let store = Self { conn, path };
+        let store = Self { conn, path, _lock: None };
         store.prepare(false)?;
         Ok(store)
     }
@@ -281,6 +296,12 @@ impl Store {
                         f.detail.text
                     ])
                     .map_err(fail)?;
+            }
+            let mut loss = tx
+                .prepare_cached("INSERT INTO losses (run_id, loss, at_ns, added) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(fail)?;
+            for &(kind, added) in batch.losses {
+                loss.execute(params![run.0, kind.raw(), now, added as i64]).map_err(fail)?;
             }
             let mut exec = tx
                 .prepare_cached(
@@ -440,6 +461,21 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(fail)
     }
 
+    /// What the kernel side could not deliver between two times, by kind.
+    pub fn losses_between(&self, from: SystemTime, to: SystemTime) -> Result<Vec<(Loss, u64)>, Error> {
+        let fail = |e| corrupt(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT loss, SUM(added) FROM losses WHERE at_ns BETWEEN ?1 AND ?2 GROUP BY loss ORDER BY loss")
+            .map_err(fail)?;
+        let rows = stmt
+            .query_map(params![unix_ns(from), unix_ns(to)], |r| {
+                Ok((decode(r, 0, Loss::from_raw)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(fail)?;
+        rows.collect::<Result<_, _>>().map_err(fail)
+    }
+
     /// Every (capability, syscall) pair the kernel was seen checking, in any container.
     pub fn kernel_checks(&self) -> Result<BTreeSet<(u32, u32)>, Error> {
         let fail = |e| corrupt(&self.path, e);
@@ -535,8 +571,43 @@ fn decode<T, R: rusqlite::types::FromSql + std::fmt::Display + Copy>(
     })
 }
 
+/// What an SQLite error says of the store: the disk or the file refusing for now (full, read-only,
+/// unopenable, busy), which passes, or a store that cannot be read, which does not.
 fn corrupt(path: &Path, e: rusqlite::Error) -> Error {
-    Error::CorruptStore { path: path.to_path_buf(), reason: e.to_string() }
+    use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, ReadOnly, SystemIoFailure};
+    let reason = e.to_string();
+    match e.sqlite_error_code() {
+        Some(DiskFull | ReadOnly | CannotOpen | SystemIoFailure | DatabaseBusy | DatabaseLocked) => {
+            Error::StoreUnavailable { path: path.to_path_buf(), reason }
+        }
+        _ => Error::CorruptStore { path: path.to_path_buf(), reason },
+    }
+}
+
+/// Takes the writer's lock of `state_dir`, or says which daemon holds it.
+fn lock(state_dir: &Path) -> Result<File, Error> {
+    let path = state_dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        let pid = pid.trim();
+        return Err(Error::StoreInUse {
+            state_dir: state_dir.to_path_buf(),
+            pid: if pid.is_empty() { "unknown".into() } else { pid.into() },
+        });
+    }
+    file.set_len(0)
+        .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
+        .map_err(|e| Error::io(&path, e))?;
+    Ok(file)
 }
 
 /// A kernel monotonic timestamp as Unix nanoseconds.
@@ -619,6 +690,7 @@ mod tests {
                     checks: &[&check],
                     failures: &[],
                     execs: &[],
+                    losses: &[],
                 };
                 store.write(run, &batch).unwrap();
             }
@@ -642,7 +714,10 @@ mod tests {
         let old = Arc::new(container(&"b".repeat(64), "old", Some("2020-01-01T00:00:00Z")));
         let live = Arc::new(container(&"c".repeat(64), "live", None));
         store
-            .write(run, &Batch { cgroups: &[], containers: &[old, live], checks: &[], failures: &[], execs: &[] })
+            .write(
+                run,
+                &Batch { cgroups: &[], containers: &[old, live], checks: &[], failures: &[], execs: &[], losses: &[] },
+            )
             .unwrap();
         assert_eq!(store.forget_exited_before(Duration::from_secs(86400)).unwrap(), 1);
         assert_eq!(store.containers().unwrap().iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["live"]);
@@ -697,6 +772,18 @@ mod tests {
         let f = &failures[0];
         assert_eq!((f.key.syscall, f.key.uid, f.key.seccomp, f.count), (41, 1000, Seccomp::Unknown, 7));
         assert_eq!(f.explained, None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn one_writer_at_a_time() {
+        let dir = tempdir("lock");
+        let first = Store::open(&dir).expect("the first writer");
+        let err = Store::open(&dir).map(drop).expect_err("a second writer");
+        assert!(matches!(&err, Error::StoreInUse { pid, .. } if *pid == std::process::id().to_string()), "{err}");
+        assert!(Store::open_read_only(&dir).is_ok(), "readers are never locked out");
+        drop(first);
+        assert!(Store::open(&dir).is_ok(), "the lock goes with its writer");
         let _ = std::fs::remove_dir_all(dir);
     }
 

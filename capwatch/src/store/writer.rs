@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
 };
 
-use capwatch_common::{CapKey, ExecKey, FailKey};
+use capwatch_common::{CapKey, ExecKey, FailKey, Loss};
 
 use super::{Batch, CgroupRow, RunId, Store};
 use crate::{
@@ -22,6 +22,7 @@ pub struct Writer {
     failures: BTreeMap<FailKey, Failure>,
     execs: BTreeMap<ExecKey, Exec>,
     containers: Vec<Arc<Container>>,
+    losses: Vec<(Loss, u64)>,
     /// Cgroups whose row this run has written.
     cgroups: HashSet<u64>,
 }
@@ -34,6 +35,7 @@ impl Writer {
             failures: BTreeMap::new(),
             execs: BTreeMap::new(),
             containers: Vec::new(),
+            losses: Vec::new(),
             cgroups: HashSet::new(),
         }
     }
@@ -45,7 +47,7 @@ impl Writer {
                 Observation::Check(check) => drop(self.checks.insert(check.key, check.clone())),
                 Observation::Failure(failure) => drop(self.failures.insert(failure.key, failure.clone())),
                 Observation::Exec(exec) => drop(self.execs.insert(exec.key, exec.clone())),
-                Observation::Lost { .. } => {}
+                Observation::Lost { loss, added, .. } => self.losses.push((*loss, *added)),
             }
         }
     }
@@ -79,6 +81,7 @@ impl Writer {
             && self.failures.is_empty()
             && self.execs.is_empty()
             && self.containers.is_empty()
+            && self.losses.is_empty()
         {
             return Ok(());
         }
@@ -91,6 +94,7 @@ impl Writer {
             checks: &checks,
             failures: &failures,
             execs: &execs,
+            losses: &self.losses,
         };
         store.write(self.run, &batch)?;
         let written: Vec<u64> = cgroups.iter().map(|c| c.cgroup_id).collect();
@@ -99,6 +103,7 @@ impl Writer {
         self.failures.clear();
         self.execs.clear();
         self.containers.clear();
+        self.losses.clear();
         Ok(())
     }
 }

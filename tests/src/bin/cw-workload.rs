@@ -58,6 +58,8 @@ fn run(args: &[String]) -> Option<Result<(), i32>> {
     let count = |i: usize| args.get(i).and_then(|n| n.parse::<u64>().ok());
     Some(match (args.first().map(String::as_str), args.len()) {
         (Some("setuid"), 2) => repeat(count(1), || unsafe { libc::setuid(0) } as i64),
+        // setuid(0) as many times whatever each call returns (a denied check each, as a user).
+        (Some("setuid-tries"), 2) => repeat(count(1), || i64::from(unsafe { libc::setuid(0) }).max(0)),
         (Some("getppid"), 2) => repeat(count(1), || unsafe { libc::getppid() } as i64),
         (Some("raw-socket"), 1) => raw_socket(),
         (Some("open"), 2) => open(&args[1]),
