@@ -295,21 +295,62 @@ pub struct Announcement<K> {
     pub totals: Totals,
 }
 
-/// The keys the kernel announces, each with its record's kind.
+/// The keys the kernel announces, each with its record's kind and where its enum fields lie.
 pub trait AnnouncedKey: Copy {
     const KIND: EventKind;
+
+    /// Whether the key's bytes hold a declared variant in every enum field.
+    fn valid(bytes: &[u8]) -> bool;
 }
 
 impl AnnouncedKey for CapKey {
     const KIND: EventKind = EventKind::NewCap;
+
+    fn valid(bytes: &[u8]) -> bool {
+        known(bytes, core::mem::offset_of!(CapKey, verdict), |raw: u16| Verdict::from_raw(raw).is_some())
+            && known(bytes, core::mem::offset_of!(CapKey, origin), |raw: u16| Origin::from_raw(raw).is_some())
+    }
 }
 
 impl AnnouncedKey for FailKey {
     const KIND: EventKind = EventKind::NewFailure;
+
+    fn valid(bytes: &[u8]) -> bool {
+        known(bytes, core::mem::offset_of!(FailKey, origin), |raw: u16| Origin::from_raw(raw).is_some())
+            && known(bytes, core::mem::offset_of!(FailKey, seccomp), |raw: u32| Seccomp::from_raw(raw).is_some())
+    }
 }
 
 impl AnnouncedKey for ExecKey {
     const KIND: EventKind = EventKind::NewExec;
+
+    fn valid(bytes: &[u8]) -> bool {
+        known(bytes, core::mem::offset_of!(ExecKey, origin), |raw: u16| Origin::from_raw(raw).is_some())
+    }
+}
+
+/// Whether the integer at `at` in `bytes` passes `check`.
+fn known<const N: usize, T: FromNeBytes<N>>(bytes: &[u8], at: usize, check: impl Fn(T) -> bool) -> bool {
+    match bytes.get(at..at + N) {
+        Some(raw) => check(T::from_ne(raw.try_into().expect("N bytes"))),
+        None => false,
+    }
+}
+
+trait FromNeBytes<const N: usize> {
+    fn from_ne(bytes: [u8; N]) -> Self;
+}
+
+impl FromNeBytes<2> for u16 {
+    fn from_ne(bytes: [u8; 2]) -> Self {
+        u16::from_ne_bytes(bytes)
+    }
+}
+
+impl FromNeBytes<4> for u32 {
+    fn from_ne(bytes: [u8; 4]) -> Self {
+        u32::from_ne_bytes(bytes)
+    }
 }
 
 impl<K: AnnouncedKey> Announcement<K> {

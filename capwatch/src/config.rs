@@ -352,4 +352,30 @@ mod tests {
         assert!(Settings::resolve(&missing).is_err(), "an explicitly named file must exist");
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Whatever a config file holds, parsing it ends in settings or in one line naming what
+        /// is wrong: never a panic.
+        #[test]
+        fn any_config_text_is_settings_or_one_line(text in "(?s).{0,400}") {
+            if let Err(e) = parse(Path::new("/etc/capwatch/config.toml"), &text) {
+                let line = e.to_string();
+                proptest::prop_assert!(!line.contains('\n'), "{}", line);
+            }
+        }
+
+        /// The same for files that look like configs: known keys with values of any shape.
+        #[test]
+        fn any_value_of_a_known_key_is_checked(
+            key in "(state_dir|cgroup_root|probe|docker_socket|retention_days|log_file|metrics_listen|summary_interval|host_name|caps_map_entries|ringbuf_bytes)",
+            value in "(\"[^\"\n]{0,40}\"|-?[0-9]{1,25}|true|\\[\\]|\\{\\}|[a-z]{1,10})",
+        ) {
+            let text = format!("{key} = {value}\n");
+            if let Err(e) = parse(Path::new("c.toml"), &text) {
+                proptest::prop_assert!(!e.to_string().contains('\n'));
+            }
+        }
+    }
 }

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::names::shown;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("capwatch needs root to load its eBPF programs (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN): run it as root")]
@@ -34,10 +36,10 @@ pub enum Error {
     #[error("{path}: not a status file capwatch understands ({reason})")]
     BadStatus { path: PathBuf, reason: String },
 
-    #[error("no container matches {0:?}: `capwatch ps --all` lists the containers capwatch has seen")]
+    #[error("no container matches \"{}\": `capwatch ps --all` lists the containers capwatch has seen", shown(.0))]
     UnknownContainer(String),
 
-    #[error("{query:?} matches more than one container: {candidates}; give more of the id or the name")]
+    #[error("\"{}\" matches more than one container: {candidates}; give more of the id or the name", shown(query))]
     AmbiguousContainer { query: String, candidates: String },
 
     #[error("{0}: capwatch has no store there yet: start the daemon (capwatch daemon --state-dir {0}) or pass the --state-dir it uses")]

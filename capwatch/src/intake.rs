@@ -137,8 +137,59 @@ fn parse(bytes: &[u8]) -> Option<Announced> {
 }
 
 fn read<K: AnnouncedKey>(bytes: &[u8]) -> Option<Announcement<K>> {
-    (bytes.len() >= size_of::<Announcement<K>>())
-        // SAFETY: the length is checked, and the record was written by capwatch's own programs as
-        // an `Announcement<K>` of the kind its header names.
+    let key = bytes.get(std::mem::offset_of!(Announcement<K>, key)..)?;
+    (bytes.len() >= size_of::<Announcement<K>>() && K::valid(key))
+        // SAFETY: the length is checked and so is every enum field: the bytes are a valid
+        // `Announcement<K>`, plain `#[repr(C)]` data.
         .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use capwatch_common::{Announcement, CapKey, Origin, Sample, Verdict};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn a_record_is_read_back_as_written() {
+        let key =
+            CapKey { cgroup_id: 7, cap: 13, syscall: 41, verdict: Verdict::Denied, origin: Origin::Exec, flags: 3 };
+        let totals = Totals {
+            count: 1,
+            first_ns: 5,
+            last_ns: 5,
+            stack_id: -1,
+            judged: 0,
+            sample: Sample { tid: 1, pid: 1, uid: 0, gid: 0, comm: [b'x'; 16] },
+        };
+        let record = Announcement::new(key, totals);
+        // SAFETY: reading the bytes of a plain `#[repr(C)]` value.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&record as *const Announcement<CapKey>).cast::<u8>(), size_of_val(&record))
+        };
+        assert!(matches!(parse(bytes), Some(Announced::Cap(k, t)) if k == key && t == totals));
+        assert!(parse(&bytes[..bytes.len() - 1]).is_none(), "a short record is skipped");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        /// Whatever the ring buffer hands over, a record of an unknown kind or the wrong length
+        /// is skipped, never a panic.
+        #[test]
+        fn any_bytes_are_a_record_or_nothing(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Some(Announced::Cap(key, _)) = parse(&bytes) {
+                prop_assert!(Origin::from_raw(key.origin.raw()).is_some());
+            }
+        }
+
+        /// A record whose kind is known but whose enums hold numbers this build does not know.
+        #[test]
+        fn a_known_kind_with_any_payload_never_panics(kind in 1u32..4, rest in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut bytes = kind.to_ne_bytes().to_vec();
+            bytes.extend(rest);
+            let _ = parse(&bytes);
+        }
+    }
 }

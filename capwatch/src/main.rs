@@ -4,7 +4,10 @@ use capwatch::cli::{self, Cli, Command};
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage(e),
+    };
     init_logging(&cli.command);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -31,6 +34,23 @@ fn main() -> ExitCode {
 fn fail(err: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("capwatch: {err}");
     ExitCode::FAILURE
+}
+
+/// Help and version as clap prints them; a usage error in one line, pointing at the help.
+fn usage(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind::{DisplayHelp, DisplayHelpOnMissingArgumentOrSubcommand, DisplayVersion};
+    if matches!(err.kind(), DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = err.print();
+        return if err.kind() == DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let text = err.render().to_string();
+    let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+    eprintln!("capwatch: {} (capwatch --help tells the usage)", capwatch::names::shown(first));
+    ExitCode::from(2)
 }
 
 /// People get plain text on stderr, filtered by `RUST_LOG`. The daemon installs its own JSON

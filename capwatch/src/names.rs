@@ -59,6 +59,17 @@ pub fn errno(errno: u16) -> Cow<'static, str> {
     }
 }
 
+/// Text that came from outside (an argument, a name) as an error line may show it: control
+/// characters escaped, and cut short past 80 characters.
+pub fn shown(text: &str) -> String {
+    const LONGEST: usize = 80;
+    let escaped: String = text.chars().flat_map(char::escape_default).collect();
+    match escaped.char_indices().nth(LONGEST) {
+        Some((cut, _)) => format!("{}… ({} characters)", &escaped[..cut], text.chars().count()),
+        None => escaped,
+    }
+}
+
 /// A task's command name from the kernel's NUL-padded buffer.
 pub fn comm(raw: &[u8]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
@@ -116,6 +127,14 @@ mod tests {
         assert_eq!(syscall(257), "openat");
         assert_eq!(syscall(capwatch_common::NO_SYSCALL), "(no syscall)");
         assert_eq!(syscall(100_000), "syscall_100000");
+    }
+
+    #[test]
+    fn outside_text_is_shown_on_one_short_line() {
+        assert_eq!(shown("web"), "web");
+        assert_eq!(shown("a\nb"), "a\\nb");
+        let long = shown(&"x".repeat(10_000_000));
+        assert!(long.len() < 120 && long.ends_with("(10000000 characters)"), "{long}");
     }
 
     #[test]

@@ -140,3 +140,47 @@ fn an_unknown_cgroup_root_is_a_clear_error() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("/no/such/cgroup") && stderr.contains("not a cgroup"), "{stderr}");
 }
+
+/// Every subcommand, given missing, malformed or hostile arguments, says what is wrong in one
+/// line and exits non-zero: never a panic, a backtrace or clap's multi-line usage.
+#[test]
+fn bad_input_everywhere_is_one_line_and_a_non_zero_exit() {
+    use std::{ffi::OsString, os::unix::ffi::OsStringExt, process::Command};
+
+    let state = capwatch_tests::tempdir("bad-input");
+    let state_dir = state.to_str().unwrap().to_string();
+    let not_a_dir = state.join("file");
+    std::fs::write(&not_a_dir, "not a state directory").unwrap();
+    // The longest argument exec takes (MAX_ARG_STRLEN, 128 KiB): a 10 MB one never reaches a program.
+    let huge = "a".repeat(128 * 1024 - 1);
+    let strings: Vec<Vec<String>> = vec![
+        vec!["report".into()],
+        vec!["report".into(), "../../etc/passwd".into(), "--state-dir".into(), "/etc".into()],
+        vec!["report".into(), huge.clone(), "--state-dir".into(), state_dir.clone()],
+        vec!["report".into(), "x".into(), "--format".into(), "xml".into()],
+        vec!["explain".into(), "x".into(), "--state-dir".into(), not_a_dir.display().to_string()],
+        vec!["caps".into()],
+        vec!["caps".into(), "decode".into(), "zz".into()],
+        vec!["caps".into(), "decode".into(), huge],
+        vec!["ps".into(), "--state-dir".into(), not_a_dir.display().to_string()],
+        vec!["status".into(), "--state-dir".into(), "/nonexistent/capwatch".into()],
+        vec!["config".into(), "show".into(), "--config".into(), "/nonexistent.toml".into()],
+        vec!["config".into(), "show".into(), "--ringbuf-bytes".into(), "1000".into()],
+        vec!["trace".into(), "--cgroup".into(), "/no/such/cgroup".into()],
+        vec!["daemon".into(), "--probe".into(), "ebpf".into()],
+        vec!["no-such-command".into()],
+    ];
+    let mut cases: Vec<Vec<OsString>> =
+        strings.into_iter().map(|args| args.into_iter().map(OsString::from).collect()).collect();
+    cases.push(vec!["report".into(), OsString::from_vec(vec![b'w', 0xff, 0xfe, b'b'])]);
+    for args in cases {
+        let out = Command::new(capwatch_tests::bin("capwatch")).args(&args).output().expect("run capwatch");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let shown: Vec<String> = args.iter().map(|a| a.to_string_lossy().chars().take(40).collect()).collect();
+        assert!(!out.status.success(), "{shown:?} should fail");
+        assert_eq!(stderr.lines().count(), 1, "{shown:?}: one line, not:\n{stderr}");
+        assert!(stderr.len() < 400, "{shown:?}: a short line, not {} bytes", stderr.len());
+        assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{shown:?}: {stderr}");
+        assert!(stderr.starts_with("capwatch: "), "{shown:?}: {stderr}");
+    }
+}

@@ -35,7 +35,10 @@ pub fn run(args: Args) -> Result<(), Error> {
 
 fn parse_mask(text: &str) -> Result<u64, Error> {
     let bad = || {
-        Error::Usage(format!("{text:?} is not a capability mask: give up to 16 hex digits, such as 0000001dbdbeffff"))
+        let shown = crate::names::shown(text);
+        Error::Usage(format!(
+            "\"{shown}\" is not a capability mask: give up to 16 hex digits, such as 0000001dbdbeffff"
+        ))
     };
     let digits = text.trim().trim_start_matches("0x");
     if digits.is_empty() || digits.len() > 16 {
