@@ -147,7 +147,7 @@ fn an_unknown_cgroup_root_is_a_clear_error() {
 fn bad_input_everywhere_is_one_line_and_a_non_zero_exit() {
     use std::{ffi::OsString, os::unix::ffi::OsStringExt, process::Command};
 
-    let state = capwatch_tests::tempdir("bad-input");
+    let state = tempdir("bad-input");
     let state_dir = state.to_str().unwrap().to_string();
     let not_a_dir = state.join("file");
     std::fs::write(&not_a_dir, "not a state directory").unwrap();
@@ -174,7 +174,7 @@ fn bad_input_everywhere_is_one_line_and_a_non_zero_exit() {
         strings.into_iter().map(|args| args.into_iter().map(OsString::from).collect()).collect();
     cases.push(vec!["report".into(), OsString::from_vec(vec![b'w', 0xff, 0xfe, b'b'])]);
     for args in cases {
-        let out = Command::new(capwatch_tests::bin("capwatch")).args(&args).output().expect("run capwatch");
+        let out = Command::new(bin("capwatch")).args(&args).output().expect("run capwatch");
         let stderr = String::from_utf8_lossy(&out.stderr);
         let shown: Vec<String> = args.iter().map(|a| a.to_string_lossy().chars().take(40).collect()).collect();
         assert!(!out.status.success(), "{shown:?} should fail");
