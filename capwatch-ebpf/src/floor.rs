@@ -26,6 +26,11 @@ pub fn floor_process_exec(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+#[btf_tracepoint(function = "cgroup_attach_task")]
+pub fn floor_cgroup_attach(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn floor_process_exit(_ctx: BtfTracePointContext) -> i32 {
     0

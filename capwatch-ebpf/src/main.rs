@@ -88,10 +88,19 @@ pub fn process_fork(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn process_exec(ctx: BtfTracePointContext) -> i32 {
     if let Some(cgroup_id) = scope::watched_cgroup() {
-        origin::on_exec(cgroup_id, aggregate::now());
         let bprm: *const u8 = ctx.arg(2);
+        origin::on_exec(cgroup_id, bprm);
         exec::on_exec(cgroup_id, bprm);
     }
+    0
+}
+
+/// `tp_btf/cgroup_attach_task(dst_cgrp, path, task, threadgroup)`: a process moved into a
+/// cgroup from outside (the runtime placing its init) sets it up until it execs a program.
+#[btf_tracepoint(function = "cgroup_attach_task")]
+pub fn cgroup_attach(ctx: BtfTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(2);
+    origin::on_attach(task);
     0
 }
 
@@ -99,10 +108,10 @@ pub fn process_exec(ctx: BtfTracePointContext) -> i32 {
 /// given its id: no denied checks, no kprobe stash, and (a process's leader) no origin.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
-    if scope::watched_cgroup().is_some() {
+    if let Some(cgroup_id) = scope::watched_cgroup() {
         failure::forget_denied();
         cap::forget_kprobe_stash();
-        origin::on_exit();
+        origin::on_exit(cgroup_id);
     }
     0
 }

@@ -1,8 +1,13 @@
 //! Who in a container's cgroup is acting: the container's own processes, the OCI runtime setting
-//! it up, or a command an operator started later (`docker exec`). The runtime's processes enter
-//! the cgroup from outside and run under the runtime's name (`runc:[2:INIT]`) until they exec
-//! the command; the first such exec in a cgroup starts the container's own command, every later
-//! one an exec session. Children inherit their parent's origin at fork.
+//! it up, or a command an operator started later (`docker exec`).
+//!
+//! A process moved into a cgroup from outside (`cgroup_attach_task`: the runtime writes its
+//! init's pid into `cgroup.procs`) is the runtime until it execs a program: the first such exec
+//! while no command runs in the cgroup starts the container's own command, any exec while one
+//! runs is an exec session. Execs of anonymous files (a runtime re-executing itself from a
+//! memfd, as runc does against CVE-2019-5736) are the runtime's own. Children inherit their
+//! parent's origin at fork. Only processes that came in some other way (already running when
+//! capwatch attached, or cloned straight into the cgroup) are classified by their command name.
 
 use core::ptr::read_volatile;
 
@@ -17,14 +22,21 @@ use capwatch_common::Origin;
 #[map]
 pub static CW_ORIGINS: LruHashMap<u32, Origin> = LruHashMap::with_max_entries(65536, 0);
 
-/// Cgroups whose own command has started (set by the first exec out of the runtime; userspace
-/// marks the cgroups that were running before it attached).
+/// Cgroups whose own command runs, with the process (tgid) that started it; 0 where userspace
+/// found the cgroup running when it attached.
 #[map]
 pub static CW_STARTED: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
 
-/// Offset of `tgid` in `struct task_struct`, read by userspace from the kernel's BTF.
+/// Offsets read by userspace from the kernel's BTF: `task_struct.tgid`, `linux_binprm.file`,
+/// `file.f_inode`, `inode.__i_nlink`.
 #[unsafe(no_mangle)]
 static CW_TASK_TGID_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_BPRM_FILE_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_FILE_INODE_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_INODE_NLINK_OFFSET: u32 = 0;
 
 /// Command names of OCI runtimes while they set a container up.
 const RUNTIME_COMMS: [&[u8]; 4] = [b"runc", b"crun", b"youki", b"runsc"];
@@ -55,44 +67,82 @@ fn classify() -> Origin {
     Origin::App
 }
 
+/// The `tgid` of a task.
+fn tgid_of(task: *const u8) -> Option<u32> {
+    let offset = unsafe { read_volatile(&CW_TASK_TGID_OFFSET) };
+    if offset == 0 {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize) as *const i32) }.ok().map(|tgid| tgid as u32)
+}
+
+/// `cgroup_attach_task`: a process moved into a cgroup from outside sets something up (the
+/// runtime's init) until it execs a program. Marked whatever the cgroup: one outside the watched
+/// subtree never reads the mark.
+pub fn on_attach(task: *const u8) {
+    if let Some(tgid) = tgid_of(task) {
+        let _ = CW_ORIGINS.insert(tgid, Origin::Runtime, 0);
+    }
+}
+
 /// `sched_process_fork`, in the parent: a new process inherits the parent's origin; a reused
 /// pid loses whatever a dead process left behind.
 pub fn on_fork(child: *const u8) {
-    let offset = unsafe { read_volatile(&CW_TASK_TGID_OFFSET) };
-    if offset == 0 {
-        return;
-    }
-    let Ok(child_tgid) = (unsafe { bpf_probe_read_kernel(child.wrapping_add(offset as usize) as *const i32) }) else {
-        return;
-    };
-    let child_tgid = child_tgid as u32;
+    let Some(child_tgid) = tgid_of(child) else { return };
     if child_tgid == current_tgid() {
         return; // a thread: it shares the process's entry
     }
     let _ = CW_ORIGINS.insert(child_tgid, current(), 0);
 }
 
-/// `sched_process_exec`: a runtime process that execs becomes the container's command (the
-/// first time in its cgroup) or an exec session.
-pub fn on_exec(cgroup_id: u64, now: u64) {
+/// `sched_process_exec`: a runtime process that execs a program becomes the container's command
+/// (when none runs in its cgroup) or an exec session (when one does).
+pub fn on_exec(cgroup_id: u64, bprm: *const u8) {
     let tgid = current_tgid();
     let was_runtime = unsafe { CW_ORIGINS.get(tgid) }.is_some_and(|o| *o == Origin::Runtime);
-    if !was_runtime {
+    if !was_runtime || anonymous(bprm) {
         return;
     }
     let origin = if unsafe { CW_STARTED.get(cgroup_id) }.is_some() {
         Origin::Exec
     } else {
-        let _ = CW_STARTED.insert(cgroup_id, now, 0);
+        let _ = CW_STARTED.insert(cgroup_id, tgid as u64, 0);
         Origin::App
     };
     let _ = CW_ORIGINS.insert(tgid, origin, 0);
 }
 
-/// `sched_process_exit` of a thread: a process's leader leaves no origin, so its pid starts clean.
-pub fn on_exit() {
+/// Whether an exec's file has no name on any filesystem (a memfd): a runtime re-executing
+/// itself, not a program it starts.
+fn anonymous(bprm: *const u8) -> bool {
+    let (file_at, inode_at, nlink_at) = unsafe {
+        (
+            read_volatile(&CW_BPRM_FILE_OFFSET),
+            read_volatile(&CW_FILE_INODE_OFFSET),
+            read_volatile(&CW_INODE_NLINK_OFFSET),
+        )
+    };
+    if file_at == 0 || inode_at == 0 || nlink_at == 0 {
+        return false;
+    }
+    let read_ptr = |base: *const u8, at: u32| {
+        unsafe { bpf_probe_read_kernel(base.wrapping_add(at as usize) as *const *const u8) }.ok()
+    };
+    let Some(file) = read_ptr(bprm, file_at) else { return false };
+    let Some(inode) = read_ptr(file, inode_at) else { return false };
+    unsafe { bpf_probe_read_kernel(inode.wrapping_add(nlink_at as usize) as *const u32) }.is_ok_and(|nlink| nlink == 0)
+}
+
+/// `sched_process_exit` of a process's leader: its pid starts clean, and if it was its cgroup's
+/// command, no command runs there any more.
+pub fn on_exit(cgroup_id: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if pid_tgid as u32 == (pid_tgid >> 32) as u32 {
-        let _ = CW_ORIGINS.remove(current_tgid());
+    let tgid = (pid_tgid >> 32) as u32;
+    if pid_tgid as u32 != tgid {
+        return;
+    }
+    let _ = CW_ORIGINS.remove(tgid);
+    if unsafe { CW_STARTED.get(cgroup_id) }.is_some_and(|starter| *starter == tgid as u64) {
+        let _ = CW_STARTED.remove(cgroup_id);
     }
 }

@@ -159,17 +159,9 @@ async fn a_million_checks_from_two_cpus_are_counted_exactly_and_nothing_is_lost(
     }
     let cgroup = TestCgroup::new("million");
     let mut monitor = cgroup.monitor();
-    let launch = Launch::in_cgroup(&cgroup);
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            let launch = launch.clone();
-            std::thread::spawn(move || launch.run(&["setuid", "500000"]))
-        })
-        .collect();
-    for worker in workers {
-        let out = worker.join().expect("worker");
-        assert!(out.status.success(), "{out:?}");
-    }
+    // Two threads of the container's command, each on a CPU of its own where it can.
+    let out = Launch::in_cgroup(&cgroup).run(&["threads", "2", "setuid", "500000"]);
+    assert!(out.status.success(), "{out:?}");
     monitor.drain().expect("drain");
     let key = cap(&cgroup, caps::Capability::CAP_SETUID, Verdict::Granted, SYS_SETUID);
     assert_eq!(count(monitor.aggregates().caps(), &key), 1_000_000);
@@ -192,17 +184,26 @@ async fn the_runtime_its_container_and_later_exec_sessions_are_told_apart() {
         flags: SETUID_TO_ROOT_AS_ROOT,
     };
 
-    // The runtime starts the container's command, whose child inherits its origin.
-    let out = Launch::in_cgroup(&cgroup).as_runtime().run(&["child", "setuid", "10"]);
-    assert!(out.status.success(), "{out:?}");
-    // A second runtime process execs an operator's command: an exec session, children included.
+    // The runtime starts the container's command, whose child inherits its origin; the command
+    // keeps running until its stdin closes.
+    let mut command = std::process::Command::new(capwatch_tests::bin("cw-workload"));
+    command.args(["child", "setuid", "10", "+", "wait-stdin"]).stdin(std::process::Stdio::piped());
+    Launch::in_cgroup(&cgroup).as_runtime().apply(&mut command);
+    let mut container = command.spawn().expect("the container's command");
+    // While it runs, a second runtime process execs an operator's command: an exec session,
+    // children included.
     let out = Launch::in_cgroup(&cgroup).as_runtime().run(&["child", "setuid", "20"]);
+    assert!(out.status.success(), "{out:?}");
+    drop(container.stdin.take());
+    assert!(container.wait().expect("the command ends").success());
+    // Once the command has ended, whatever the runtime starts there next is a command again.
+    let out = Launch::in_cgroup(&cgroup).as_runtime().run(&["setuid", "5"]);
     assert!(out.status.success(), "{out:?}");
     monitor.drain().expect("drain");
 
     let caps = monitor.aggregates().caps();
-    assert_eq!(count(caps, &setuid(Origin::Runtime)), 2, "one setuid by each runtime process: {caps:#?}");
-    assert_eq!(count(caps, &setuid(Origin::App)), 10, "{caps:#?}");
+    assert_eq!(count(caps, &setuid(Origin::Runtime)), 3, "one setuid by each runtime process: {caps:#?}");
+    assert_eq!(count(caps, &setuid(Origin::App)), 10 + 5, "{caps:#?}");
     assert_eq!(count(caps, &setuid(Origin::Exec)), 20, "{caps:#?}");
 }
 

@@ -10,11 +10,12 @@ use crate::error::Error;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capwatch-floor"));
 
 /// Program and tracepoint, one per hook of `COMMON_PROGRAMS` plus the capability tracepoint.
-const PROGRAMS: [(&str, &str); 5] = [
+const PROGRAMS: [(&str, &str); 6] = [
     ("floor_cap_capable", "cap_capable"),
     ("floor_sys_exit", "sys_exit"),
     ("floor_process_fork", "sched_process_fork"),
     ("floor_process_exec", "sched_process_exec"),
+    ("floor_cgroup_attach", "cgroup_attach_task"),
     ("floor_process_exit", "sched_process_exit"),
 ];
 

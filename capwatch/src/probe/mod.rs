@@ -285,6 +285,9 @@ fn open(scope: Scope, maps: MapSizes) -> Result<(Ebpf, Btf), Error> {
         .override_global("CW_CRED_CAP_PERMITTED_OFFSET", &offsets.cred_cap_permitted, true)
         .override_global("CW_ADVISORY_SITES", &advisory_sites(), true)
         .override_global("CW_BPRM_INTERP_OFFSET", &offsets.bprm_interp, true)
+        .override_global("CW_BPRM_FILE_OFFSET", &offsets.bprm_file, true)
+        .override_global("CW_FILE_INODE_OFFSET", &offsets.file_inode, true)
+        .override_global("CW_INODE_NLINK_OFFSET", &offsets.inode_nlink, true)
         .load(OBJECT)
         .map_err(|e| match permission_denied(&e) {
             true => Error::NotRoot,
@@ -309,10 +312,11 @@ fn advisory_sites() -> [u64; 2 * ADVISORY_SITES] {
 
 /// The programs every backend shares: failing syscalls, and the process lifecycle that tells
 /// a container's own processes from its runtime's and from exec sessions.
-const COMMON_PROGRAMS: [(&str, &str); 4] = [
+const COMMON_PROGRAMS: [(&str, &str); 5] = [
     ("sys_exit", "sys_exit"),
     ("process_fork", "sched_process_fork"),
     ("process_exec", "sched_process_exec"),
+    ("cgroup_attach", "cgroup_attach_task"),
     ("process_exit", "sched_process_exit"),
 ];
 

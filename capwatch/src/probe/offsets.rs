@@ -35,6 +35,10 @@ pub struct Offsets {
     pub cred_cap_permitted: u32,
     /// `linux_binprm.interp`: the path of the program an exec opened.
     pub bprm_interp: u32,
+    /// `linux_binprm.file`, `file.f_inode`, `inode.__i_nlink`: whether an exec'd file has a name.
+    pub bprm_file: u32,
+    pub file_inode: u32,
+    pub inode_nlink: u32,
 }
 
 pub fn read() -> Result<Offsets, Error> {
@@ -66,6 +70,9 @@ pub fn read() -> Result<Offsets, Error> {
         cred_cap_inheritable: optional("cred.cap_inheritable"),
         cred_cap_permitted: optional("cred.cap_permitted"),
         bprm_interp: optional("linux_binprm.interp"),
+        bprm_file: optional("linux_binprm.file"),
+        file_inode: optional("file.f_inode"),
+        inode_nlink: optional("inode.__i_nlink"),
     })
 }
 
@@ -130,7 +137,8 @@ mod tests {
         // uid leads struct cred's ids, after its usage count; the capability sets follow them.
         assert!(offsets.cred_uid > 0 && offsets.cred_suid > offsets.cred_uid, "{offsets:?}");
         assert!(offsets.cred_cap_permitted > offsets.cred_sgid && offsets.cred_cap_inheritable > 0, "{offsets:?}");
-        assert!(offsets.bprm_interp > 0, "{offsets:?}");
+        assert!(offsets.bprm_interp > 0 && offsets.bprm_file > 0, "{offsets:?}");
+        assert!(offsets.file_inode > 0 && offsets.inode_nlink > 0, "{offsets:?}");
         // One bit per native syscall: several hundred, in whole words.
         assert!(offsets.seccomp_native_bits >= 448 && offsets.seccomp_native_bits.is_multiple_of(64), "{offsets:?}");
     }

@@ -57,10 +57,30 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> Option<Result<(), i32>> {
     let count = |i: usize| args.get(i).and_then(|n| n.parse::<u64>().ok());
     Some(match (args.first().map(String::as_str), args.len()) {
-        (Some("setuid"), 2) => repeat(count(1), || unsafe { libc::setuid(0) } as i64),
+        // The raw syscall: glibc's setuid() makes every thread of the process repeat it.
+        (Some("setuid"), 2) => repeat(count(1), || unsafe { libc::syscall(libc::SYS_setuid, 0) }),
         // setuid(0) as many times whatever each call returns (a denied check each, as a user).
         (Some("setuid-tries"), 2) => repeat(count(1), || i64::from(unsafe { libc::setuid(0) }).max(0)),
         (Some("getppid"), 2) => repeat(count(1), || unsafe { libc::getppid() } as i64),
+        // The action in N threads at once (on as many CPUs as the scheduler gives).
+        (Some("threads"), n) if n > 2 => {
+            let action: Vec<String> = args[2..].to_vec();
+            let threads: Vec<_> = (0..count(1).unwrap_or(1))
+                .map(|_| {
+                    std::thread::spawn({
+                        let action = action.clone();
+                        move || run(&action)
+                    })
+                })
+                .collect();
+            let results: Vec<_> = threads.into_iter().map(|t| t.join().ok().flatten()).collect();
+            results.into_iter().try_fold((), |(), r| r.unwrap_or(Err(libc::EINVAL)))
+        }
+        // Keeps running until stdin closes: a container's command while something else happens.
+        (Some("wait-stdin"), 1) => {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            Ok(())
+        }
         (Some("raw-socket"), 1) => raw_socket(),
         (Some("open"), 2) => open(&args[1]),
         (Some("mmap"), 2) => repeat(count(1), mmap_once),
