@@ -85,8 +85,17 @@ pub fn image(root: &Path, dockerd: &Dockerd) -> Result<String> {
             bail!("docker import of the corpus image failed ({status})");
         }
         check_file_capabilities(dockerd, &tag)?;
+        remove_older_images(dockerd, &tag);
     }
     Ok(tag)
+}
+
+/// Images of earlier recipes, which the engine would otherwise keep.
+fn remove_older_images(dockerd: &Dockerd, current: &str) {
+    let Ok(out) = dockerd.docker(&["images", "capwatch-corpus", "--format", "{{.Repository}}:{{.Tag}}"]).output() else { return };
+    for image in String::from_utf8_lossy(&out.stdout).lines().filter(|i| *i != current) {
+        let _ = dockerd.docker(&["rmi", image]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
 }
 
 /// The file capabilities must survive into containers: the ping entries test exactly that case.
