@@ -2,8 +2,9 @@
 //! `tests/tests/corpus.rs` runs, built with debootstrap and imported without a registry.
 //!
 //! The root filesystem is cached as a tarball under `target/corpus/<key>/`, where the key is a
-//! hash of this file (the suite, the mirror, the package list and every step below): it is
-//! rebuilt only when the recipe changes. The tarball keeps the `security.capability` extended
+//! hash of the recipe (the suite, the mirror, the package list, the build script, the image's
+//! settings and a version for whatever else changes the result): it is rebuilt only when the
+//! recipe changes. The tarball keeps the `security.capability` extended
 //! attributes, and `docker import` applies them, so the image's `ping` carries its file
 //! capabilities as Debian ships it; `ping-plain` is the same program without them.
 
@@ -17,8 +18,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::{apt::apt, docker::Dockerd};
 
-/// The recipe: this file's own text is part of the cache key.
-const RECIPE: &str = include_str!("corpus.rs");
+/// Raised when the image would change in a way the rest of the recipe does not show.
+const RECIPE_VERSION: u32 = 1;
 
 const SUITE: &str = "bookworm";
 const MIRROR: &str = "http://deb.debian.org/debian";
@@ -43,6 +44,23 @@ const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 /// Where the cached root filesystems live.
 const CACHE_DIR: &str = "target/corpus";
+
+/// The build, run by sh in a mount namespace of its own so that the chroot's /proc and anything
+/// debootstrap mounts go away with it, however the build ends.
+const BUILD: &str = r#"set -eu
+debootstrap --variant=minbase "$SUITE" "$ROOTFS" "$MIRROR"
+printf '#!/bin/sh\nexit 101\n' > "$ROOTFS/usr/sbin/policy-rc.d"
+chmod 755 "$ROOTFS/usr/sbin/policy-rc.d"
+printf 'path-exclude=/usr/share/doc/*\npath-exclude=/usr/share/man/*\npath-exclude=/usr/share/info/*\npath-exclude=/usr/share/locale/*\n' > "$ROOTFS/etc/dpkg/dpkg.cfg.d/01-corpus-nodoc"
+mount -t proc proc "$ROOTFS/proc"
+chroot "$ROOTFS" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive chroot "$ROOTFS" apt-get install -y -qq --no-install-recommends $PACKAGES
+chroot "$ROOTFS" sh -c "$FINISH"
+umount "$ROOTFS/proc"
+rm -rf "$ROOTFS/usr/share/doc" "$ROOTFS/usr/share/man" "$ROOTFS/usr/share/info" "$ROOTFS/usr/share/locale"
+mv "$ROOTFS/tmp/packages.txt" "$DIR/packages.txt"
+tar -C "$ROOTFS" --xattrs --xattrs-include=security.capability --numeric-owner --sort=name -cf "$TARBALL.partial" .
+"#;
 
 /// Run inside the chroot after the packages are installed.
 const FINISH: &str = r#"set -eu
@@ -111,13 +129,14 @@ fn check_file_capabilities(dockerd: &Dockerd, tag: &str) -> Result<()> {
     Ok(())
 }
 
-/// A hash of everything that decides the image's content.
+/// A hash of everything that decides the image's content and settings.
 fn recipe_key() -> Result<String> {
     let mut hasher = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("sha256sum")?;
     {
         use std::io::Write;
         let mut stdin = hasher.stdin.take().context("sha256sum stdin")?;
-        stdin.write_all(RECIPE.as_bytes())?;
+        let recipe = [&RECIPE_VERSION.to_string(), SUITE, MIRROR, &PACKAGES.join(" "), BUILD, FINISH, PATH].join("\n\0");
+        stdin.write_all(recipe.as_bytes())?;
     }
     let out = hasher.wait_with_output()?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -140,28 +159,12 @@ fn build(cache: &Path, dir: &Path, tarball: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     eprintln!("xtask: building the corpus image: debootstrap {SUITE} with {}", PACKAGES.join(" "));
     let log = dir.join("build.log");
-    // In a mount namespace of its own, so that the chroot's /proc and anything debootstrap
-    // mounts go away with it, however the build ends.
-    let script = format!(
-        r#"set -eu
-debootstrap --variant=minbase {SUITE} "$ROOTFS" {MIRROR}
-printf '#!/bin/sh\nexit 101\n' > "$ROOTFS/usr/sbin/policy-rc.d"
-chmod 755 "$ROOTFS/usr/sbin/policy-rc.d"
-printf 'path-exclude=/usr/share/doc/*\npath-exclude=/usr/share/man/*\npath-exclude=/usr/share/info/*\npath-exclude=/usr/share/locale/*\n' > "$ROOTFS/etc/dpkg/dpkg.cfg.d/01-corpus-nodoc"
-mount -t proc proc "$ROOTFS/proc"
-chroot "$ROOTFS" apt-get update -qq
-DEBIAN_FRONTEND=noninteractive chroot "$ROOTFS" apt-get install -y -qq --no-install-recommends {packages}
-chroot "$ROOTFS" sh -c "$FINISH"
-umount "$ROOTFS/proc"
-rm -rf "$ROOTFS/usr/share/doc" "$ROOTFS/usr/share/man" "$ROOTFS/usr/share/info" "$ROOTFS/usr/share/locale"
-mv "$ROOTFS/tmp/packages.txt" "$DIR/packages.txt"
-tar -C "$ROOTFS" --xattrs --xattrs-include=security.capability --numeric-owner --sort=name -cf "$TARBALL.partial" .
-"#,
-        packages = PACKAGES.join(" ")
-    );
     let log_file = fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let status = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .args(["--mount", "--propagation", "private", "sh", "-c", BUILD])
+        .env("SUITE", SUITE)
+        .env("MIRROR", MIRROR)
+        .env("PACKAGES", PACKAGES.join(" "))
         .env("ROOTFS", &rootfs)
         .env("DIR", dir)
         .env("TARBALL", tarball)
