@@ -644,7 +644,7 @@ impl Corpus {
     fn every_capability(&self) -> (Vec<String>, Caps, Option<String>) {
         let bounding = proc_mask("CapBnd", &fs::read_to_string("/proc/self/status").expect("/proc/self/status")).expect("CapBnd");
         let mut lacking: Vec<String> =
-            caps::all().into_iter().filter(|c| bounding & (1 << c.index()) == 0).map(|c| docker_name(c.index())).collect();
+            caps::all().into_iter().filter(|c| bounding & (1 << c.index()) == 0).map(|c| cap_name(c.index())).collect();
         lacking.sort();
         loop {
             let mut options = vec!["--cap-add".to_string(), "ALL".to_string()];
@@ -687,7 +687,7 @@ impl Corpus {
             Grant::Exactly(caps) => {
                 let mut options = vec!["--cap-drop".to_string(), "ALL".to_string()];
                 for &cap in caps {
-                    options.extend(["--cap-add".to_string(), docker_name(cap)]);
+                    options.extend(["--cap-add".to_string(), cap_name(cap)]);
                 }
                 options
             }
@@ -898,10 +898,6 @@ fn start_daemon(corpus: &Corpus, cgroup_parent: Option<&str>) {
 // Capability names.
 
 /// `NET_RAW` for 13, as `docker run --cap-add` and capwatch's docker format spell it.
-fn docker_name(index: u8) -> String {
-    cap_name(index)
-}
-
 fn cap_name(index: u8) -> String {
     caps::all()
         .into_iter()
