@@ -120,6 +120,7 @@ pub struct Launch {
     drop: Vec<caps::Capability>,
     uid: Option<u32>,
     runtime: bool,
+    dies_with_parent: bool,
 }
 
 impl Launch {
@@ -145,6 +146,14 @@ impl Launch {
         self
     }
 
+    /// The program gets SIGTERM when the thread that started it ends (the kernel's parent-death
+    /// signal): a process shared by several tests, started from a thread that lives as long as
+    /// the test executable, ends with it.
+    pub fn dying_with_parent(mut self) -> Self {
+        self.dies_with_parent = true;
+        self
+    }
+
     /// Prepares `command` to start under this launch's conditions.
     pub fn apply(&self, command: &mut Command) {
         let procs = self
@@ -154,10 +163,14 @@ impl Launch {
         let drop: Vec<libc::c_ulong> = self.drop.iter().map(|c| libc::c_ulong::from(c.index())).collect();
         let uid = self.uid;
         let runtime = self.runtime;
+        let dies_with_parent = self.dies_with_parent;
         // SAFETY: between fork and exec the closure makes only raw syscalls on memory prepared
         // before the fork.
         unsafe {
             command.pre_exec(move || {
+                if dies_with_parent && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
                 if let Some(procs) = &procs {
                     let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
                     if fd < 0 || libc::write(fd, b"0\n".as_ptr().cast(), 2) != 2 {

@@ -1,6 +1,10 @@
 //! A Docker engine of the tests' own: its own data root, socket and pid, no network, stopped by
 //! pid when the tests end; and the test image, imported from a busybox rootfs without a
 //! registry.
+//!
+//! `CAPWATCH_TEST_DOCKER_ROOT` moves the engine's root elsewhere, and `CAPWATCH_TEST_DOCKER_NETNS`
+//! starts it in a named network namespace (made if missing, removed again if made here), so that
+//! a second engine can run beside another one on the same machine.
 
 use std::{
     fs,
@@ -13,23 +17,59 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 /// Short, because containerd's sockets live below it and unix socket paths are short.
-const ROOT: &str = "/tmp/capwatch-docker";
+const DEFAULT_ROOT: &str = "/tmp/capwatch-docker";
 /// The image the container tests run.
 pub const TEST_IMAGE: &str = "capwatch-test:latest";
 
 pub struct Dockerd {
     child: Child,
     socket: PathBuf,
+    root: PathBuf,
+    /// The network namespace made for this engine, removed after it stops.
+    made_netns: Option<String>,
+}
+
+/// The engine's root: `CAPWATCH_TEST_DOCKER_ROOT`, or the default.
+fn root() -> PathBuf {
+    std::env::var_os("CAPWATCH_TEST_DOCKER_ROOT").filter(|r| !r.is_empty()).map_or_else(|| PathBuf::from(DEFAULT_ROOT), PathBuf::from)
+}
+
+/// `CAPWATCH_TEST_DOCKER_NETNS`: a named network namespace for the engine; made (with its
+/// loopback up) if missing. Returns whether it was made here.
+fn netns() -> Result<Option<(String, bool)>> {
+    let Some(name) = std::env::var("CAPWATCH_TEST_DOCKER_NETNS").ok().filter(|n| !n.is_empty()) else { return Ok(None) };
+    if Path::new("/run/netns").join(&name).exists() {
+        return Ok(Some((name, false)));
+    }
+    for args in [vec!["netns", "add", &name], vec!["-n", &name, "link", "set", "lo", "up"]] {
+        let status = Command::new("ip").args(&args).status().context("running ip (is iproute2 installed?)")?;
+        if !status.success() {
+            bail!("ip {} failed ({status})", args.join(" "));
+        }
+    }
+    Ok(Some((name, true)))
 }
 
 impl Dockerd {
     pub fn start() -> Result<Self> {
-        let root = Path::new(ROOT);
+        let root = root();
+        let root = root.as_path();
         stop_stale(&root.join("dockerd.pid"));
         fs::create_dir_all(root).context("creating the Docker test root")?;
         let socket = root.join("docker.sock");
         let log = fs::File::create(root.join("dockerd.log")).context("dockerd.log")?;
-        let child = Command::new("dockerd")
+        let netns = netns()?;
+        // nsenter enters only the network namespace (`ip netns exec` would also remount /sys,
+        // hiding the cgroup mounts dockerd needs) and execs dockerd, keeping its pid.
+        let mut command = match &netns {
+            Some((name, _)) => {
+                let mut nsenter = Command::new("nsenter");
+                nsenter.arg(format!("--net=/run/netns/{name}")).arg("dockerd");
+                nsenter
+            }
+            None => Command::new("dockerd"),
+        };
+        let child = command
             .arg(format!("--data-root={}", root.join("data").display()))
             .arg(format!("--exec-root={}", root.join("exec").display()))
             .arg(format!("--pidfile={}", root.join("dockerd.pid").display()))
@@ -39,14 +79,15 @@ impl Dockerd {
             .stderr(log)
             .spawn()
             .context("starting dockerd (is docker.io installed?)")?;
-        let mut dockerd = Self { child, socket };
+        let made_netns = netns.and_then(|(name, made)| made.then_some(name));
+        let mut dockerd = Self { child, socket, root: root.to_path_buf(), made_netns };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !dockerd.docker(&["version"]).output().is_ok_and(|o| o.status.success()) {
             if let Ok(Some(status)) = dockerd.child.try_wait() {
-                bail!("dockerd exited ({status}); see {ROOT}/dockerd.log");
+                bail!("dockerd exited ({status}); see {}/dockerd.log", root.display());
             }
             if Instant::now() > deadline {
-                bail!("dockerd did not answer within 60 s; see {ROOT}/dockerd.log");
+                bail!("dockerd did not answer within 60 s; see {}/dockerd.log", root.display());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -66,7 +107,7 @@ impl Dockerd {
 
     /// Imports the test image: busybox-static with its applets, and `programs` in /bin.
     pub fn import_test_image(&self, programs: &[PathBuf]) -> Result<()> {
-        let rootfs = Path::new(ROOT).join("rootfs");
+        let rootfs = self.root.join("rootfs");
         let _ = fs::remove_dir_all(&rootfs);
         let bin = rootfs.join("bin");
         fs::create_dir_all(&bin)?;
@@ -110,23 +151,33 @@ impl Drop for Dockerd {
         }
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(15);
+        let mut stopped = false;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                stopped = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(name) = &self.made_netns {
+            let _ = Command::new("ip").args(["netns", "delete", name]).status();
+        }
     }
 }
 
-/// A dockerd left by an earlier run that was interrupted.
+/// A dockerd left by an earlier run that was interrupted. Its pid file goes too: a dockerd that
+/// had to be killed leaves it behind, and a new one refuses to start while the pid in it names
+/// any running process.
 fn stop_stale(pidfile: &Path) {
     if let Some(pid) = fs::read_to_string(pidfile).ok().and_then(|p| p.trim().parse::<u32>().ok()) {
         if fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "dockerd") {
             terminate(pid);
         }
+        let _ = fs::remove_file(pidfile);
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod apt;
 mod bench;
+mod corpus;
 mod docker;
 mod statics;
 mod vm;
@@ -31,6 +32,9 @@ enum Task {
     },
     /// Boot Debian's 6.1 and 6.12 kernels under qemu and run the backend tests in each.
     VmTest,
+    /// Build the corpus's Debian image (cached under target/corpus) and import it into the
+    /// tests' Docker engine, which is stopped again; `test` does this by itself.
+    CorpusImage,
     /// Measure capwatch's overhead beside the floor and bpftrace; writes docs/performance.md.
     Bench {
         /// Passed on to cw-bench (`--rounds N`, `--calls N`, `--sustain-seconds S`).
@@ -53,6 +57,12 @@ fn run(cli: Cli) -> Result<()> {
     match cli.task {
         Task::Test { args } => test(&args),
         Task::VmTest => vm::run(&workspace_root()),
+        Task::CorpusImage => {
+            let dockerd = docker::Dockerd::start()?;
+            let tag = corpus::image(&workspace_root(), &dockerd)?;
+            println!("{tag}");
+            Ok(())
+        }
         Task::Bench { args } => bench::run(&workspace_root(), &args),
     }
 }
@@ -67,8 +77,14 @@ fn test(extra: &[String]) -> Result<()> {
     let workload = statics::binary(&root, "capwatch-tests", "cw-workload")?;
     let dockerd = docker::Dockerd::start()?;
     dockerd.import_test_image(&[workload])?;
+    // The corpus's Debian image: built once per recipe (debootstrap), then cached.
+    let corpus_image = corpus::image(&root, &dockerd)?;
     let socket = dockerd.socket().display().to_string();
-    let env = [("CAPWATCH_TEST_DOCKER_SOCKET", socket.as_str()), ("CAPWATCH_TEST_IMAGE", docker::TEST_IMAGE)];
+    let env = [
+        ("CAPWATCH_TEST_DOCKER_SOCKET", socket.as_str()),
+        ("CAPWATCH_TEST_IMAGE", docker::TEST_IMAGE),
+        ("CAPWATCH_CORPUS_IMAGE", corpus_image.as_str()),
+    ];
     let mut args = vec!["test", "--no-fail-fast"];
     args.extend(extra.iter().map(String::as_str));
     let host = cargo(&args, &env);
