@@ -137,7 +137,11 @@ const SU: Program = Program {
 };
 
 /// runuser (PAM, without authentication) from root to nobody.
-const RUNUSER: Program = Program { options: &[], command: &["runuser", "-u", "nobody", "--", "id"], works: Works::Exits { output: Some(NOBODY) } };
+const RUNUSER: Program = Program {
+    options: &[],
+    command: &["runuser", "-u", "nobody", "--", "id"],
+    works: Works::Exits { output: Some(NOBODY) },
+};
 
 /// setpriv (no PAM) from root to nobody.
 const SETPRIV: Program = Program {
@@ -177,11 +181,13 @@ grep -q corpus-check /var/log/syslog && ls -l /proc/1/fd | grep -q ' -> /proc/km
 const DMESG: Program = Program { options: &[], command: &["dmesg"], works: Works::Exits { output: None } };
 
 /// hwclock setting the kernel's timezone (settimeofday), without touching the hardware clock.
-const HWCLOCK: Program = Program { options: &[], command: &["hwclock", "--systz", "--utc"], works: Works::Exits { output: None } };
+const HWCLOCK: Program =
+    Program { options: &[], command: &["hwclock", "--systz", "--utc"], works: Works::Exits { output: None } };
 
 /// nice raising a command's priority (a negative niceness); nice itself only warns when it
 /// cannot, so the command reports the niceness it got.
-const NICE: Program = Program { options: &[], command: &["nice", "-n", "-10", "nice"], works: Works::Exits { output: Some("-10") } };
+const NICE: Program =
+    Program { options: &[], command: &["nice", "-n", "-10", "nice"], works: Works::Exits { output: Some("-10") } };
 
 /// mount of a tmpfs.
 const MOUNT: Program = Program {
@@ -289,7 +295,12 @@ fn check(test: &str, program: &Program) {
         .filter(|observed| !first.admits(&observed.advice))
         .map(|observed| observed.diagnosis(&first))
         .collect();
-    assert!(failures.is_empty(), "{test}: capwatch's advice is not the least privilege\n{}\n{}", first.evidence_text(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{test}: capwatch's advice is not the least privilege\n{}\n{}",
+        first.evidence_text(),
+        failures.join("\n")
+    );
 }
 
 /// A group of capabilities split in up to four parts, tried at once: fewer rounds of containers
@@ -389,7 +400,12 @@ impl<'a> Search<'a> {
 
     fn works(&self, caps: &Caps) -> Trial {
         self.runs.fetch_add(1, Ordering::Relaxed);
-        self.corpus.trial(self.program, &Grant::Exactly(caps.clone()), &container_name(self.label), self.corpus.search_parent.as_deref())
+        self.corpus.trial(
+            self.program,
+            &Grant::Exactly(caps.clone()),
+            &container_name(self.label),
+            self.corpus.search_parent.as_deref(),
+        )
     }
 
     fn truth(&self, order: &[u8]) -> Truth {
@@ -400,7 +416,13 @@ impl<'a> Search<'a> {
             let required = self.required(&full, order);
             (join(all), required)
         });
-        assert!(all.works, "{}: the program does not work even with every capability ({}): {}", self.label, show(&full), all.detail);
+        assert!(
+            all.works,
+            "{}: the program does not work even with every capability ({}): {}",
+            self.label,
+            show(&full),
+            all.detail
+        );
         let mut alternatives = BTreeSet::new();
         if !self.works(&required).works {
             // No single loss breaks it, yet the required ones are not enough: some need is met
@@ -502,7 +524,12 @@ struct Observed {
 
 impl Observed {
     fn diagnosis(&self, truth: &Truth) -> String {
-        let extra: Caps = self.advice.iter().copied().filter(|c| !truth.required.contains(c) && !truth.alternatives.iter().any(|s| s.contains(c))).collect();
+        let extra: Caps = self
+            .advice
+            .iter()
+            .copied()
+            .filter(|c| !truth.required.contains(c) && !truth.alternatives.iter().any(|s| s.contains(c)))
+            .collect();
         let missing: Caps = truth.required.difference(&self.advice).copied().collect();
         format!(
             "observed with {}: advised {} ({}), least privilege {}; more than needed: {}; missing: {}\n\
@@ -642,7 +669,8 @@ impl Corpus {
     /// grant them), and the set a container so started holds; and the cgroup its containers are
     /// made in, when the container can see it.
     fn every_capability(&self) -> (Vec<String>, Caps, Option<String>) {
-        let bounding = proc_mask("CapBnd", &fs::read_to_string("/proc/self/status").expect("/proc/self/status")).expect("CapBnd");
+        let bounding =
+            proc_mask("CapBnd", &fs::read_to_string("/proc/self/status").expect("/proc/self/status")).expect("CapBnd");
         let mut lacking: Vec<String> =
             caps::all().into_iter().filter(|c| bounding & (1 << c.index()) == 0).map(|c| cap_name(c.index())).collect();
         lacking.sort();
@@ -657,7 +685,9 @@ impl Corpus {
             let out = self.docker().args(&args).output().expect("docker run");
             let stderr = String::from_utf8_lossy(&out.stderr);
             // A capability this Docker does not know cannot be granted either: no need to drop it.
-            if let Some(unknown) = lacking.iter().position(|c| stderr.contains(&format!("unknown capability: \"CAP_{c}\""))) {
+            if let Some(unknown) =
+                lacking.iter().position(|c| stderr.contains(&format!("unknown capability: \"CAP_{c}\"")))
+            {
                 lacking.remove(unknown);
                 continue;
             }
@@ -713,10 +743,10 @@ impl Corpus {
         if matches!(program.works, Works::Serves { .. }) {
             args.push("--detach".into());
         }
-        args.extend(program.options.iter().map(|o| o.to_string()));
+        args.extend(program.options.iter().map(std::string::ToString::to_string));
         args.extend(self.grant_options(grant));
         args.push(self.image.clone());
-        args.extend(program.command.iter().map(|c| c.to_string()));
+        args.extend(program.command.iter().map(std::string::ToString::to_string));
         let run = self.bounded(&args, name);
         match &program.works {
             Works::Exits { output } => {
@@ -749,9 +779,10 @@ impl Corpus {
                 if works {
                     return Trial { works, detail: why.to_string() };
                 }
-                let logs = self.docker().args(["logs", "--tail", "20", name]).output().map(|o| {
-                    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-                });
+                let logs =
+                    self.docker().args(["logs", "--tail", "20", name]).output().map(|o| {
+                        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+                    });
                 Trial { works, detail: format!("{why}; its log: {}", tail(&logs.unwrap_or_default())) }
             }
         }
@@ -920,7 +951,10 @@ fn show(caps: &Caps) -> String {
 
 /// A capability mask from /proc's status format (`CapBnd:\t000001fffeffffff`).
 fn proc_mask(field: &str, status: &str) -> Option<u64> {
-    status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
 }
 
 /// The corpus's own checks, which need no engine.

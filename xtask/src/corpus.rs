@@ -110,7 +110,10 @@ pub fn image(root: &Path, dockerd: &Dockerd) -> Result<String> {
 
 /// Images of earlier recipes, which the engine would otherwise keep.
 fn remove_older_images(dockerd: &Dockerd, current: &str) {
-    let Ok(out) = dockerd.docker(&["images", "capwatch-corpus", "--format", "{{.Repository}}:{{.Tag}}"]).output() else { return };
+    let Ok(out) = dockerd.docker(&["images", "capwatch-corpus", "--format", "{{.Repository}}:{{.Tag}}"]).output()
+    else {
+        return;
+    };
     for image in String::from_utf8_lossy(&out.stdout).lines().filter(|i| *i != current) {
         let _ = dockerd.docker(&["rmi", image]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
@@ -124,18 +127,23 @@ fn check_file_capabilities(dockerd: &Dockerd, tag: &str) -> Result<()> {
         .context("docker run getcap")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || text.trim() != "/usr/bin/ping cap_net_raw=ep" {
-        bail!("the corpus image lost ping's file capabilities: getcap says {text:?} ({})", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "the corpus image lost ping's file capabilities: getcap says {text:?} ({})",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
 
 /// A hash of everything that decides the image's content and settings.
 fn recipe_key() -> Result<String> {
-    let mut hasher = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("sha256sum")?;
+    let mut hasher =
+        Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("sha256sum")?;
     {
         use std::io::Write;
         let mut stdin = hasher.stdin.take().context("sha256sum stdin")?;
-        let recipe = [&RECIPE_VERSION.to_string(), SUITE, MIRROR, &PACKAGES.join(" "), BUILD, FINISH, PATH].join("\n\0");
+        let recipe =
+            [&RECIPE_VERSION.to_string(), SUITE, MIRROR, &PACKAGES.join(" "), BUILD, FINISH, PATH].join("\n\0");
         stdin.write_all(recipe.as_bytes())?;
     }
     let out = hasher.wait_with_output()?;

@@ -31,13 +31,17 @@ pub struct Dockerd {
 
 /// The engine's root: `CAPWATCH_TEST_DOCKER_ROOT`, or the default.
 fn root() -> PathBuf {
-    std::env::var_os("CAPWATCH_TEST_DOCKER_ROOT").filter(|r| !r.is_empty()).map_or_else(|| PathBuf::from(DEFAULT_ROOT), PathBuf::from)
+    std::env::var_os("CAPWATCH_TEST_DOCKER_ROOT")
+        .filter(|r| !r.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_ROOT), PathBuf::from)
 }
 
 /// `CAPWATCH_TEST_DOCKER_NETNS`: a named network namespace for the engine; made (with its
 /// loopback up) if missing. Returns whether it was made here.
 fn netns() -> Result<Option<(String, bool)>> {
-    let Some(name) = std::env::var("CAPWATCH_TEST_DOCKER_NETNS").ok().filter(|n| !n.is_empty()) else { return Ok(None) };
+    let Some(name) = std::env::var("CAPWATCH_TEST_DOCKER_NETNS").ok().filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
     if Path::new("/run/netns").join(&name).exists() {
         return Ok(Some((name, false)));
     }
