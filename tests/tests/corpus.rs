@@ -743,10 +743,10 @@ impl Corpus {
         if matches!(program.works, Works::Serves { .. }) {
             args.push("--detach".into());
         }
-        args.extend(program.options.iter().map(std::string::ToString::to_string));
+        args.extend(program.options.iter().map(ToString::to_string));
         args.extend(self.grant_options(grant));
         args.push(self.image.clone());
-        args.extend(program.command.iter().map(std::string::ToString::to_string));
+        args.extend(program.command.iter().map(ToString::to_string));
         let run = self.bounded(&args, name);
         match &program.works {
             Works::Exits { output } => {
