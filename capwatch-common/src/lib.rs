@@ -169,14 +169,38 @@ wire_enum! {
     }
 }
 
-/// `Totals::judged`: the kernel stack of the first occurrence was read in the kernel.
-pub const JUDGED_STACK_READ: u32 = 1 << 0;
-/// `Totals::judged`: the first occurrence was made from a call site whose answer changes nothing
-/// (the overcommit accounting's CAP_SYS_ADMIN probe): an advisory check.
-pub const JUDGED_ADVISORY_SITE: u32 = 1 << 1;
+wire_enum! {
+    /// Kernel call sites whose checks the verdicts treat apart, recognised in the first
+    /// occurrence's stack (docs/advice-rules.md). The number is the site's bit in
+    /// `Totals::judged`.
+    pub enum Site: u32 {
+        /// The overcommit accounting's CAP_SYS_ADMIN probe: its answer changes nothing.
+        Advisory = 1 => "advisory",
+        /// fs/namei.c generic_permission: CAP_DAC_READ_SEARCH, then CAP_DAC_OVERRIDE.
+        DacFallback = 2 => "dac_fallback",
+        /// A netlink request handled in the sender's call (netlink_rcv_skb): a refusal comes
+        /// back in the reply, not as the call's error.
+        NetlinkRequest = 3 => "netlink_request",
+        /// A process lowering its OOM score (fs/proc/base.c __set_oom_adj).
+        OomAdjust = 4 => "oom_adjust",
+    }
+}
 
-/// How many advisory call sites (address ranges) the programs take from userspace.
-pub const ADVISORY_SITES: usize = 4;
+impl Site {
+    /// The site's bit in `Totals::judged`.
+    pub const fn bit(self) -> u32 {
+        1 << self.raw()
+    }
+}
+
+/// `Totals::judged`: the kernel stack of the first occurrence was read, and the `Site` bits say
+/// which known call sites it passed through.
+pub const JUDGED_STACK_READ: u32 = 1 << 0;
+/// `Totals::judged` bit of `Site::Advisory`.
+pub const JUDGED_ADVISORY_SITE: u32 = Site::Advisory.bit();
+
+/// How many call sites (functions' address ranges) the programs take from userspace.
+pub const CALL_SITES: usize = 8;
 
 /// `cap_capable`'s `opts` bits (include/linux/security.h).
 pub const CAP_OPT_NOAUDIT: u32 = 1 << 1;

@@ -11,9 +11,9 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use capwatch_common::{
-    CapKey, Loss, Verdict, ADVISORY_SITES, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_MOOT_MASK,
+    CapKey, Loss, Verdict, CALL_SITES, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_MOOT_MASK,
     CAP_FLAG_MOOT_SHIFT, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OUTER_USERNS, CAP_FLAG_PORT_SHIFT,
-    CAP_OPT_INSETID, CAP_OPT_NOAUDIT, JUDGED_ADVISORY_SITE, JUDGED_STACK_READ,
+    CAP_OPT_INSETID, CAP_OPT_NOAUDIT, JUDGED_STACK_READ,
 };
 
 use crate::{
@@ -31,10 +31,10 @@ static CW_CRED_USER_NS_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CW_USER_NS_LEVEL_OFFSET: u32 = 0;
 
-/// Call sites whose answer changes nothing (the overcommit accounting), as address ranges
-/// [start, end) that userspace resolves from kallsyms; unused pairs are zero.
+/// Known call sites (`capwatch_common::Site`) as [start, end, judged bit] of their functions'
+/// addresses, which userspace resolves from kallsyms; unused entries are zero.
 #[unsafe(no_mangle)]
-static CW_ADVISORY_SITES: [u64; 2 * ADVISORY_SITES] = [0; 2 * ADVISORY_SITES];
+static CW_CALL_SITES: [u64; 3 * CALL_SITES] = [0; 3 * CALL_SITES];
 
 /// Frames of a first occurrence's kernel stack searched for an advisory call site.
 const STACK_FRAMES: usize = 16;
@@ -78,8 +78,7 @@ fn judge(checked: Checked, cap: u32, syscall: u32, regs: *const pt_regs) -> u32 
 }
 
 /// A first occurrence's kernel stack: kept in `CW_STACKS` for its call site's name, and searched
-/// here for the advisory call sites, so that a full or colliding stack map never changes a
-/// verdict.
+/// here for the known call sites, so that a full or colliding stack map never changes a verdict.
 #[inline(always)]
 fn first_occurrence<C: StackIdContext>(ctx: &C) -> (i32, u32) {
     let stack_id = ctx.get_stackid(&CW_STACKS, 0).map_or(-1, |id| id as i32);
@@ -89,17 +88,17 @@ fn first_occurrence<C: StackIdContext>(ctx: &C) -> (i32, u32) {
     if read <= 0 {
         return (stack_id, 0);
     }
-    let sites = unsafe { read_volatile(&CW_ADVISORY_SITES) };
-    if sites[0] == 0 {
+    let site = |i: usize| unsafe { read_volatile(&CW_CALL_SITES[i]) };
+    if site(0) == 0 {
         // No call site is known (kallsyms hides addresses): nothing was judged.
         return (stack_id, 0);
     }
     let mut judged = JUDGED_STACK_READ;
     for frame in frames {
-        for site in 0..ADVISORY_SITES {
-            let (start, end) = (sites[2 * site], sites[2 * site + 1]);
+        for s in 0..CALL_SITES {
+            let (start, end) = (site(3 * s), site(3 * s + 1));
             if start != 0 && frame >= start && frame < end {
-                judged |= JUDGED_ADVISORY_SITE;
+                judged |= site(3 * s + 2) as u32;
             }
         }
     }

@@ -16,7 +16,7 @@ use crate::{
     cgroup::Hierarchy,
     clock,
     config::Settings,
-    containers::{catalog::Catalog, docker},
+    containers::{self, catalog::Catalog, docker},
     error::Error,
     journal,
     monitor::{Monitor, Step},
@@ -83,7 +83,8 @@ pub async fn run(mut service: Service) -> Result<(), Error> {
     for attempt in probe.attempts().iter().filter(|a| a.refused.is_some()) {
         info!(event = "probe_refused", backend = %attempt.backend, reason = attempt.refused.as_deref(), "capability probe refused");
     }
-    let mut writer = Writer::new(store.begin_run(probe.backend().name())?);
+    let host_bounding = containers::proc_caps(std::process::id()).1;
+    let mut writer = Writer::new(store.begin_run(probe.backend().name(), host_bounding)?);
     // Signals and status.json first: once `started` is logged, SIGTERM stops this daemon cleanly
     // and `capwatch status` reports it.
     let shutdown = signals::shutdown();

@@ -2,7 +2,7 @@
 //! summed over every daemon run and every cgroup of the container: the store gives it, the advice
 //! and the explanations judge it.
 
-use std::time::SystemTime;
+use std::{collections::BTreeSet, time::SystemTime};
 
 use capwatch_common::{CapKey, FailKey, Loss, Origin, Sample};
 
@@ -56,6 +56,10 @@ pub struct Evidence {
     pub execs: Vec<ExecEvidence>,
     /// What the kernel side could not deliver while the container was observed, by kind.
     pub losses: Vec<(Loss, u64)>,
+    /// (capability, syscall) pairs the kernel was seen checking, in any container.
+    pub kernel_checks: BTreeSet<(u32, u32)>,
+    /// The bounding set of the host the daemon ran on: what a runtime there can grant at all.
+    pub host_bounding: Option<u64>,
 }
 
 impl Evidence {

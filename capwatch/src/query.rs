@@ -46,7 +46,14 @@ fn evidence(store: &Store, container: &Container) -> Result<Evidence, Error> {
     let checks = store.cap_checks(&container.id)?;
     let failures = store.failures(&container.id)?;
     let execs = store.execs(&container.id)?;
-    let mut evidence = Evidence { checks, failures, execs, losses: Vec::new() };
+    let mut evidence = Evidence {
+        checks,
+        failures,
+        execs,
+        losses: Vec::new(),
+        kernel_checks: store.kernel_checks()?,
+        host_bounding: store.host_bounding()?,
+    };
     if let Some((from, to)) = evidence.observed() {
         // A loss is reported by the drain after it: the container may be affected up to then.
         evidence.losses = store.losses_between(from, to + crate::monitor::DRAIN_INTERVAL * 2)?;

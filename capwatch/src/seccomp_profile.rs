@@ -49,15 +49,8 @@ impl SeccompProfile {
     /// The capabilities with which the profile allows `syscall` on this architecture, when it
     /// does not allow it without one; empty when it allows it anyway or never does.
     pub fn required_caps(&self, syscall: &str) -> Vec<String> {
-        let native = |f: &Filter| f.arches.is_empty() || f.arches.iter().any(|a| NATIVE_ARCHES.contains(&a.as_str()));
-        let allowing = self.syscalls.iter().filter(|r| {
-            r.action == "SCMP_ACT_ALLOW"
-                && r.names.iter().any(|n| n == syscall)
-                && native(&r.includes)
-                && !(r.excludes.arches.iter().any(|a| NATIVE_ARCHES.contains(&a.as_str())))
-        });
         let mut caps = BTreeSet::new();
-        for rule in allowing {
+        for rule in self.allowing(syscall) {
             let unconditional = rule.includes.caps.is_empty()
                 && rule.excludes.caps.is_empty()
                 && rule.args.as_ref().is_none_or(Vec::is_empty);
@@ -67,6 +60,36 @@ impl SeccompProfile {
             caps.extend(rule.includes.caps.iter().cloned());
         }
         caps.into_iter().collect()
+    }
+
+    /// Of the capabilities that open `syscall` (`required_caps`), the one to add: the one the
+    /// kernel was seen checking in it (`kernel_checks`: (capability, syscall) numbers), or else the
+    /// one whose rule is the most specific. Docker's profile opens a syscall with the capability
+    /// its kernel code asks for in a rule of its own (syslog with CAP_SYSLOG, settimeofday with
+    /// CAP_SYS_TIME), and also lists many in CAP_SYS_ADMIN's catch-all rule.
+    pub fn unlocking_cap(&self, syscall: &str, number: u32, kernel_checks: &BTreeSet<(u32, u32)>) -> Option<String> {
+        let required = self.required_caps(syscall);
+        let checked = required
+            .iter()
+            .find(|c| crate::names::capability_number(c).is_some_and(|n| kernel_checks.contains(&(n, number))));
+        if let Some(cap) = checked {
+            return Some(cap.clone());
+        }
+        self.allowing(syscall)
+            .filter(|r| r.includes.caps.len() == 1 && required.contains(&r.includes.caps[0]))
+            .min_by_key(|r| r.names.len())
+            .map(|r| r.includes.caps[0].clone())
+    }
+
+    /// The profile's rules that allow `syscall` on this architecture.
+    fn allowing<'a>(&'a self, syscall: &'a str) -> impl Iterator<Item = &'a Rule> + 'a {
+        let native = |f: &Filter| f.arches.is_empty() || f.arches.iter().any(|a| NATIVE_ARCHES.contains(&a.as_str()));
+        self.syscalls.iter().filter(move |r| {
+            r.action == "SCMP_ACT_ALLOW"
+                && r.names.iter().any(|n| n == syscall)
+                && native(&r.includes)
+                && !(r.excludes.arches.iter().any(|a| NATIVE_ARCHES.contains(&a.as_str())))
+        })
     }
 }
 
@@ -83,5 +106,17 @@ mod tests {
         assert_eq!(rules.required_caps("settimeofday"), ["CAP_SYS_TIME"]);
         assert!(rules.required_caps("openat").is_empty());
         assert!(rules.required_caps("fanotify_mark").is_empty());
+    }
+
+    #[test]
+    fn the_capability_to_add_is_the_kernels_or_the_most_specific_rules() {
+        let rules = SeccompProfile::docker_default();
+        let syslog = libc::SYS_syslog as u32;
+        assert_eq!(rules.required_caps("syslog"), ["CAP_SYSLOG", "CAP_SYS_ADMIN"]);
+        assert_eq!(rules.unlocking_cap("syslog", syslog, &BTreeSet::new()).as_deref(), Some("CAP_SYSLOG"));
+        let seen = BTreeSet::from([(21, syslog)]);
+        assert_eq!(rules.unlocking_cap("syslog", syslog, &seen).as_deref(), Some("CAP_SYS_ADMIN"));
+        assert_eq!(rules.unlocking_cap("mount", 165, &BTreeSet::new()).as_deref(), Some("CAP_SYS_ADMIN"));
+        assert_eq!(rules.unlocking_cap("openat", 257, &BTreeSet::new()), None);
     }
 }

@@ -6,21 +6,40 @@ use std::{
     io::{BufRead, BufReader},
 };
 
-/// Kernel functions whose capability checks change nothing whatever the answer: the overcommit
-/// accounting asks for CAP_SYS_ADMIN (with CAP_OPT_NOAUDIT) on every private writable mmap, brk,
-/// mprotect, mremap and execve only to size its reserve (security/commoncap.c
-/// cap_vm_enough_memory, mm/util.c __vm_enough_memory).
-pub const ADVISORY_FUNCTIONS: [&str; 3] =
-    ["security_vm_enough_memory_mm", "cap_vm_enough_memory", "__vm_enough_memory"];
+use capwatch_common::Site;
+
+/// Kernel functions whose capability checks the verdicts treat apart, found in a check's stack
+/// (docs/advice-rules.md):
+/// - the overcommit accounting asks for CAP_SYS_ADMIN (with CAP_OPT_NOAUDIT) on every private
+///   writable mmap, brk, mprotect, mremap and execve only to size its reserve (security/commoncap.c
+///   cap_vm_enough_memory, mm/util.c __vm_enough_memory);
+/// - fs/namei.c generic_permission tries CAP_DAC_READ_SEARCH before CAP_DAC_OVERRIDE;
+/// - net/netlink/af_netlink.c netlink_rcv_skb runs a request's handler in the sender's call and
+///   returns its error in the reply;
+/// - fs/proc/base.c __set_oom_adj refuses to lower an OOM score without CAP_SYS_RESOURCE.
+pub const CALL_SITE_FUNCTIONS: [(&str, Site); 6] = [
+    ("security_vm_enough_memory_mm", Site::Advisory),
+    ("cap_vm_enough_memory", Site::Advisory),
+    ("__vm_enough_memory", Site::Advisory),
+    ("generic_permission", Site::DacFallback),
+    ("netlink_rcv_skb", Site::NetlinkRequest),
+    ("__set_oom_adj", Site::OomAdjust),
+];
+
+/// The advisory functions' names: where a check's recorded call site starts with one of them,
+/// the check is advisory.
+pub fn advisory_functions() -> impl Iterator<Item = &'static str> {
+    CALL_SITE_FUNCTIONS.iter().filter(|(_, site)| *site == Site::Advisory).map(|(name, _)| *name)
+}
 
 /// The address ranges [start, end) of the named kernel functions that kallsyms shows, read in one
 /// pass without keeping the table: a function ends where the next text symbol begins.
-pub fn ranges(functions: &[&str]) -> Vec<(u64, u64)> {
+pub fn ranges<'a>(functions: &[&'a str]) -> Vec<(&'a str, u64, u64)> {
     let Ok(file) = fs::File::open("/proc/kallsyms") else { return Vec::new() };
     ranges_in(BufReader::new(file).lines().map_while(Result::ok), functions)
 }
 
-fn ranges_in<L: AsRef<str>>(lines: impl Iterator<Item = L>, functions: &[&str]) -> Vec<(u64, u64)> {
+fn ranges_in<'a, L: AsRef<str>>(lines: impl Iterator<Item = L>, functions: &[&'a str]) -> Vec<(&'a str, u64, u64)> {
     let mut starts = Vec::new();
     let mut text = Vec::new();
     for line in lines {
@@ -31,16 +50,16 @@ fn ranges_in<L: AsRef<str>>(lines: impl Iterator<Item = L>, functions: &[&str]) 
             continue;
         }
         text.push(address);
-        if functions.contains(&name) {
-            starts.push(address);
+        if let Some(&function) = functions.iter().find(|f| **f == name) {
+            starts.push((function, address));
         }
     }
     text.sort_unstable();
     starts
         .into_iter()
-        .filter_map(|start| {
+        .filter_map(|(function, start)| {
             let next = text.partition_point(|&a| a <= start);
-            text.get(next).map(|&end| (start, end))
+            text.get(next).map(|&end| (function, start, end))
         })
         .collect()
 }
@@ -155,7 +174,11 @@ ffffffff81200000 T inet_create
     #[test]
     fn a_function_ends_where_the_next_text_symbol_begins() {
         let ranges = ranges_in(TEXT.lines(), &["security_vm_enough_memory_mm", "inet_create", "absent"]);
-        assert_eq!(ranges, [(0xffffffff81100500, 0xffffffff81100900)], "the last text symbol has no known end");
+        assert_eq!(
+            ranges,
+            [("security_vm_enough_memory_mm", 0xffffffff81100500, 0xffffffff81100900)],
+            "the last text symbol has no known end"
+        );
     }
 
     #[test]

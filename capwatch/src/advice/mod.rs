@@ -6,7 +6,7 @@ pub mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use capwatch_common::{Origin, Verdict as Answer, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_OUTER_USERNS};
+use capwatch_common::{Origin, Site, Verdict as Answer, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_OUTER_USERNS};
 use serde::Serialize;
 
 use self::rules::{CAP_DAC_OVERRIDE, FALLBACKS};
@@ -34,6 +34,9 @@ pub enum Verdict {
     /// The application used it, but tolerates its refusal by design; `reason` says what is lost.
     /// Left out of the least privilege.
     Optional,
+    /// Needed, but the host cannot grant it (its bounding set lacks it): left out of the least
+    /// privilege, which could not start the container otherwise.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,7 +96,7 @@ struct ExecNeed<'a> {
 
 /// Builds a container's report from what the store recorded of it.
 pub fn report(container: Container, evidence: &Evidence) -> Report {
-    let Evidence { checks: caps, failures, execs, losses } = evidence;
+    let Evidence { checks: caps, failures, execs, losses, kernel_checks, host_bounding } = evidence;
     let granted_mask = granted_mask(&container);
     let mut numbers: BTreeSet<u32> = caps.iter().map(|r| r.key.cap).collect();
     if let Some(mask) = granted_mask {
@@ -109,7 +112,9 @@ pub fn report(container: Container, evidence: &Evidence) -> Report {
         })
         .collect();
     numbers.extend(exec_needs.iter().flat_map(|n| names::mask_bits(n.caps.permitted)));
-    let missing = missing_caps(failures);
+    let missing = missing_caps(failures, &Profile::of(&container), kernel_checks);
+    // A call refused before any check (seccomp) leaves its capability in no check.
+    numbers.extend(missing.keys());
     let capabilities: Vec<CapabilityReport> = numbers
         .into_iter()
         .map(|cap| {
@@ -133,6 +138,11 @@ pub fn report(container: Container, evidence: &Evidence) -> Report {
             report
         })
         .collect();
+    let mut capabilities = capabilities;
+    rules::dac_override_covers_reads(&mut capabilities, caps);
+    if let Some(bounding) = host_bounding {
+        rules::only_what_the_host_can_grant(&mut capabilities, *bounding);
+    }
     let cap_add = capabilities
         .iter()
         .filter(|c| matches!(c.verdict, Verdict::Needed | Verdict::Missing))
@@ -178,35 +188,59 @@ fn granted_mask(container: &Container) -> Option<u64> {
     if granted.privileged {
         return Some(names::all_capabilities());
     }
-    let mut mask = DOCKER_DEFAULT_CAPS;
-    for (names, add) in [(&granted.cap_drop, false), (&granted.cap_add, true)] {
-        for name in names {
-            if name.eq_ignore_ascii_case("ALL") {
-                mask = if add { names::all_capabilities() } else { 0 };
-            } else if let Some(n) = names::capability_number(name) {
-                mask = if add { mask | 1 << n } else { mask & !(1 << n) };
-            }
-        }
-    }
-    Some(mask)
+    // moby's oci/caps TweakCapabilities: ALL among the additions starts from every capability and
+    // takes the drops away; ALL among the drops starts from none and gives the additions;
+    // otherwise the defaults, without the drops, with the additions.
+    let all = |list: &[String]| list.iter().any(|c| c.eq_ignore_ascii_case("ALL"));
+    let mask_of =
+        |list: &[String]| list.iter().filter_map(|c| names::capability_number(c)).fold(0u64, |m, n| m | 1 << n);
+    let (add, drop) = (mask_of(&granted.cap_add), mask_of(&granted.cap_drop));
+    Some(if all(&granted.cap_add) {
+        names::all_capabilities() & !drop
+    } else if all(&granted.cap_drop) {
+        add
+    } else {
+        (DOCKER_DEFAULT_CAPS & !drop) | add
+    })
 }
 
-/// Capabilities whose denial made one of the application's syscalls fail, with those syscalls.
-/// Where the kernel tried a fallback chain, the capability that suffices is the missing one.
-fn missing_caps(failures: &[FailureEvidence]) -> BTreeMap<u32, BTreeSet<String>> {
+/// Capabilities whose absence made one of the application's syscalls fail, each with what failed:
+/// denied in the call (of a fallback chain, the capability that suffices), or refused by Docker's
+/// default seccomp profile, which opens the call only with it (`SeccompProfile::unlocking_cap`).
+fn missing_caps(
+    failures: &[FailureEvidence],
+    profile: &Profile,
+    kernel_checks: &BTreeSet<(u32, u32)>,
+) -> BTreeMap<u32, BTreeSet<String>> {
     let rules = SeccompProfile::docker_default();
     let mut missing: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
     for failure in failures.iter().filter(|f| f.key.origin == Origin::App) {
-        if let Cause::Capability { .. } = cause::cause(&failure.key, &Profile::Unknown, rules) {
-            let mut denied = failure.key.denied;
-            for &(first, then) in &FALLBACKS {
-                if denied & (1 << first) != 0 && denied & (1 << then) != 0 && then == CAP_DAC_OVERRIDE {
-                    denied &= !(1 << first);
+        let syscall = names::syscall(failure.key.syscall);
+        let cause = match &failure.explained {
+            Some(explained) => explained.cause.clone(),
+            None => cause::cause(&failure.key, profile, rules),
+        };
+        match cause {
+            Cause::Capability { .. } => {
+                let mut denied = failure.key.denied;
+                for &(first, then) in &FALLBACKS {
+                    if denied & (1 << first) != 0 && denied & (1 << then) != 0 && then == CAP_DAC_OVERRIDE {
+                        denied &= !(1 << first);
+                    }
+                }
+                for cap in names::mask_bits(denied) {
+                    missing.entry(cap).or_default().insert(format!("denied in {syscall}, which failed because of it"));
                 }
             }
-            for cap in names::mask_bits(denied) {
-                missing.entry(cap).or_default().insert(names::syscall(failure.key.syscall).into_owned());
+            Cause::Seccomp { profile_requires } if !profile_requires.is_empty() => {
+                let unlocking = rules.unlocking_cap(&syscall, failure.key.syscall, kernel_checks);
+                if let Some(cap) = unlocking.as_deref().and_then(names::capability_number) {
+                    missing.entry(cap).or_default().insert(format!(
+                        "{syscall} was refused by Docker's default seccomp profile, which allows it only with this capability"
+                    ));
+                }
             }
+            _ => {}
         }
     }
     missing
@@ -238,10 +272,13 @@ fn judge(
     } else if !consequential.is_empty() {
         (Verdict::Needed, format!("used in {}", syscalls(&consequential).join(", ")))
     } else if let Some(failed) = missing.filter(|_| outer_ns.is_empty() || !denied_rows.is_empty()) {
-        (
-            Verdict::Missing,
-            format!("denied in {}, which failed because of it", failed.iter().cloned().collect::<Vec<_>>().join(", ")),
-        )
+        let all_oom = !denied_rows.is_empty() && denied_rows.iter().all(|r| rules::at(r, Site::OomAdjust));
+        match all_oom {
+            true => (Verdict::Optional, format!("refused where it {}", rules::OOM_ADJUST_LOST)),
+            false => (Verdict::Missing, failed.iter().cloned().collect::<Vec<_>>().join("; ")),
+        }
+    } else if let Some(refused) = rules::refused_requests(cap, &denied_rows) {
+        (Verdict::Missing, refused)
     } else if !denied_rows.is_empty() {
         let covered = fallback_cover(cap, &denied_rows, all);
         match covered {
@@ -366,7 +403,12 @@ mod tests {
     ) -> Report {
         report(
             container,
-            &Evidence { checks: caps.to_vec(), failures: failures.to_vec(), execs: execs.to_vec(), losses: Vec::new() },
+            &Evidence {
+                checks: caps.to_vec(),
+                failures: failures.to_vec(),
+                execs: execs.to_vec(),
+                ..Evidence::default()
+            },
         )
     }
 
@@ -623,5 +665,78 @@ mod tests {
             program: "ping".into(),
             found: Found::Caps(FileCaps { permitted: 1 << 13, inheritable: 0, effective: true }),
         }]
+    }
+
+    fn judged(mut check: CheckEvidence, site: Site) -> CheckEvidence {
+        check.judged = JUDGED_STACK_READ | site.bit();
+        check
+    }
+
+    #[test]
+    fn a_netlink_request_refused_in_its_reply_is_missing_but_audit_records_are_not() {
+        let route = judged(row(12, 46, Answer::Denied, Origin::App, Some("rtnetlink_rcv_msg")), Site::NetlinkRequest);
+        let audit = judged(row(29, 44, Answer::Denied, Origin::App, Some("audit_receive_msg")), Site::NetlinkRequest);
+        let report = checks_only(container(None), &[route, audit], &[]);
+        let (verdict, reason) = verdict_of(&report, 12);
+        assert_eq!(verdict, Verdict::Missing, "{reason}");
+        assert!(reason.contains("netlink request sent by sendmsg"), "{reason}");
+        assert_eq!(verdict_of(&report, 29).0, Verdict::NotNeeded);
+        assert_eq!(report.cap_add, ["NET_ADMIN"]);
+    }
+
+    #[test]
+    fn a_refused_oom_score_adjustment_is_optional() {
+        let oom = judged(row(24, 1, Answer::Denied, Origin::App, Some("__set_oom_adj")), Site::OomAdjust);
+        let report = checks_only(container(None), &[oom], &[failure(1, 13, &[24])]);
+        let (verdict, reason) = verdict_of(&report, 24);
+        assert_eq!(verdict, Verdict::Optional, "{reason}");
+        assert!(report.cap_add.is_empty());
+    }
+
+    #[test]
+    fn dac_override_covers_the_reads_generic_permission_asks_dac_read_search_for() {
+        let read = judged(row(2, 257, Answer::Granted, Origin::App, Some("generic_permission")), Site::DacFallback);
+        let write = judged(row(1, 257, Answer::Granted, Origin::App, Some("generic_permission")), Site::DacFallback);
+        let report = checks_only(container(None), &[read.clone(), write], &[]);
+        assert_eq!(report.cap_add, ["DAC_OVERRIDE"]);
+        // Without DAC_OVERRIDE needed, the reads need DAC_READ_SEARCH.
+        assert_eq!(checks_only(container(None), &[read], &[]).cap_add, ["DAC_READ_SEARCH"]);
+        // open_by_handle_at asks CAP_DAC_READ_SEARCH alone: no fallback covers it.
+        let handle = judged(row(2, 304, Answer::Granted, Origin::App, Some("handle_to_path")), Site::Advisory);
+        let mut handle = handle;
+        handle.judged = JUDGED_STACK_READ;
+        let write = judged(row(1, 257, Answer::Granted, Origin::App, None), Site::DacFallback);
+        assert_eq!(checks_only(container(None), &[handle, write], &[]).cap_add, ["DAC_OVERRIDE", "DAC_READ_SEARCH"]);
+    }
+
+    #[test]
+    fn a_call_refused_by_dockers_profile_misses_the_capability_that_opens_it() {
+        let mut syslog = failure(libc::SYS_syslog as u32, 1, &[]);
+        syslog.key.seccomp = Seccomp::MayRefuse;
+        let defaults = Granted { cap_eff: Some(DOCKER_DEFAULT_CAPS), ..Default::default() };
+        let report = checks_only(container(Some(defaults)), &[], &[syslog]);
+        let (verdict, reason) = verdict_of(&report, 34);
+        assert_eq!(verdict, Verdict::Missing, "{reason}");
+        assert!(reason.contains("seccomp"), "{reason}");
+        assert_eq!(report.cap_add, ["SYSLOG"]);
+    }
+
+    #[test]
+    fn what_the_host_cannot_grant_is_left_out() {
+        let evidence = Evidence {
+            failures: vec![failure(1, 13, &[24])],
+            host_bounding: Some(names::all_capabilities() & !(1 << 24)),
+            ..Evidence::default()
+        };
+        let report = report(container(None), &evidence);
+        assert_eq!(verdict_of(&report, 24).0, Verdict::Unavailable);
+        assert!(report.cap_add.is_empty());
+    }
+
+    #[test]
+    fn docker_flags_with_all_added_and_some_dropped() {
+        let granted =
+            Granted { cap_add: vec!["ALL".into()], cap_drop: vec!["SYS_RESOURCE".into()], ..Default::default() };
+        assert_eq!(granted_mask(&container(Some(granted))), Some(names::all_capabilities() & !(1 << 24)));
     }
 }

@@ -3,14 +3,14 @@
 //! (capwatch-ebpf/src/consequence.rs) and the reasons they are sound; a check no rule covers is a
 //! need: sufficient comes before minimal.
 
-use capwatch_common::{Moot, Origin, Verdict as Answer, CAP_FLAG_NOAUDIT, JUDGED_ADVISORY_SITE, JUDGED_STACK_READ};
+use capwatch_common::{Moot, Origin, Site, Verdict as Answer, CAP_FLAG_NOAUDIT, JUDGED_STACK_READ};
 
 use super::{Alternative, CapabilityReport, Verdict};
 use crate::{
     evidence::CheckEvidence,
     filecaps::{self, FileCaps},
     names,
-    symbols::ADVISORY_FUNCTIONS,
+    symbols::advisory_functions,
 };
 
 pub const CAP_DAC_OVERRIDE: u32 = 1;
@@ -32,10 +32,10 @@ pub const FALLBACKS: [(u32, u32); 2] =
 /// then on CAP_OPT_NOAUDIT where the probe saw `opts`.
 pub fn advisory(check: &CheckEvidence) -> bool {
     if check.judged & JUDGED_STACK_READ != 0 {
-        return check.judged & JUDGED_ADVISORY_SITE != 0;
+        return at(check, Site::Advisory);
     }
     match &check.call_site {
-        Some(site) => ADVISORY_FUNCTIONS.iter().any(|f| site.split(" ← ").next() == Some(*f)),
+        Some(site) => advisory_functions().any(|f| site.split(" ← ").next() == Some(f)),
         None => check.key.flags & CAP_FLAG_NOAUDIT != 0,
     }
 }
@@ -119,4 +119,69 @@ pub fn alternatives(
         }
     }
     alternatives
+}
+
+/// Whether the kernel judged the check's first occurrence to come through `site`.
+pub fn at(check: &CheckEvidence, site: Site) -> bool {
+    check.judged & JUDGED_STACK_READ != 0 && check.judged & site.bit() != 0
+}
+
+/// What a refused OOM-score adjustment loses.
+pub const OOM_ADJUST_LOST: &str =
+    "lowers its OOM score (fs/proc/base.c __set_oom_adj); refused, the process keeps the score it had and goes on";
+
+/// A denied check in a netlink request handled in the sender's call (netlink_rcv_skb: e.g.
+/// net/core/rtnetlink.c rtnetlink_rcv_msg asks for CAP_NET_ADMIN for every change): the kernel
+/// refused the request, in its reply rather than as the call's error, so the request failed.
+/// Optional capabilities' refusals stay tolerated.
+pub fn refused_requests(cap: u32, denied: &[&CheckEvidence]) -> Option<String> {
+    if optional(cap).is_some() {
+        return None;
+    }
+    let refused: Vec<&&CheckEvidence> = denied.iter().filter(|c| at(c, Site::NetlinkRequest)).collect();
+    let calls: std::collections::BTreeSet<String> =
+        refused.iter().map(|c| names::syscall(c.key.syscall).into_owned()).collect();
+    (!refused.is_empty()).then(|| {
+        format!(
+            "denied to a netlink request sent by {} (netlink_rcv_skb): the kernel refused the request in its reply",
+            calls.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
+/// fs/namei.c generic_permission asks CAP_DAC_READ_SEARCH before CAP_DAC_OVERRIDE for reads and
+/// searches: with both granted the first answers them, yet CAP_DAC_OVERRIDE alone would. Where
+/// CAP_DAC_OVERRIDE is needed anyway, CAP_DAC_READ_SEARCH used only there is not.
+pub fn dac_override_covers_reads(capabilities: &mut [CapabilityReport], checks: &[CheckEvidence]) {
+    let needed = |capabilities: &[CapabilityReport], cap: u32| {
+        capabilities.iter().any(|c| c.number == cap && c.verdict == Verdict::Needed)
+    };
+    if !needed(capabilities, CAP_DAC_OVERRIDE) || !needed(capabilities, CAP_DAC_READ_SEARCH) {
+        return;
+    }
+    let reads: Vec<&CheckEvidence> = checks
+        .iter()
+        .filter(|c| c.key.cap == CAP_DAC_READ_SEARCH && c.key.origin == Origin::App && c.key.verdict == Answer::Granted)
+        .filter(|c| !advisory(c) && c.key.moot().is_none())
+        .collect();
+    if reads.iter().all(|c| at(c, Site::DacFallback)) {
+        if let Some(report) = capabilities.iter_mut().find(|c| c.number == CAP_DAC_READ_SEARCH) {
+            report.verdict = Verdict::NotNeeded;
+            report.reason = "CAP_DAC_OVERRIDE, needed too, answers these reads and searches as well (fs/namei.c generic_permission asks CAP_DAC_READ_SEARCH first)".into();
+        }
+    }
+}
+
+/// A capability the host's bounding set lacks cannot be granted to a container there: advising
+/// it would keep the container from starting at all (runc: "unable to apply caps").
+pub fn only_what_the_host_can_grant(capabilities: &mut [CapabilityReport], bounding: u64) {
+    for report in capabilities.iter_mut() {
+        if matches!(report.verdict, Verdict::Needed | Verdict::Missing) && bounding & (1 << report.number) == 0 {
+            report.reason = format!(
+                "{}; but this host's bounding set lacks it, so no container here can be granted it",
+                report.reason
+            );
+            report.verdict = Verdict::Unavailable;
+        }
+    }
 }

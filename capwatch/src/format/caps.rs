@@ -27,6 +27,7 @@ pub fn side_by_side(report: &Report) -> String {
                 Verdict::Needed => "yes",
                 Verdict::Missing => "denied, and needed",
                 Verdict::Optional => "yes, optional",
+                Verdict::Unavailable => "needed, not grantable here",
                 Verdict::NotNeeded => "",
             },
         ]);

@@ -47,8 +47,13 @@ pub fn notes(report: &Report) -> Vec<String> {
         .iter()
         .filter(|c| c.verdict == Verdict::Optional)
         .map(|c| format!("left out: {} ({})", c.capability.trim_start_matches("CAP_"), c.reason));
+    let unavailable = report
+        .capabilities
+        .iter()
+        .filter(|c| c.verdict == Verdict::Unavailable)
+        .map(|c| format!("left out: {} ({})", c.capability.trim_start_matches("CAP_"), c.reason));
     let uncertain = report.uncertain.iter().map(|u| format!("uncertain: {u}"));
-    alternatives.chain(optional).chain(uncertain).collect()
+    alternatives.chain(optional).chain(unavailable).chain(uncertain).collect()
 }
 
 /// `--cap-drop ALL --cap-add NET_RAW …`
@@ -117,6 +122,7 @@ fn table(report: &Report) -> String {
                 Verdict::NotNeeded => "not needed".into(),
                 Verdict::Missing => "MISSING".into(),
                 Verdict::Optional => "optional".into(),
+                Verdict::Unavailable => "UNAVAILABLE".into(),
             },
             cap.reason.clone(),
         ]);

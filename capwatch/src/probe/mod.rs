@@ -14,7 +14,7 @@ use aya::{
     programs::BtfTracePoint,
     Btf, Ebpf, EbpfLoader,
 };
-use capwatch_common::{CapKey, ExecKey, FailKey, Totals, ADVISORY_SITES};
+use capwatch_common::{CapKey, ExecKey, FailKey, Totals, CALL_SITES};
 use serde::{Deserialize, Serialize};
 
 pub use self::floor::{attach_floor, Floor};
@@ -283,7 +283,7 @@ fn open(scope: Scope, maps: MapSizes) -> Result<(Ebpf, Btf), Error> {
         .override_global("CW_CRED_SGID_OFFSET", &offsets.cred_sgid, true)
         .override_global("CW_CRED_CAP_INHERITABLE_OFFSET", &offsets.cred_cap_inheritable, true)
         .override_global("CW_CRED_CAP_PERMITTED_OFFSET", &offsets.cred_cap_permitted, true)
-        .override_global("CW_ADVISORY_SITES", &advisory_sites(), true)
+        .override_global("CW_CALL_SITES", &call_sites(), true)
         .override_global("CW_BPRM_INTERP_OFFSET", &offsets.bprm_interp, true)
         .override_global("CW_BPRM_FILE_OFFSET", &offsets.bprm_file, true)
         .override_global("CW_FILE_INODE_OFFSET", &offsets.file_inode, true)
@@ -296,16 +296,18 @@ fn open(scope: Scope, maps: MapSizes) -> Result<(Ebpf, Btf), Error> {
     Ok((ebpf, btf))
 }
 
-/// The address ranges of the kernel's advisory call sites (`symbols::ADVISORY_FUNCTIONS`), for
-/// the programs to recognise them in a first occurrence's stack; zeros where kallsyms hides
-/// addresses (then the call site recorded with each check, or `opts`, decides).
-fn advisory_sites() -> [u64; 2 * ADVISORY_SITES] {
-    let mut sites = [0; 2 * ADVISORY_SITES];
-    for (slot, (start, end)) in
-        symbols::ranges(&symbols::ADVISORY_FUNCTIONS).into_iter().take(ADVISORY_SITES).enumerate()
-    {
-        sites[2 * slot] = start;
-        sites[2 * slot + 1] = end;
+/// The address ranges of the kernel's known call sites (`symbols::CALL_SITE_FUNCTIONS`), with
+/// each one's bit, for the programs to recognise them in a first occurrence's stack; zeros where
+/// kallsyms hides addresses (then the call site's name recorded with each check, or `opts`,
+/// decides).
+fn call_sites() -> [u64; 3 * CALL_SITES] {
+    let mut sites = [0; 3 * CALL_SITES];
+    let names: Vec<&str> = symbols::CALL_SITE_FUNCTIONS.iter().map(|(name, _)| *name).collect();
+    for (slot, (name, start, end)) in symbols::ranges(&names).into_iter().take(CALL_SITES).enumerate() {
+        let site = symbols::CALL_SITE_FUNCTIONS.iter().find(|(n, _)| *n == name).map(|(_, site)| *site);
+        if let Some(site) = site {
+            sites[3 * slot..3 * slot + 3].copy_from_slice(&[start, end, u64::from(site.bit())]);
+        }
     }
     sites
 }

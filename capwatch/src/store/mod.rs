@@ -41,7 +41,8 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     run_id     INTEGER PRIMARY KEY AUTOINCREMENT,
     started_ns INTEGER NOT NULL,
-    backend    TEXT NOT NULL
+    backend    TEXT NOT NULL,
+    cap_bnd    INTEGER
 );
 CREATE TABLE IF NOT EXISTS containers (
     id        TEXT PRIMARY KEY,
@@ -90,6 +91,7 @@ CREATE TABLE IF NOT EXISTS execs (
 /// Schema 1 kept failures without the evidence of their cause: they are kept, with the failing
 /// uid taken from their sample and the rest unknown, in the table the schema defines.
 const MIGRATE_1: &str = "
+ALTER TABLE runs ADD COLUMN cap_bnd INTEGER;
 ALTER TABLE cap_checks ADD COLUMN judged INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE failures RENAME TO failures_v1;
 {SCHEMA}
@@ -103,6 +105,7 @@ DROP TABLE failures_v1;
 /// Schema 2 kept no judged cause with a failure (those are judged when read), and no judgement of
 /// a check's first kernel stack (its call site's name decides).
 const MIGRATE_2: &str = "
+ALTER TABLE runs ADD COLUMN cap_bnd INTEGER;
 ALTER TABLE cap_checks ADD COLUMN judged INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE failures ADD COLUMN cause TEXT;
 ALTER TABLE failures ADD COLUMN explanation TEXT;
@@ -200,11 +203,13 @@ impl Store {
         Ok(())
     }
 
-    pub fn begin_run(&mut self, backend: &str) -> Result<RunId, Error> {
+    /// A daemon run begins: with its backend and the host's bounding set (what runtimes there can
+    /// grant at all).
+    pub fn begin_run(&mut self, backend: &str, cap_bnd: Option<u64>) -> Result<RunId, Error> {
         self.conn
             .execute(
-                "INSERT INTO runs (started_ns, backend) VALUES (?1, ?2)",
-                params![unix_ns(SystemTime::now()), backend],
+                "INSERT INTO runs (started_ns, backend, cap_bnd) VALUES (?1, ?2, ?3)",
+                params![unix_ns(SystemTime::now()), backend, cap_bnd.map(|b| b as i64)],
             )
             .map_err(|e| corrupt(&self.path, e))?;
         Ok(RunId(self.conn.last_insert_rowid()))
@@ -538,6 +543,17 @@ impl Store {
         Ok(old.len())
     }
 
+    /// The host's bounding set as the newest run that knew it saw it.
+    pub fn host_bounding(&self) -> Result<Option<u64>, Error> {
+        self.conn
+            .query_row("SELECT cap_bnd FROM runs WHERE cap_bnd IS NOT NULL ORDER BY run_id DESC LIMIT 1", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|b| b.map(|b| b as u64))
+            .map_err(|e| corrupt(&self.path, e))
+    }
+
     /// The backend of the newest run, if any.
     pub fn last_backend(&self) -> Result<Option<String>, Error> {
         self.conn
@@ -679,7 +695,7 @@ mod tests {
             CapKey { cgroup_id: 100, cap: 13, syscall: 41, verdict: Verdict::Granted, origin: Origin::App, flags: 0 };
         let mut store = Store::open(&dir).unwrap();
         for (cgroup_id, counts) in [(100, [3, 5]), (200, [4, 4])] {
-            let run = store.begin_run("tracepoint").unwrap();
+            let run = store.begin_run("tracepoint", None).unwrap();
             for n in counts {
                 let key = CapKey { cgroup_id, ..key };
                 let cgroups = [CgroupRow { cgroup_id, path: &web.cgroup, container_id: Some(&web.id) }];
@@ -710,7 +726,7 @@ mod tests {
     fn retention_forgets_only_long_exited_containers() {
         let dir = tempdir("retention");
         let mut store = Store::open(&dir).unwrap();
-        let run = store.begin_run("tracepoint").unwrap();
+        let run = store.begin_run("tracepoint", None).unwrap();
         let old = Arc::new(container(&"b".repeat(64), "old", Some("2020-01-01T00:00:00Z")));
         let live = Arc::new(container(&"c".repeat(64), "live", None));
         store
