@@ -28,7 +28,7 @@ pub static CW_ORIGINS: LruHashMap<u32, Origin> = LruHashMap::with_max_entries(65
 pub static CW_STARTED: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
 
 /// Offsets read by userspace from the kernel's BTF: `task_struct.tgid`, `linux_binprm.file`,
-/// `file.f_inode`, `inode.__i_nlink`.
+/// `file.f_inode`, `inode.__i_nlink`, `file.f_path.dentry`, `dentry.d_name.name`.
 #[unsafe(no_mangle)]
 static CW_TASK_TGID_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
@@ -37,6 +37,13 @@ static CW_BPRM_FILE_OFFSET: u32 = 0;
 static CW_FILE_INODE_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CW_INODE_NLINK_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_FILE_DENTRY_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_DENTRY_NAME_OFFSET: u32 = 0;
+
+/// The name every memfd's dentry has (mm/memfd.c: "memfd:" and the name asked for).
+const MEMFD_PREFIX: &[u8; 6] = b"memfd:";
 
 /// Command names of OCI runtimes while they set a container up.
 const RUNTIME_COMMS: [&[u8]; 4] = [b"runc", b"crun", b"youki", b"runsc"];
@@ -112,25 +119,32 @@ pub fn on_exec(cgroup_id: u64, bprm: *const u8) {
     let _ = CW_ORIGINS.insert(tgid, origin, 0);
 }
 
-/// Whether an exec's file has no name on any filesystem (a memfd): a runtime re-executing
-/// itself, not a program it starts.
+/// Whether an exec's file has no name on any filesystem: a memfd (runc copies itself into one and
+/// re-executes it) or an unlinked file. Such an exec is a runtime re-executing itself, not a
+/// program it starts.
 fn anonymous(bprm: *const u8) -> bool {
-    let (file_at, inode_at, nlink_at) = unsafe {
-        (
-            read_volatile(&CW_BPRM_FILE_OFFSET),
-            read_volatile(&CW_FILE_INODE_OFFSET),
-            read_volatile(&CW_INODE_NLINK_OFFSET),
-        )
-    };
-    if file_at == 0 || inode_at == 0 || nlink_at == 0 {
-        return false;
-    }
+    let at = |offset: &u32| unsafe { read_volatile(offset) };
+    let (file_at, inode_at, nlink_at) =
+        (at(&CW_BPRM_FILE_OFFSET), at(&CW_FILE_INODE_OFFSET), at(&CW_INODE_NLINK_OFFSET));
+    let (dentry_at, name_at) = (at(&CW_FILE_DENTRY_OFFSET), at(&CW_DENTRY_NAME_OFFSET));
     let read_ptr = |base: *const u8, at: u32| {
+        if at == 0 {
+            return None;
+        }
         unsafe { bpf_probe_read_kernel(base.wrapping_add(at as usize) as *const *const u8) }.ok()
     };
     let Some(file) = read_ptr(bprm, file_at) else { return false };
+    let memfd = read_ptr(file, dentry_at)
+        .and_then(|dentry| read_ptr(dentry, name_at))
+        .and_then(|name| unsafe { bpf_probe_read_kernel(name as *const [u8; 6]) }.ok())
+        .is_some_and(|prefix| prefix == *MEMFD_PREFIX);
+    if memfd {
+        return true;
+    }
     let Some(inode) = read_ptr(file, inode_at) else { return false };
-    unsafe { bpf_probe_read_kernel(inode.wrapping_add(nlink_at as usize) as *const u32) }.is_ok_and(|nlink| nlink == 0)
+    nlink_at != 0
+        && unsafe { bpf_probe_read_kernel(inode.wrapping_add(nlink_at as usize) as *const u32) }
+            .is_ok_and(|nlink| nlink == 0)
 }
 
 /// `sched_process_exit` of a process's leader: its pid starts clean, and if it was its cgroup's

@@ -35,7 +35,19 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // Actions separated by `+` run one after the other in this process; the last one decides.
     let mut result = Ok(());
+    let mut done = 0;
     for action in args.split(|a| a == "+") {
+        done += action.len() + 1;
+        // Hands the rest to another program image: a memfd copy of this one (as runc re-executes
+        // itself), or the program at PATH.
+        // `memfd-exec ARGS…` and `exec PATH ARGS…`: everything after them, later actions
+        // included, is the new image's.
+        let after = |words: usize| args.get(done - action.len() - 1 + words..).unwrap_or_default();
+        match action {
+            [first, ..] if first == "memfd-exec" => return exec_self_from_memfd(after(1)),
+            [first, path, ..] if first == "exec" => return exec_path(path, after(2)),
+            _ => {}
+        }
         result = match run(action) {
             Some(result) => result,
             None => {
@@ -75,6 +87,11 @@ fn run(args: &[String]) -> Option<Result<(), i32>> {
                 .collect();
             let results: Vec<_> = threads.into_iter().map(|t| t.join().ok().flatten()).collect();
             results.into_iter().try_fold((), |(), r| r.unwrap_or(Err(libc::EINVAL)))
+        }
+        // Waits for one line on stdin: something else happens to this process meanwhile.
+        (Some("await-line"), 1) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(drop).map_err(|_| libc::EIO)
         }
         // Keeps running until stdin closes: a container's command while something else happens.
         (Some("wait-stdin"), 1) => {
@@ -204,6 +221,39 @@ fn seccomp_refuse(names: &str, action: &[String]) -> Option<Result<(), i32>> {
 }
 
 /// Calls `f` n times; the first negative result stops with its errno.
+/// Copies this program into a memfd and executes that with `args`: a file with no name.
+fn exec_self_from_memfd(args: &[String]) -> ExitCode {
+    let fd = unsafe { libc::memfd_create(c"cw_cloned".as_ptr(), 0) };
+    let copied = std::fs::read("/proc/self/exe").and_then(|image| {
+        use std::{io::Write, os::fd::FromRawFd};
+        let mut file = unsafe { std::fs::File::from_raw_fd(libc::dup(fd)) };
+        file.write_all(&image)
+    });
+    if fd < 0 || copied.is_err() {
+        return ExitCode::from(70);
+    }
+    let argv = c_args("cw-workload", args);
+    let mut pointers: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    pointers.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    unsafe { libc::fexecve(fd, pointers.as_ptr(), envp.as_ptr()) };
+    ExitCode::from(71)
+}
+
+/// Executes the program at `path` with `args`.
+fn exec_path(path: &str, args: &[String]) -> ExitCode {
+    let argv = c_args(path, args);
+    let mut pointers: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    pointers.push(std::ptr::null());
+    let Ok(path) = CString::new(path) else { return ExitCode::from(64) };
+    unsafe { libc::execv(path.as_ptr(), pointers.as_ptr()) };
+    ExitCode::from(71)
+}
+
+fn c_args(first: &str, rest: &[String]) -> Vec<CString> {
+    std::iter::once(first).chain(rest.iter().map(String::as_str)).filter_map(|a| CString::new(a).ok()).collect()
+}
+
 fn repeat(n: Option<u64>, mut f: impl FnMut() -> i64) -> Result<(), i32> {
     let Some(n) = n else { return Err(libc::EINVAL) };
     for _ in 0..n {
