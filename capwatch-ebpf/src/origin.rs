@@ -22,6 +22,11 @@ use capwatch_common::Origin;
 #[map]
 pub static CW_ORIGINS: LruHashMap<u32, Origin> = LruHashMap::with_max_entries(65536, 0);
 
+/// The program file (its inode) each process moved into a cgroup was running then: executing it
+/// again is the runtime re-executing itself.
+#[map]
+pub static CW_RUNTIME_EXE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
 /// Cgroups whose own command runs, with the process (tgid) that started it; 0 where userspace
 /// found the cgroup running when it attached.
 #[map]
@@ -41,6 +46,11 @@ static CW_INODE_NLINK_OFFSET: u32 = 0;
 static CW_FILE_DENTRY_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CW_DENTRY_NAME_OFFSET: u32 = 0;
+/// `task_struct.mm` and `mm_struct.exe_file`: the program a process runs.
+#[unsafe(no_mangle)]
+static CW_TASK_MM_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_MM_EXE_FILE_OFFSET: u32 = 0;
 
 /// The name every memfd's dentry has (mm/memfd.c: "memfd:" and the name asked for).
 const MEMFD_PREFIX: &[u8; 6] = b"memfd:";
@@ -87,9 +97,26 @@ fn tgid_of(task: *const u8) -> Option<u32> {
 /// runtime's init) until it execs a program. Marked whatever the cgroup: one outside the watched
 /// subtree never reads the mark.
 pub fn on_attach(task: *const u8) {
-    if let Some(tgid) = tgid_of(task) {
-        let _ = CW_ORIGINS.insert(tgid, Origin::Runtime, 0);
+    let Some(tgid) = tgid_of(task) else { return };
+    let _ = CW_ORIGINS.insert(tgid, Origin::Runtime, 0);
+    let exe = read_ptr(task, at(&CW_TASK_MM_OFFSET))
+        .and_then(|mm| read_ptr(mm, at(&CW_MM_EXE_FILE_OFFSET)))
+        .and_then(|file| read_ptr(file, at(&CW_FILE_INODE_OFFSET)));
+    if let Some(inode) = exe {
+        let _ = CW_RUNTIME_EXE.insert(tgid, inode as u64, 0);
     }
+}
+
+fn at(offset: &u32) -> u32 {
+    unsafe { read_volatile(offset) }
+}
+
+/// The pointer at `base + offset`; None where the offset is unknown or the read fails.
+fn read_ptr(base: *const u8, offset: u32) -> Option<*const u8> {
+    if offset == 0 || base.is_null() {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const *const u8) }.ok()
 }
 
 /// `sched_process_fork`, in the parent: a new process inherits the parent's origin; a reused
@@ -107,7 +134,7 @@ pub fn on_fork(child: *const u8) {
 pub fn on_exec(cgroup_id: u64, bprm: *const u8) {
     let tgid = current_tgid();
     let was_runtime = unsafe { CW_ORIGINS.get(tgid) }.is_some_and(|o| *o == Origin::Runtime);
-    if !was_runtime || anonymous(bprm) {
+    if !was_runtime || runtime_itself(tgid, bprm) {
         return;
     }
     let origin = if unsafe { CW_STARTED.get(cgroup_id) }.is_some() {
@@ -119,32 +146,29 @@ pub fn on_exec(cgroup_id: u64, bprm: *const u8) {
     let _ = CW_ORIGINS.insert(tgid, origin, 0);
 }
 
-/// Whether an exec's file has no name on any filesystem: a memfd (runc copies itself into one and
-/// re-executes it) or an unlinked file. Such an exec is a runtime re-executing itself, not a
-/// program it starts.
-fn anonymous(bprm: *const u8) -> bool {
-    let at = |offset: &u32| unsafe { read_volatile(offset) };
-    let (file_at, inode_at, nlink_at) =
-        (at(&CW_BPRM_FILE_OFFSET), at(&CW_FILE_INODE_OFFSET), at(&CW_INODE_NLINK_OFFSET));
-    let (dentry_at, name_at) = (at(&CW_FILE_DENTRY_OFFSET), at(&CW_DENTRY_NAME_OFFSET));
-    let read_ptr = |base: *const u8, at: u32| {
-        if at == 0 {
-            return None;
+/// Whether an exec re-executes the runtime itself rather than starting a program: the program
+/// file it ran when it was moved into the cgroup (runc re-executes itself through a read-only
+/// bind mount of its binary), or a file with no name on any filesystem (a memfd copy of it, or an
+/// unlinked file).
+fn runtime_itself(tgid: u32, bprm: *const u8) -> bool {
+    let Some(file) = read_ptr(bprm, at(&CW_BPRM_FILE_OFFSET)) else { return false };
+    let inode = read_ptr(file, at(&CW_FILE_INODE_OFFSET));
+    if let (Some(inode), Some(own)) = (inode, unsafe { CW_RUNTIME_EXE.get(tgid) }) {
+        if inode as u64 == *own {
+            return true;
         }
-        unsafe { bpf_probe_read_kernel(base.wrapping_add(at as usize) as *const *const u8) }.ok()
-    };
-    let Some(file) = read_ptr(bprm, file_at) else { return false };
-    let memfd = read_ptr(file, dentry_at)
-        .and_then(|dentry| read_ptr(dentry, name_at))
+    }
+    let memfd = read_ptr(file, at(&CW_FILE_DENTRY_OFFSET))
+        .and_then(|dentry| read_ptr(dentry, at(&CW_DENTRY_NAME_OFFSET)))
         .and_then(|name| unsafe { bpf_probe_read_kernel(name as *const [u8; 6]) }.ok())
         .is_some_and(|prefix| prefix == *MEMFD_PREFIX);
-    if memfd {
-        return true;
-    }
-    let Some(inode) = read_ptr(file, inode_at) else { return false };
-    nlink_at != 0
-        && unsafe { bpf_probe_read_kernel(inode.wrapping_add(nlink_at as usize) as *const u32) }
-            .is_ok_and(|nlink| nlink == 0)
+    let nlink_at = at(&CW_INODE_NLINK_OFFSET);
+    let unlinked = inode.is_some_and(|inode| {
+        nlink_at != 0
+            && unsafe { bpf_probe_read_kernel(inode.wrapping_add(nlink_at as usize) as *const u32) }
+                .is_ok_and(|nlink| nlink == 0)
+    });
+    memfd || unlinked
 }
 
 /// `sched_process_exit` of a process's leader: its pid starts clean, and if it was its cgroup's
@@ -156,6 +180,7 @@ pub fn on_exit(cgroup_id: u64) {
         return;
     }
     let _ = CW_ORIGINS.remove(tgid);
+    let _ = CW_RUNTIME_EXE.remove(tgid);
     if unsafe { CW_STARTED.get(cgroup_id) }.is_some_and(|starter| *starter == tgid as u64) {
         let _ = CW_STARTED.remove(cgroup_id);
     }

@@ -208,19 +208,24 @@ async fn the_runtime_its_container_and_later_exec_sessions_are_told_apart() {
 }
 
 #[tokio::test]
-async fn a_runtime_moved_in_after_it_started_and_re_executing_itself_from_a_memfd_stays_the_runtime() {
-    if !kernel_available("a_runtime_moved_in_after_it_started_and_re_executing_itself_from_a_memfd_stays_the_runtime") {
+async fn a_runtime_moved_in_after_it_started_and_re_executing_itself_stays_the_runtime() {
+    if !kernel_available("a_runtime_moved_in_after_it_started_and_re_executing_itself_stays_the_runtime") {
         return;
     }
     use std::io::Write;
     let cgroup = TestCgroup::new("memfd");
     let mut monitor = cgroup.monitor();
     // As runc does: the runtime's init starts outside, its parent moves it into the cgroup, it
-    // re-executes itself from a memfd copy, checks something, then execs the container's command.
+    // re-executes itself from a memfd copy and from its own binary, checking something each time,
+    // then execs the container's command (another program file).
     let bin = capwatch_tests::bin("cw-workload");
+    let command = capwatch_tests::tempdir("memfd").join("command");
+    std::fs::copy(&bin, &command).expect("the container's command");
     let mut init = std::process::Command::new(&bin)
         .args(["await-line", "+", "memfd-exec", "setuid", "3", "+", "exec"])
         .arg(&bin)
+        .args(["setuid", "2", "+", "exec"])
+        .arg(&command)
         .args(["setuid", "7"])
         .stdin(std::process::Stdio::piped())
         .spawn()
@@ -231,7 +236,7 @@ async fn a_runtime_moved_in_after_it_started_and_re_executing_itself_from_a_memf
     monitor.drain().expect("drain");
     let caps = monitor.aggregates().caps();
     let setuid = |origin| CapKey { origin, ..cap(&cgroup, caps::Capability::CAP_SETUID, Verdict::Granted, SYS_SETUID) };
-    assert_eq!(count(caps, &setuid(Origin::Runtime)), 3, "the memfd image is still the runtime: {caps:#?}");
+    assert_eq!(count(caps, &setuid(Origin::Runtime)), 3 + 2, "its own images are still the runtime: {caps:#?}");
     assert_eq!(count(caps, &setuid(Origin::App)), 7, "the command it execs is the container's: {caps:#?}");
 }
 

@@ -288,6 +288,10 @@ fn open(scope: Scope, maps: MapSizes) -> Result<(Ebpf, Btf), Error> {
         .override_global("CW_BPRM_FILE_OFFSET", &offsets.bprm_file, true)
         .override_global("CW_FILE_INODE_OFFSET", &offsets.file_inode, true)
         .override_global("CW_INODE_NLINK_OFFSET", &offsets.inode_nlink, true)
+        .override_global("CW_FILE_DENTRY_OFFSET", &offsets.file_dentry, true)
+        .override_global("CW_DENTRY_NAME_OFFSET", &offsets.dentry_name, true)
+        .override_global("CW_TASK_MM_OFFSET", &offsets.task_mm, true)
+        .override_global("CW_MM_EXE_FILE_OFFSET", &offsets.mm_exe_file, true)
         .load(OBJECT)
         .map_err(|e| match permission_denied(&e) {
             true => Error::NotRoot,

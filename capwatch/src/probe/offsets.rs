@@ -39,6 +39,12 @@ pub struct Offsets {
     pub bprm_file: u32,
     pub file_inode: u32,
     pub inode_nlink: u32,
+    /// `file.f_path.dentry` and `dentry.d_name.name`: a memfd's name.
+    pub file_dentry: u32,
+    pub dentry_name: u32,
+    /// `task_struct.mm` and `mm_struct.exe_file`: the program a process runs.
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
 }
 
 pub fn read() -> Result<Offsets, Error> {
@@ -73,6 +79,10 @@ pub fn read() -> Result<Offsets, Error> {
         bprm_file: optional("linux_binprm.file"),
         file_inode: optional("file.f_inode"),
         inode_nlink: optional("inode.__i_nlink"),
+        file_dentry: optional("file.f_path.dentry"),
+        dentry_name: optional("dentry.d_name.name"),
+        task_mm: optional("task_struct.mm"),
+        mm_exe_file: optional("mm_struct.exe_file"),
     })
 }
 
@@ -139,6 +149,8 @@ mod tests {
         assert!(offsets.cred_cap_permitted > offsets.cred_sgid && offsets.cred_cap_inheritable > 0, "{offsets:?}");
         assert!(offsets.bprm_interp > 0 && offsets.bprm_file > 0, "{offsets:?}");
         assert!(offsets.file_inode > 0 && offsets.inode_nlink > 0, "{offsets:?}");
+        assert!(offsets.file_dentry > 0 && offsets.dentry_name > 0, "{offsets:?}");
+        assert!(offsets.task_mm > 0 && offsets.mm_exe_file > 0, "{offsets:?}");
         // One bit per native syscall: several hundred, in whole words.
         assert!(offsets.seccomp_native_bits >= 448 && offsets.seccomp_native_bits.is_multiple_of(64), "{offsets:?}");
     }
