@@ -100,6 +100,13 @@ impl Aggregates {
         &self.losses
     }
 
+    /// Forgets the aggregates of cgroups that are gone, once their last totals were reported.
+    pub fn forget(&mut self, cgroups: &std::collections::HashSet<u64>) {
+        self.caps.retain(|k, _| !cgroups.contains(&k.cgroup_id));
+        self.failures.retain(|k, _| !cgroups.contains(&k.cgroup_id));
+        self.execs.retain(|k, _| !cgroups.contains(&k.cgroup_id));
+    }
+
     /// Every cgroup something was seen in.
     pub fn cgroups(&self) -> BTreeSet<u64> {
         self.caps.keys().map(|k| k.cgroup_id).chain(self.failures.keys().map(|k| k.cgroup_id)).collect()

@@ -141,13 +141,34 @@ impl Attribution {
         }
         let mut ready = Vec::new();
         for change in std::mem::take(&mut self.held).into_iter().chain(changes.iter().copied()) {
-            if cgroup_of(&change).is_some_and(|id| self.waiting(id)) {
+            if cgroup_of(&change).is_some_and(|id| self.waiting(id) && !monitor.gone().contains(&id)) {
                 hold(&mut self.held, change);
             } else {
                 ready.push(change);
             }
         }
-        ready.into_iter().map(|change| self.observe(monitor, change)).collect()
+        let observations = ready.into_iter().map(|change| self.observe(monitor, change)).collect();
+        self.forget(monitor.gone());
+        observations
+    }
+
+    /// Forgets what was kept for cgroups that are gone, now that their last observations are
+    /// made; their exited containers go once written.
+    fn forget(&mut self, gone: &std::collections::HashSet<u64>) {
+        if gone.is_empty() {
+            return;
+        }
+        for id in gone {
+            if let Some(container) = self.cgroups.remove(id).and_then(|seen| seen.container) {
+                let live = self.cgroups.values().any(|s| s.container.as_deref() == Some(&container));
+                if !live {
+                    self.catalog.retire(&container);
+                }
+            }
+        }
+        self.call_sites.retain(|k, _| !gone.contains(&k.cgroup_id));
+        self.explained.retain(|k, _| !gone.contains(&k.cgroup_id));
+        self.exec_files.retain(|k, _| !gone.contains(&k.cgroup_id));
     }
 
     /// Attributes everything held, whatever its wait: the daemon is stopping.
@@ -181,12 +202,21 @@ impl Attribution {
                 self.runtime_connected = false;
                 None
             }
-            event => self.catalog.apply(event),
+            event => {
+                let container = self.catalog.apply(event)?;
+                // Exited after all its cgroups were gone: nothing more will be seen of it.
+                let live = self.cgroups.values().any(|s| s.container.as_deref() == Some(container.id.as_str()));
+                if !container.running() && !live {
+                    self.catalog.retire(&container.id);
+                }
+                Some(container)
+            }
         }
     }
 
-    /// Containers learned or changed since the previous call, for the store.
-    pub fn take_changed_containers(&mut self) -> Vec<Arc<Container>> {
+    /// Containers learned or changed since the previous call, for the store; and the ids of the
+    /// containers forgotten since, which exited and are written.
+    pub fn take_changed_containers(&mut self) -> (Vec<Arc<Container>>, Vec<Arc<Container>>) {
         self.catalog.take_changed()
     }
 

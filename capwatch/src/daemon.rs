@@ -113,8 +113,12 @@ pub async fn run(mut service: Service) -> Result<(), Error> {
                 service.observe(&observations, attribution.catalog());
                 writer.note(&observations);
                 if let Step::Drained(_) = step {
-                    writer.note_containers(attribution.take_changed_containers());
+                    let (changed, forgotten) = attribution.take_changed_containers();
+                    writer.note_containers(changed);
                     service.stored(writer.write(&mut store))?;
+                    writer.forget(monitor.gone());
+                    service.forget(&forgotten);
+                    service.drained(&monitor);
                     if last_retention.elapsed() > RETENTION_INTERVAL {
                         service.stored(store.forget_exited_before(retention(service.settings())).map(drop))?;
                         last_retention = Instant::now();
@@ -141,7 +145,7 @@ pub async fn run(mut service: Service) -> Result<(), Error> {
     journal::new(&observations);
     service.observe(&observations, attribution.catalog());
     writer.note(&observations);
-    writer.note_containers(attribution.take_changed_containers());
+    writer.note_containers(attribution.take_changed_containers().0);
     if let Err(e) = service.stored(writer.write(&mut store)) {
         error!(event = "store_lost", error = %e, "stopping with observations the store could not take");
     }

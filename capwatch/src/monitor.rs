@@ -40,6 +40,7 @@ pub struct Monitor {
     aggregates: Aggregates,
     hierarchy: Hierarchy,
     drain: Interval,
+    gone: HashSet<u64>,
 }
 
 impl Monitor {
@@ -50,7 +51,7 @@ impl Monitor {
         intake.mark_started(&hierarchy.populated_below(options.scope.root_id))?;
         let mut drain = interval(DRAIN_INTERVAL);
         drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Ok(Self { probe, intake, aggregates: Aggregates::default(), hierarchy, drain })
+        Ok(Self { probe, intake, aggregates: Aggregates::default(), hierarchy, drain, gone: HashSet::new() })
     }
 
     /// Waits for the next announcements or the next drain, whichever comes first.
@@ -62,7 +63,8 @@ impl Monitor {
     }
 
     /// Reads everything the kernel holds now: pending announcements, then the full aggregates.
-    /// Cgroups that are gone are forgotten by the kernel once read.
+    /// Cgroups that are gone are forgotten, by the kernel and here, once read: their last changes
+    /// are in what this returns, and `gone` names them until the next drain.
     pub fn drain(&mut self) -> Result<Vec<Change>, Error> {
         let pending = self.intake.pending();
         let mut changes = self.aggregates.apply(&pending);
@@ -80,8 +82,15 @@ impl Monitor {
             .collect();
         if !gone.is_empty() {
             self.intake.forget(&gone)?;
+            self.aggregates.forget(&gone);
         }
+        self.gone = gone;
         Ok(changes)
+    }
+
+    /// The cgroups the latest drain found gone (and forgot).
+    pub fn gone(&self) -> &HashSet<u64> {
+        &self.gone
     }
 
     pub fn aggregates(&self) -> &Aggregates {

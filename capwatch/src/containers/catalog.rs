@@ -14,6 +14,8 @@ pub struct Catalog {
     by_id: HashMap<String, Arc<Container>>,
     /// Containers changed since the last `take_changed`.
     changed: BTreeSet<String>,
+    /// Containers nothing more will be seen of: forgotten once they exited and were taken.
+    retiring: BTreeSet<String>,
 }
 
 impl Catalog {
@@ -81,10 +83,34 @@ impl Catalog {
         self.by_id.get(id)
     }
 
-    /// Containers changed since the last call, for the store.
-    pub fn take_changed(&mut self) -> Vec<Arc<Container>> {
+    /// Containers changed since the last call, for the store; and the retiring ones that exited,
+    /// which are forgotten now that they are taken.
+    pub fn take_changed(&mut self) -> (Vec<Arc<Container>>, Vec<Arc<Container>>) {
         let changed = std::mem::take(&mut self.changed);
-        changed.iter().filter_map(|id| self.by_id.get(id)).cloned().collect()
+        let taken = changed.iter().filter_map(|id| self.by_id.get(id)).cloned().collect();
+        let exited: Vec<String> =
+            self.retiring.iter().filter(|id| self.by_id.get(*id).is_none_or(|c| !c.running())).cloned().collect();
+        let mut forgotten = Vec::new();
+        for id in &exited {
+            self.retiring.remove(id);
+            forgotten.extend(self.by_id.remove(id));
+        }
+        (taken, forgotten)
+    }
+
+    /// Nothing more will be seen of this container's cgroups: forget it once it has exited and
+    /// its record is taken.
+    pub fn retire(&mut self, id: &str) {
+        self.retiring.insert(id.to_string());
+    }
+
+    /// How many containers are kept.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
     }
 }
 
@@ -126,8 +152,24 @@ mod tests {
         let learned = catalog.learn(&path).expect("a container's cgroup");
         assert_eq!(catalog.get(&learned).map(|c| c.name.clone()), Some("b".repeat(12)));
         assert_eq!(catalog.learn("/user.slice"), None);
-        assert_eq!(catalog.take_changed().len(), 2);
-        assert!(catalog.take_changed().is_empty());
+        assert_eq!(catalog.take_changed().0.len(), 2);
+        assert!(catalog.take_changed().0.is_empty());
+    }
+
+    #[test]
+    fn a_retired_container_goes_once_it_exited_and_was_taken() {
+        let mut catalog = Catalog::default();
+        catalog.apply(Event::Started(Box::new(described(ID, "/docker/x"))));
+        catalog.retire(ID);
+        assert_eq!(catalog.take_changed(), (vec![catalog.get(ID).cloned().unwrap()], vec![]), "running: kept");
+        catalog.apply(Event::Exited { id: ID.into(), at: "2026-11-23T01:00:00Z".into() });
+        let (taken, gone) = catalog.take_changed();
+        assert_eq!(
+            (taken.len(), gone.len(), gone[0].id.as_str()),
+            (1, 1, ID),
+            "its exit is written, then it is forgotten"
+        );
+        assert!(catalog.is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! on `GET /metrics` by a small HTTP/1 server.
 
 use std::{
+    collections::{HashMap, HashSet},
     convert::Infallible,
     net::SocketAddr,
     sync::{Arc, Mutex, PoisonError},
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::{
+    aggregate::Aggregates,
     attribution::{Observation, Place},
     containers::catalog::Catalog,
     error::Error,
@@ -56,6 +58,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MapLabels {
+    map: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
     backend: String,
 }
@@ -76,6 +83,9 @@ pub struct Metrics {
     backend: Family<BackendLabels, Gauge>,
     store_writable: Gauge,
     store_failures: Counter,
+    map_entries: Family<MapLabels, Gauge>,
+    /// Each container's series, so that they go with it.
+    series: HashMap<String, (HashSet<CheckLabels>, HashSet<FailureLabels>)>,
 }
 
 impl Metrics {
@@ -117,6 +127,12 @@ impl Metrics {
             "Writes the store refused; what they held was kept and written later",
             store_failures.clone(),
         );
+        let map_entries = Family::<MapLabels, Gauge>::default();
+        registry.register(
+            "kernel_map_entries",
+            "Aggregates the kernel side holds, by map: only those of cgroups that still exist",
+            map_entries.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "capwatch's version (always 1)", build.clone());
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
@@ -130,6 +146,27 @@ impl Metrics {
             backend,
             store_writable,
             store_failures,
+            map_entries,
+            series: HashMap::new(),
+        }
+    }
+
+    /// How many aggregates the kernel's maps hold.
+    pub fn map_entries(&self, aggregates: &Aggregates) {
+        for (map, entries) in [
+            ("caps", aggregates.caps().len()),
+            ("failures", aggregates.failures().len()),
+            ("execs", aggregates.execs().len()),
+        ] {
+            self.map_entries.get_or_create(&MapLabels { map: map.into() }).set(entries as i64);
+        }
+    }
+
+    /// Removes a forgotten container's series.
+    pub fn forget(&mut self, container_id: &str) {
+        if let Some((checks, failures)) = self.series.remove(container_id) {
+            checks.iter().for_each(|labels| drop(self.checks.remove(labels)));
+            failures.iter().for_each(|labels| drop(self.failures.remove(labels)));
         }
     }
 
@@ -145,7 +182,7 @@ impl Metrics {
     }
 
     /// Adds what each observation added since the previous one of its key.
-    pub fn observe(&self, observations: &[Observation]) {
+    pub fn observe(&mut self, observations: &[Observation]) {
         for observation in observations {
             match observation {
                 Observation::Check(check) if check.added > 0 => {
@@ -159,6 +196,9 @@ impl Metrics {
                         origin: check.key.origin.name().into(),
                     };
                     self.checks.get_or_create(&labels).inc_by(check.added);
+                    if !labels.container_id.is_empty() {
+                        self.series.entry(labels.container_id.clone()).or_default().0.insert(labels);
+                    }
                     self.events.get_or_create(&KindLabels { kind: "capability_check".into() }).inc_by(check.added);
                 }
                 Observation::Failure(failure) if failure.added > 0 => {
@@ -173,6 +213,9 @@ impl Metrics {
                         cause: failure.detail.cause.kind().into(),
                     };
                     self.failures.get_or_create(&labels).inc_by(failure.added);
+                    if !labels.container_id.is_empty() {
+                        self.series.entry(labels.container_id.clone()).or_default().1.insert(labels);
+                    }
                     self.events.get_or_create(&KindLabels { kind: "syscall_failure".into() }).inc_by(failure.added);
                 }
                 Observation::Lost { loss, added, .. } => {

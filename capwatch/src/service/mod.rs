@@ -7,6 +7,7 @@ pub mod metrics;
 
 use std::{
     collections::{BTreeSet, HashMap},
+    sync::Arc,
     time::Duration,
 };
 
@@ -23,7 +24,7 @@ use tracing::{error, info, warn};
 use crate::{
     attribution::Observation,
     config::{Applies, Flags, Settings},
-    containers::catalog::Catalog,
+    containers::{catalog::Catalog, Container},
     error::Error,
     journal, names, probe,
 };
@@ -196,29 +197,54 @@ impl Service {
 
     /// One line per container whose totals changed since its previous summary.
     pub fn summarize(&mut self, catalog: &Catalog) {
-        let mut ids: Vec<&String> = self.totals.keys().collect();
+        let mut ids: Vec<String> = self.totals.keys().cloned().collect();
         ids.sort();
         for id in ids {
-            let (Some(totals), Some(container)) = (self.totals.get(id), catalog.get(id)) else { continue };
-            if self.summarized.get(id) == Some(&(totals.checks, totals.failures)) {
-                continue;
+            if let Some(container) = catalog.get(&id) {
+                self.summarize_one(container);
             }
-            self.summarized.insert(id.clone(), (totals.checks, totals.failures));
-            info!(
-                target: journal::TARGET,
-                event = "summary",
-                container_id = container.id.as_str(),
-                container_name = container.name.as_str(),
-                image = container.image.as_deref().unwrap_or(""),
-                running = container.running(),
-                checks = totals.checks,
-                failures = totals.failures,
-                granted = %join(&totals.granted),
-                denied = %join(&totals.denied),
-                failing_syscalls = %join(&totals.failing),
-                "container summary"
-            );
         }
+    }
+
+    /// After a drain: how much the kernel side holds.
+    pub fn drained(&self, monitor: &crate::monitor::Monitor) {
+        self.metrics.map_entries(monitor.aggregates());
+    }
+
+    /// Containers the daemon forgot (exited, written, and no cgroup of theirs left): their last
+    /// summary if anything changed since the previous one, then nothing more is kept of them.
+    pub fn forget(&mut self, containers: &[Arc<Container>]) {
+        for container in containers {
+            if self.summary.is_some() {
+                self.summarize_one(container);
+            }
+            self.totals.remove(&container.id);
+            self.summarized.remove(&container.id);
+            self.metrics.forget(&container.id);
+        }
+    }
+
+    fn summarize_one(&mut self, container: &Container) {
+        let id = &container.id;
+        let Some(totals) = self.totals.get(id) else { return };
+        if self.summarized.get(id) == Some(&(totals.checks, totals.failures)) {
+            return;
+        }
+        self.summarized.insert(id.clone(), (totals.checks, totals.failures));
+        info!(
+            target: journal::TARGET,
+            event = "summary",
+            container_id = container.id.as_str(),
+            container_name = container.name.as_str(),
+            image = container.image.as_deref().unwrap_or(""),
+            running = container.running(),
+            checks = totals.checks,
+            failures = totals.failures,
+            granted = %join(&totals.granted),
+            denied = %join(&totals.denied),
+            failing_syscalls = %join(&totals.failing),
+            "container summary"
+        );
     }
 
     /// What a write to the store came to. A store that cannot be written now (a full disk, a

@@ -52,6 +52,11 @@ impl Writer {
         }
     }
 
+    /// Forgets which cgroups' rows it wrote, for cgroups that are gone.
+    pub fn forget(&mut self, gone: &std::collections::HashSet<u64>) {
+        self.cgroups.retain(|id| !gone.contains(id));
+    }
+
     /// Containers learned or changed, to write with the next batch.
     pub fn note_containers(&mut self, containers: Vec<Arc<Container>>) {
         self.containers.extend(containers);
