@@ -165,8 +165,12 @@ impl Metrics {
     /// Removes a forgotten container's series.
     pub fn forget(&mut self, container_id: &str) {
         if let Some((checks, failures)) = self.series.remove(container_id) {
-            checks.iter().for_each(|labels| drop(self.checks.remove(labels)));
-            failures.iter().for_each(|labels| drop(self.failures.remove(labels)));
+            for labels in &checks {
+                self.checks.remove(labels);
+            }
+            for labels in &failures {
+                self.failures.remove(labels);
+            }
         }
     }
 
@@ -305,7 +309,7 @@ async fn respond(
 /// (curl, promtool, older scrapers): there a counter family is named with its `_total`, and
 /// there is no `# EOF` or `# UNIT`.
 fn text_format(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
+    let counters: HashSet<&str> = openmetrics
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.strip_suffix(" counter"))

@@ -53,7 +53,7 @@ impl Writer {
     }
 
     /// Forgets which cgroups' rows it wrote, for cgroups that are gone.
-    pub fn forget(&mut self, gone: &std::collections::HashSet<u64>) {
+    pub fn forget(&mut self, gone: &HashSet<u64>) {
         self.cgroups.retain(|id| !gone.contains(id));
     }
 
