@@ -763,7 +763,9 @@ mod tests {
         {
             let conn = Connection::open(dir.join(FILE)).unwrap();
             conn.execute_batch(&format!(
-                "CREATE TABLE cap_checks (run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL, cap INTEGER NOT NULL,
+                "CREATE TABLE runs (run_id INTEGER PRIMARY KEY AUTOINCREMENT, started_ns INTEGER NOT NULL,
+                     backend TEXT NOT NULL);
+                 CREATE TABLE cap_checks (run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL, cap INTEGER NOT NULL,
                      syscall INTEGER NOT NULL, verdict INTEGER NOT NULL, origin INTEGER NOT NULL, flags INTEGER NOT NULL,
                      count INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL, tid INTEGER NOT NULL,
                      pid INTEGER NOT NULL, uid INTEGER NOT NULL, gid INTEGER NOT NULL, comm TEXT NOT NULL, call_site TEXT,
