@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
 };
 
-use super::{docker::Event, identity, kubernetes, Container};
+use super::{docker::Event, identity, kubernetes, Container, Runtime};
 
 #[derive(Debug, Default)]
 pub struct Catalog {
@@ -41,6 +41,20 @@ impl Catalog {
                 let known = self.by_id.get(&id)?;
                 Arc::new(Container { exited_at: Some(at), ..Container::clone(known) })
             }
+            Event::Named { id, name, image } => {
+                let base = self.by_id.get(&id).map_or_else(
+                    || {
+                        Container::from_identity(&super::Identity {
+                            runtime: Runtime::Docker,
+                            id: id.clone(),
+                            pod_uid: None,
+                            cgroup: String::new(),
+                        })
+                    },
+                    |known| Container::clone(known),
+                );
+                Arc::new(Container { name, image: image.or(base.image.clone()), ..base })
+            }
             Event::Connected | Event::Disconnected => return None,
         };
         self.changed.insert(container.id.clone());
@@ -55,6 +69,12 @@ impl Catalog {
             return Some(known.id.clone());
         }
         let identity = identity::parse(path)?;
+        if let Some(known) = self.by_id.get(&identity.id).filter(|c| c.cgroup.is_empty()) {
+            // Named by its runtime before its cgroup was seen.
+            let located = Arc::new(Container { cgroup: identity.cgroup.clone(), ..Container::clone(known) });
+            self.by_id.insert(identity.id.clone(), located);
+            self.changed.insert(identity.id.clone());
+        }
         if !self.by_id.contains_key(&identity.id) {
             let mut container = Container::from_identity(&identity);
             if let Some(name) = kubernetes::name(Path::new("/"), &identity) {
@@ -117,7 +137,6 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::containers::Runtime;
 
     const ID: &str = "3f4e1a7c9b2d8e6f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071";
 
@@ -170,6 +189,24 @@ mod tests {
             "its exit is written, then it is forgotten"
         );
         assert!(catalog.is_empty());
+    }
+
+    #[test]
+    fn a_container_gone_before_its_inspection_keeps_the_name_docker_gave_it() {
+        let mut catalog = Catalog::default();
+        let path = format!("/docker/{ID}");
+        assert_eq!(catalog.learn(&path).as_deref(), Some(ID));
+        catalog.apply(Event::Named { id: ID.into(), name: "quick".into(), image: Some("busybox".into()) });
+        let named = catalog.get(ID).expect("kept");
+        assert_eq!(
+            (named.name.as_str(), named.image.as_deref(), named.cgroup.as_str()),
+            ("quick", Some("busybox"), path.as_str())
+        );
+        // Named first, its cgroup learned later: the same container.
+        let mut catalog = Catalog::default();
+        catalog.apply(Event::Named { id: ID.into(), name: "quick".into(), image: None });
+        assert_eq!(catalog.learn(&path).as_deref(), Some(ID));
+        assert_eq!(catalog.get(ID).map(|c| (c.name.as_str(), c.cgroup.as_str())), Some(("quick", path.as_str())));
     }
 
     #[test]

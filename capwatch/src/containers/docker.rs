@@ -24,6 +24,12 @@ pub enum Event {
     /// Docker's event stream ended; the follower tries again.
     Disconnected,
     Started(Box<Container>),
+    /// A container Docker named in its start event but that was gone before it could be inspected.
+    Named {
+        id: String,
+        name: String,
+        image: Option<String>,
+    },
     Exited {
         id: String,
         at: String,
@@ -81,11 +87,20 @@ async fn follow_connected(docker: &Docker, events: &mpsc::Sender<Event>) -> Resu
     while let Some(message) = stream.next().await {
         let message = message?;
         let action = message.action.as_deref().unwrap_or_default();
-        let Some(id) = message.actor.and_then(|a| a.id) else { continue };
+        let Some(actor) = message.actor else { continue };
+        let Some(id) = actor.id else { continue };
         let event = match action {
             "start" => match inspect(docker, &id).await {
                 Some(container) => Event::Started(Box::new(container)),
-                None => continue,
+                // Gone before it could be inspected (a short `docker run --rm`): the event still
+                // names it.
+                None => {
+                    let attributes = actor.attributes.unwrap_or_default();
+                    match attributes.get("name") {
+                        Some(name) => Event::Named { id, name: name.clone(), image: attributes.get("image").cloned() },
+                        None => continue,
+                    }
+                }
             },
             "die" => Event::Exited { id, at: event_time(message.time_nano, message.time) },
             _ => continue,
