@@ -23,7 +23,7 @@ fn a_thousand_short_lived_containers_lose_nothing_and_leak_nothing() {
     let Some(env) = docker_available("a_thousand_short_lived_containers_lose_nothing_and_leak_nothing") else { return };
     let total: usize = std::env::var("CAPWATCH_CHURN").ok().and_then(|n| n.parse().ok()).unwrap_or(1000);
     let state = tempdir("churn");
-    let mut daemon = self::daemon(&env, &state, None);
+    let mut daemon = start_daemon(&env, &state, None);
     let metrics = metrics_address(&mut daemon);
     let pid = daemon.child.id();
 
@@ -40,7 +40,7 @@ fn a_thousand_short_lived_containers_lose_nothing_and_leak_nothing() {
     daemon.stop(libc::SIGTERM);
     let store_half = store_bytes(&state);
 
-    let mut daemon = self::daemon(&env, &state, None);
+    let mut daemon = start_daemon(&env, &state, None);
     let metrics = metrics_address(&mut daemon);
     run_all(&env, &names[half..]);
     settle(&metrics);
@@ -83,13 +83,13 @@ fn a_thousand_short_lived_containers_lose_nothing_and_leak_nothing() {
     );
 
     // Retention: a daemon keeping no days forgets every exited container at its start.
-    let daemon = self::daemon(&env, &state, Some("0"));
+    let daemon = start_daemon(&env, &state, Some("0"));
     daemon.stop(libc::SIGTERM);
     let (_, ps, _) = capwatch(&["ps", "--all", "--state-dir", state.to_str().expect("utf-8")]);
     assert_eq!(ps.lines().filter(|l| l.contains("cw-churn")).count(), 0, "retention ages them out:\n{ps}");
 }
 
-fn daemon(env: &DockerEnv, state: &Path, retention_days: Option<&str>) -> Running {
+fn start_daemon(env: &DockerEnv, state: &Path, retention_days: Option<&str>) -> Running {
     let state_dir = state.to_str().expect("utf-8");
     let mut args = vec!["daemon", "--state-dir", state_dir, "--docker-socket", &env.socket, "--cgroup-root", "/docker"];
     if let Some(days) = retention_days {
@@ -158,7 +158,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(std::iter::Iterator::count).unwrap_or(0)
 }
 
 fn store_bytes(state: &Path) -> u64 {
