@@ -158,7 +158,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(std::iter::Iterator::count).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(Iterator::count).unwrap_or(0)
 }
 
 fn store_bytes(state: &Path) -> u64 {
