@@ -23,6 +23,10 @@ use capwatch::{
 };
 use serde_json::Value;
 
+/// How long a test waits for the daemon to say something it expects: generous, since a loaded
+/// two-core machine can take seconds to load the programs and attach.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
 /// Whether this run is CI's, where nothing that needs root or BPF may skip.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -306,14 +310,14 @@ impl Running {
         Self { child, lines, errors, seen: Vec::new(), daemon }
     }
 
-    /// Waits (up to 15 s) for the first line on stderr.
+    /// Waits (up to `PATIENCE`) for the first line on stderr.
     pub fn first_stderr_line(&mut self) -> String {
-        self.errors.recv_timeout(Duration::from_secs(15)).expect("a line on stderr")
+        self.errors.recv_timeout(PATIENCE).expect("a line on stderr")
     }
 
-    /// Waits (up to 15 s) for a line that satisfies `wanted`.
+    /// Waits (up to `PATIENCE`) for a line that satisfies `wanted`.
     pub fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + PATIENCE;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
                 Ok(line) => {

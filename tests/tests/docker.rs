@@ -118,9 +118,14 @@ fn an_exited_container_is_still_listed_by_name() {
 fn a_container_started_before_the_daemon_is_picked_up() {
     let Some(env) = docker_available("a_container_started_before_the_daemon_is_picked_up") else { return };
     let name = container_name("early");
-    let id = env.start(&["--name", &name], &["sh", "-c", "sleep 4; cw-workload raw-socket; sleep 60"]);
+    // The application waits for the daemon to watch, and so does not race its start.
+    let id = env.start(
+        &["--name", &name],
+        &["sh", "-c", "until [ -e /tmp/go ]; do sleep 0.1; done; cw-workload raw-socket; sleep 60"],
+    );
     let state = tempdir("docker-early");
     let mut daemon = env.daemon(&state);
+    env.docker(&["exec", &id, "touch", "/tmp/go"]);
     let check = json(&daemon.wait_for("CAP_NET_RAW from the early container", |l| {
         let v = json(l);
         v["event"] == "capability_check" && v["capability"] == "CAP_NET_RAW" && v["container_id"] == id.as_str()

@@ -341,10 +341,44 @@ fn a_full_disk_loses_nothing_and_the_store_catches_up() {
     store_outage("full-disk", SmallDisk::fill, SmallDisk::free);
 }
 
+/// A filesystem cannot be made read-only while a daemon holds its store open for writing (the
+/// kernel refuses the remount: fs/namespace.c sb_prepare_remount_readonly), so a read-only state
+/// directory meets the daemon at its start: one line, a non-zero exit, the store kept readable
+/// and intact, and a later start on the writable directory goes on from it.
 #[test]
-fn a_read_only_state_directory_loses_nothing_and_the_store_catches_up() {
-    if !kernel_available("a_read_only_state_directory_loses_nothing_and_the_store_catches_up") {
+fn a_read_only_state_directory_is_one_line_and_keeps_the_store() {
+    if !kernel_available("a_read_only_state_directory_is_one_line_and_keeps_the_store") {
         return;
     }
-    store_outage("read-only", |disk| disk.remount("ro"), |disk| disk.remount("rw"));
+    let disk = SmallDisk::new("read-only");
+    let parent = TestCgroup::new("read-only");
+    let (container, id) = container_cgroup(&parent, 'd');
+    let dir = disk.dir.to_str().expect("utf-8");
+    let args = ["daemon", "--state-dir", dir, "--cgroup-root", &parent.name, "--docker-socket", "/nonexistent"];
+    let watch = |burst: &str, total: u64| {
+        let mut daemon = Running::start(&args);
+        daemon.wait_for("the daemon's start", |l| json(l)["event"] == "started");
+        assert!(Launch::in_cgroup(&container).run(&denied_setuid(burst)).status.success());
+        wait_until("the burst is stored", || reported_setuid(&disk.dir, &id) == Some(total));
+        let (code, _) = daemon.stop(libc::SIGTERM);
+        assert_eq!(code, Some(0));
+    };
+    watch("100", 100);
+
+    disk.remount("ro");
+    let refused = Command::new(bin("capwatch"))
+        .args(args)
+        .env("CAPWATCH_METRICS_LISTEN", "127.0.0.1:0")
+        .env("CAPWATCH_CONFIG", "/dev/null")
+        .output()
+        .expect("run the daemon");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot be used now") && stderr.contains("make it writable"), "{stderr}");
+    assert_eq!(reported_setuid(&disk.dir, &id), Some(100), "the store stays readable and intact");
+
+    disk.remount("rw");
+    watch("200", 300);
+    drop(container);
 }

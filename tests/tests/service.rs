@@ -17,7 +17,7 @@ use std::{
 use caps::Capability::CAP_NET_RAW;
 use capwatch_tests::{
     bin, capwatch, check_line, json, kernel_available, refused, tempdir, tool_available, Launch, Reaped, Running,
-    TestCgroup,
+    TestCgroup, PATIENCE,
 };
 use serde_json::Value;
 
@@ -123,7 +123,14 @@ fn config_default_documents_every_setting_and_a_bad_config_is_one_line() {
             "log_file",
             "metrics_listen",
             "summary_interval",
-            "host_name"
+            "host_name",
+            "caps_map_entries",
+            "failures_map_entries",
+            "execs_map_entries",
+            "stack_map_entries",
+            "denied_map_entries",
+            "kprobe_stash_entries",
+            "ringbuf_bytes"
         ],
         "{text}"
     );
@@ -237,7 +244,7 @@ fn the_daemon_tells_the_service_manager_ready_reloading_and_stopping() {
     let dir = tempdir("notify");
     let socket_path = dir.join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
-    socket.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    socket.set_read_timeout(Some(PATIENCE)).expect("timeout");
     let receive = || {
         let mut buf = [0u8; 4096];
         let n = socket.recv(&mut buf).expect("a notification");

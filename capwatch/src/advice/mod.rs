@@ -697,7 +697,14 @@ mod tests {
     fn dac_override_covers_the_reads_generic_permission_asks_dac_read_search_for() {
         let read = judged(row(2, 257, Answer::Granted, Origin::App, Some("generic_permission")), Site::DacFallback);
         let write = judged(row(1, 257, Answer::Granted, Origin::App, Some("generic_permission")), Site::DacFallback);
-        let report = checks_only(container(None), &[read.clone(), write], &[]);
+        let report = checks_only(container(None), &[read.clone(), write.clone()], &[]);
+        assert_eq!(report.cap_add, ["DAC_OVERRIDE"]);
+        // A check against credentials overlayfs substituted (its mounter's) is not the
+        // container's, wherever the kernel made it.
+        let mut overlay = judged(row(2, 83, Answer::Granted, Origin::App, None), Site::Advisory);
+        overlay.judged = JUDGED_STACK_READ;
+        overlay.key.flags = CAP_FLAG_FOREIGN_CRED;
+        let report = checks_only(container(None), &[read.clone(), write, overlay], &[]);
         assert_eq!(report.cap_add, ["DAC_OVERRIDE"]);
         // Without DAC_OVERRIDE needed, the reads need DAC_READ_SEARCH.
         assert_eq!(checks_only(container(None), &[read], &[]).cap_add, ["DAC_READ_SEARCH"]);

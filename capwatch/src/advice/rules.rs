@@ -3,7 +3,10 @@
 //! (capwatch-ebpf/src/consequence.rs) and the reasons they are sound; a check no rule covers is a
 //! need: sufficient comes before minimal.
 
-use capwatch_common::{Moot, Origin, Site, Verdict as Answer, CAP_FLAG_NOAUDIT, JUDGED_STACK_READ};
+use capwatch_common::{
+    Moot, Origin, Site, Verdict as Answer, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_NOAUDIT, CAP_FLAG_OUTER_USERNS,
+    JUDGED_STACK_READ,
+};
 
 use super::{Alternative, CapabilityReport, Verdict};
 use crate::{
@@ -38,6 +41,18 @@ pub fn advisory(check: &CheckEvidence) -> bool {
         Some(site) => advisory_functions().any(|f| site.split(" ← ").next() == Some(f)),
         None => check.key.flags & CAP_FLAG_NOAUDIT != 0,
     }
+}
+
+/// A granted check whose answer the container's own capabilities gave and something depended on:
+/// the application's, against its own credentials (not ones the kernel substituted, as overlayfs
+/// does with its mounter's) in its own user namespace, neither advisory nor moot. Only these make
+/// a capability needed.
+pub fn consequential_use(check: &CheckEvidence) -> bool {
+    check.key.origin == Origin::App
+        && check.key.verdict == Answer::Granted
+        && check.key.flags & (CAP_FLAG_FOREIGN_CRED | CAP_FLAG_OUTER_USERNS) == 0
+        && !advisory(check)
+        && check.key.moot().is_none()
 }
 
 /// Why a moot check changed nothing, in the report's words.
@@ -159,11 +174,8 @@ pub fn dac_override_covers_reads(capabilities: &mut [CapabilityReport], checks: 
     if !needed(capabilities, CAP_DAC_OVERRIDE) || !needed(capabilities, CAP_DAC_READ_SEARCH) {
         return;
     }
-    let reads: Vec<&CheckEvidence> = checks
-        .iter()
-        .filter(|c| c.key.cap == CAP_DAC_READ_SEARCH && c.key.origin == Origin::App && c.key.verdict == Answer::Granted)
-        .filter(|c| !advisory(c) && c.key.moot().is_none())
-        .collect();
+    let reads: Vec<&CheckEvidence> =
+        checks.iter().filter(|c| c.key.cap == CAP_DAC_READ_SEARCH && consequential_use(c)).collect();
     if reads.iter().all(|c| at(c, Site::DacFallback)) {
         if let Some(report) = capabilities.iter_mut().find(|c| c.number == CAP_DAC_READ_SEARCH) {
             report.verdict = Verdict::NotNeeded;

@@ -162,9 +162,16 @@ impl Store {
         if !path.exists() {
             return Err(Error::NoStore(state_dir.to_path_buf()));
         }
-        let conn =
-            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .map_err(|e| corrupt(&path, e))?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = if on_read_only_filesystem(state_dir) {
+            // A WAL database needs its shared-memory file, which a read-only filesystem cannot
+            // hold; no daemon can write there, so the file is read as it stands.
+            let escaped = path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23");
+            Connection::open_with_flags(format!("file:{escaped}?immutable=1"), flags | OpenFlags::SQLITE_OPEN_URI)
+        } else {
+            Connection::open_with_flags(&path, flags)
+        }
+        .map_err(|e| corrupt(&path, e))?;
         let store = Self { conn, path, _lock: None };
         store.prepare(false)?;
         Ok(store)
@@ -600,6 +607,18 @@ fn corrupt(path: &Path, e: rusqlite::Error) -> Error {
     }
 }
 
+/// Whether `dir` lies on a filesystem mounted read-only.
+fn on_read_only_filesystem(dir: &Path) -> bool {
+    let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return false };
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a buffer of the right type, read only on success.
+    if unsafe { libc::statvfs(c_dir.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: statvfs succeeded and filled it.
+    unsafe { stat.assume_init() }.f_flag & libc::ST_RDONLY != 0
+}
+
 /// Takes the writer's lock of `state_dir`, or says which daemon holds it.
 fn lock(state_dir: &Path) -> Result<File, Error> {
     let path = state_dir.join(LOCK_FILE);
@@ -609,7 +628,7 @@ fn lock(state_dir: &Path) -> Result<File, Error> {
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
+        .map_err(|e| unavailable(&path, e))?;
     // SAFETY: flock on a descriptor this function owns.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let mut pid = String::new();
@@ -622,8 +641,19 @@ fn lock(state_dir: &Path) -> Result<File, Error> {
     }
     file.set_len(0)
         .and_then(|()| file.write_all(std::process::id().to_string().as_bytes()))
-        .map_err(|e| Error::io(&path, e))?;
+        .map_err(|e| unavailable(&path, e))?;
     Ok(file)
+}
+
+/// A file of the store that a full or read-only filesystem, or its permissions, keep from being
+/// written: the store is unavailable, not broken.
+fn unavailable(path: &Path, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::EROFS | libc::ENOSPC | libc::EDQUOT | libc::EACCES | libc::EPERM | libc::EIO) => {
+            Error::StoreUnavailable { path: path.to_path_buf(), reason: e.to_string() }
+        }
+        _ => Error::io(path, e),
+    }
 }
 
 /// A kernel monotonic timestamp as Unix nanoseconds.
