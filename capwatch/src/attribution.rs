@@ -10,7 +10,7 @@
 //! it and judge its failures under its own profile.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
@@ -108,6 +108,9 @@ pub struct Attribution {
     runtime_connected: bool,
     /// Changes waiting for their container's description, in arrival order.
     held: Vec<Change>,
+    /// Cgroups that are gone, kept until no change of theirs waits: a container can start, run
+    /// and be removed before its runtime describes it (`docker run --rm` of a short command).
+    departed: HashSet<u64>,
 }
 
 impl Attribution {
@@ -123,6 +126,7 @@ impl Attribution {
             kernel_checks,
             runtime_connected: false,
             held: Vec::new(),
+            departed: HashSet::new(),
         }
     }
 
@@ -141,7 +145,7 @@ impl Attribution {
         }
         let mut ready = Vec::new();
         for change in std::mem::take(&mut self.held).into_iter().chain(changes.iter().copied()) {
-            if cgroup_of(&change).is_some_and(|id| self.waiting(id) && !monitor.gone().contains(&id)) {
+            if cgroup_of(&change).is_some_and(|id| self.waiting(id)) {
                 hold(&mut self.held, change);
             } else {
                 ready.push(change);
@@ -152,13 +156,16 @@ impl Attribution {
         observations
     }
 
-    /// Forgets what was kept for cgroups that are gone, now that their last observations are
-    /// made; their exited containers go once written.
-    fn forget(&mut self, gone: &std::collections::HashSet<u64>) {
-        if gone.is_empty() {
+    /// Forgets what was kept for cgroups that are gone, once their last observations are made;
+    /// their exited containers go once written.
+    fn forget(&mut self, gone: &HashSet<u64>) {
+        self.departed.extend(gone);
+        if self.departed.is_empty() {
             return;
         }
-        for id in gone {
+        let waiting: HashSet<u64> = self.held.iter().filter_map(cgroup_of).collect();
+        let gone: HashSet<u64> = self.departed.extract_if(|id| !waiting.contains(id)).collect();
+        for id in &gone {
             if let Some(container) = self.cgroups.remove(id).and_then(|seen| seen.container) {
                 let live = self.cgroups.values().any(|s| s.container.as_deref() == Some(&container));
                 if !live {

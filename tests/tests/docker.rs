@@ -158,3 +158,35 @@ fn docker_exec_sessions_are_labelled_as_such() {
     );
     env.docker(&["rm", "--force", &id]);
 }
+
+/// A container whose command is a program carrying a file capability, removed as soon as it
+/// exits (`docker run --rm`): the process is gone before the daemon can read the file through
+/// it, and the container before Docker is asked about it, yet the file is read through the
+/// image's layers and its exec's need is advised.
+#[test]
+fn a_short_lived_container_execing_a_file_capability_is_advised_it() {
+    let Some(env) = docker_available("a_short_lived_container_execing_a_file_capability_is_advised_it") else {
+        return;
+    };
+    let state = tempdir("docker-filecap");
+    let mut daemon = env.daemon(&state);
+    let name = container_name("filecap");
+    // The test image's cw-workload-net-raw: cw-workload with the file capability cap_net_raw=ep.
+    let image = env.image.clone();
+    env.docker(&["run", "--rm", "--network", "none", "--name", &name, &image, "cw-workload-net-raw", "raw-socket"]);
+    let exec = json(&daemon.wait_for("the exec of the capable program", |l| {
+        let v = json(l);
+        v["event"] == "program_exec" && v["container_name"] == name.as_str() && v["origin"] == "app"
+    }));
+    assert_eq!(exec["path"], "/bin/cw-workload-net-raw", "{exec}");
+    assert_eq!(exec["found"], "caps", "{exec}");
+    assert!(exec["file_capabilities"].as_str().is_some_and(|c| c.contains("cap_net_raw")), "{exec}");
+    let (code, _) = daemon.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0));
+
+    let (code, out, stderr) = capwatch(&["report", &name, "--format", "json", "--state-dir", state.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let report = json(&out);
+    assert!(report["cap_add"].as_array().is_some_and(|a| a.iter().any(|c| c == "NET_RAW")), "{out}");
+    assert!(report["uncertain"].as_array().is_none_or(Vec::is_empty), "{out}");
+}

@@ -128,8 +128,19 @@ impl Dockerd {
         for program in programs {
             let name = program.file_name().context("program name")?;
             fs::copy(program, bin.join(name)).with_context(|| format!("copying {}", program.display()))?;
+            // The same program carrying a file capability, as ping does on Debian.
+            if name == "cw-workload" {
+                let capped = bin.join(CAPPED_WORKLOAD);
+                fs::copy(program, &capped)?;
+                set_file_capability(&capped, CAP_NET_RAW)?;
+            }
         }
-        let tar = Command::new("tar").arg("-C").arg(&rootfs).args(["-cf", "-", "."]).stdout(Stdio::piped()).spawn()?;
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .args(["--xattrs", "--xattrs-include=security.capability", "-cf", "-", "."])
+            .stdout(Stdio::piped())
+            .spawn()?;
         let status = self
             .docker(&["import", "--change", "ENV PATH=/bin", "-", TEST_IMAGE])
             .stdin(tar.stdout.context("tar output")?)
@@ -140,6 +151,28 @@ impl Dockerd {
         }
         Ok(())
     }
+}
+
+/// `cw-workload` with the file capability `cap_net_raw=ep`, in the test image's /bin.
+pub const CAPPED_WORKLOAD: &str = "cw-workload-net-raw";
+const CAP_NET_RAW: u32 = 13;
+
+/// Gives `path` the file capability `cap=ep`: a `security.capability` xattr in the layout of
+/// include/uapi/linux/capability.h (struct vfs_cap_data, revision 2, little-endian words).
+fn set_file_capability(path: &Path, cap: u32) -> Result<()> {
+    const VFS_CAP_REVISION_2: u32 = 0x0200_0000;
+    const VFS_CAP_FLAGS_EFFECTIVE: u32 = 0x1;
+    let words = [VFS_CAP_REVISION_2 | VFS_CAP_FLAGS_EFFECTIVE, 1 << cap, 0, 0, 0];
+    let value: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    // SAFETY: NUL-terminated name and path, and a buffer of the given length.
+    let rc = unsafe {
+        libc::setxattr(c_path.as_ptr(), c"security.capability".as_ptr(), value.as_ptr().cast(), value.len(), 0)
+    };
+    if rc != 0 {
+        bail!("setting the file capability of {}: {}", path.display(), std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Drop for Dockerd {
