@@ -7,6 +7,7 @@ use std::{
     collections::BTreeMap,
     ffi::CString,
     fs,
+    io::Write,
     os::unix::fs::{chown, PermissionsExt},
     path::Path,
     process::{Command, Stdio},
@@ -232,6 +233,57 @@ fn a_second_daemon_on_the_same_store_refuses_and_the_first_goes_on() {
     first.wait_for("the first daemon's next observation", |l| json(l)["syscall"] == "setuid");
     let (code, _) = first.stop(libc::SIGTERM);
     assert_eq!(code, Some(0));
+}
+
+/// A daemon killed outright and started again over the same store, while the container keeps
+/// running: every check drained before the kill and every one after is counted once, under the
+/// container's name. (What happens while no daemon runs is not seen: the programs are not pinned.)
+#[test]
+fn a_daemon_killed_and_restarted_counts_each_check_once() {
+    if !kernel_available("a_daemon_killed_and_restarted_counts_each_check_once") {
+        return;
+    }
+    let state = tempdir("restart");
+    let parent = TestCgroup::new("restart");
+    let (container, id) = container_cgroup(&parent, 'e');
+    let args = [
+        "daemon",
+        "--state-dir",
+        state.to_str().expect("utf-8"),
+        "--cgroup-root",
+        &parent.name,
+        "--docker-socket",
+        "/nonexistent",
+    ];
+    // The container's command, running across the daemons: a shell that runs each burst when
+    // told to, so that the bursts are the container's own (an exec from outside is a session).
+    let workload = bin("cw-workload");
+    let script = format!("while read burst; do {} as-user 1000 setuid-tries $burst; done", workload.display());
+    let mut command = Command::new("sh");
+    command.args(["-c", &script]).stdin(Stdio::piped());
+    Launch::in_cgroup(&container).apply(&mut command);
+    let mut resident = command.spawn().expect("start the container's command");
+    let mut orders = resident.stdin.take().expect("its stdin");
+
+    let mut total = 0;
+    for (round, burst) in [("first", 100), ("second", 200), ("third", 300)] {
+        let mut daemon = Running::start(&args);
+        daemon.wait_for("the daemon's start", |l| json(l)["event"] == "started");
+        writeln!(orders, "{burst}").expect("order a burst");
+        total += burst;
+        wait_until(&format!("the {round} burst is stored"), || reported_setuid(&state, &id) == Some(total));
+        daemon.stop(libc::SIGKILL);
+    }
+    drop(orders);
+    assert!(resident.wait().expect("the container's command").success());
+    let (code, out, stderr) =
+        capwatch(&["report", &id[..12], "--format", "json", "--state-dir", state.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(report["container"]["id"], id.as_str(), "{out}");
+    assert_eq!(report["container"]["name"], &id[..12], "named from its cgroup as before: {out}");
+    assert_eq!(reported_setuid(&state, &id), Some(600), "nothing lost, nothing counted twice");
+    drop(container);
 }
 
 /// A state directory on a tmpfs of its own, which the test can fill or make read-only.
