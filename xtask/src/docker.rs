@@ -200,6 +200,8 @@ impl Drop for Dockerd {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // A test may have restarted the engine: the pid file names the one running now.
+        stop_stale(&self.root.join("dockerd.pid"));
         if let Some(name) = &self.made_netns {
             let _ = Command::new("ip").args(["netns", "delete", name]).status();
         }
