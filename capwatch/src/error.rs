@@ -12,6 +12,9 @@ pub enum Error {
     #[error("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): capwatch needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.11 or newer)")]
     NoBtf,
 
+    #[error("this kernel ({release}) lacks BPF helpers capwatch's programs call ({missing}): capwatch needs Linux {floor} or newer")]
+    KernelTooOld { release: String, missing: String, floor: &'static str },
+
     #[error("no capability probe could attach ({attempts}): capwatch needs BPF trampolines (fexit), the capability:cap_capable tracepoint (Linux 6.14+) or kprobes (CONFIG_KPROBES=y)")]
     NoBackend { attempts: String },
 

@@ -1,6 +1,6 @@
 //! What capwatch's kernel tests share: the gate that decides whether a test that needs root and
-//! BPF runs (in CI it must), cgroups made for one test, and workloads started inside them with
-//! capabilities really dropped.
+//! BPF runs (in CI it must), the capability backend a run tests and what that backend sees,
+//! cgroups made for one test, and workloads started inside them with capabilities really dropped.
 
 use std::{
     ffi::CString,
@@ -19,8 +19,9 @@ use std::{
 use capwatch::{
     cgroup::{Hierarchy, Scope},
     monitor::Monitor,
-    probe,
+    probe::{self, Backend, Probe},
 };
+use capwatch_common::{CAP_FLAG_INSETID, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CAP_OPT_INSETID, CAP_OPT_NOAUDIT};
 use serde_json::Value;
 
 /// How long a test waits for the daemon to say something it expects: generous, since a loaded
@@ -51,6 +52,88 @@ pub fn kernel_available(test: &str) -> bool {
             eprintln!("SKIPPED {test}: {why} (run the tests as root; in CI this fails)");
             false
         }
+    }
+}
+
+/// The capability backend this run tests: `CAPWATCH_TEST_PROBE` (`fexit`, `tracepoint` or
+/// `kprobe`; unset or `auto`: whichever capwatch's `auto` takes on this kernel). Every monitor a
+/// test attaches and every `capwatch daemon` or `trace` it starts uses it, so one run of the suite
+/// tests one backend; `cargo xtask vm-test` runs the suite once for each backend of each kernel.
+pub fn test_probe() -> probe::Choice {
+    static CHOICE: OnceLock<probe::Choice> = OnceLock::new();
+    *CHOICE.get_or_init(|| match std::env::var("CAPWATCH_TEST_PROBE") {
+        Ok(name) if !name.is_empty() => name.parse().unwrap_or_else(|e| panic!("CAPWATCH_TEST_PROBE: {e}")),
+        _ => probe::Choice::default(),
+    })
+}
+
+/// The backend the run's capwatch attaches: the one `CAPWATCH_TEST_PROBE` forces, or the one
+/// `auto` takes here, found once by attaching capwatch's probe in this process.
+pub fn test_backend() -> Backend {
+    static BACKEND: OnceLock<Backend> = OnceLock::new();
+    *BACKEND.get_or_init(|| {
+        test_probe().backend().unwrap_or_else(|| {
+            let cgroup = TestCgroup::new("auto");
+            let probe = Probe::start(probe::Options { scope: cgroup.scope(), backend: None, maps: Default::default() })
+                .unwrap_or_else(|e| panic!("no capability backend attaches on this kernel: {e}"));
+            probe.backend()
+        })
+    })
+}
+
+/// Whether `backend` sees `cap_capable`'s `opts`: fexit and the kprobe do, as arguments; the
+/// tracepoint reports the verdict but has no `opts`.
+pub fn sees_opts(backend: Backend) -> bool {
+    matches!(backend, Backend::Fexit | Backend::Kprobe)
+}
+
+/// The `CapKey::flags` bits that say what `opts` a check was made with (`CAP_OPT_NOAUDIT`,
+/// `CAP_OPT_INSETID`), as `backend` records them: where it sees `opts`, `CAP_FLAG_OPTS_KNOWN` and
+/// the NOAUDIT and INSETID bits as they were; on the tracepoint none of the three. The bits the
+/// credentials decide (`CAP_FLAG_FOREIGN_CRED`, `CAP_FLAG_OUTER_USERNS`) are every backend's.
+pub fn opts_flags(backend: Backend, opts: u32) -> u32 {
+    if !sees_opts(backend) {
+        return 0;
+    }
+    let mut flags = CAP_FLAG_OPTS_KNOWN;
+    if opts & CAP_OPT_NOAUDIT != 0 {
+        flags |= CAP_FLAG_NOAUDIT;
+    }
+    if opts & CAP_OPT_INSETID != 0 {
+        flags |= CAP_FLAG_INSETID;
+    }
+    flags
+}
+
+/// Whether the checks that `caller`, a security/commoncap.c function calling `cap_capable`
+/// directly (`cap_vm_enough_memory`, `cap_capset`, `cap_mmap_addr`, …), makes reach `backend`.
+/// The tracepoint fires inside `cap_capable`'s body, so it sees them all. fexit and kprobes hook
+/// the function's entry and return, which a call the compiler inlined never passes: where a
+/// kernel's build inlined `cap_capable` into `caller`, they cannot see its checks. Which callers
+/// a build inlined is a fact of that build, not of its version: `CAPWATCH_TEST_INLINED` lists
+/// them (`cargo xtask vm-test` knows them for each kernel it boots; set and empty: none). None
+/// when it is unknown.
+pub fn reaches(backend: Backend, caller: &str) -> Option<bool> {
+    if backend == Backend::Tracepoint {
+        return Some(true);
+    }
+    let inlined = std::env::var("CAPWATCH_TEST_INLINED").ok()?;
+    Some(!inlined.split(',').any(|name| name.trim() == caller))
+}
+
+/// Whether the tests run under software emulation (`cargo xtask vm-test` sets
+/// `CAPWATCH_TEST_EMULATED`), some twenty times slower than the machine itself.
+pub fn emulated() -> bool {
+    std::env::var_os("CAPWATCH_TEST_EMULATED").is_some()
+}
+
+/// How long to wait for what a test expects to happen: longer under software emulation, where
+/// loading capwatch's programs alone takes seconds. Only a failing test waits that long.
+pub fn patience(usual: Duration) -> Duration {
+    if emulated() {
+        usual * 8
+    } else {
+        usual
     }
 }
 
@@ -89,17 +172,13 @@ impl TestCgroup {
         Hierarchy::find().expect("cgroup2").scope(&self.dir, true).expect("scope of a test cgroup")
     }
 
-    /// A monitor with capwatch's real programs attached, watching this cgroup's subtree.
+    /// A monitor with capwatch's real programs attached on the run's backend (`test_probe`),
+    /// watching this cgroup's subtree. `monitor.probe().backend()` says which one attached.
     pub fn monitor(&self) -> Monitor {
-        let options = probe::Options { scope: self.scope(), backend: None, maps: Default::default() };
-        Monitor::start(options, Hierarchy::find().expect("cgroup2")).expect("attach capwatch's probe")
-    }
-
-    /// The same with the capability probe forced to `backend`.
-    pub fn monitor_with(&self, backend: probe::Backend) -> Monitor {
-        let options = probe::Options { scope: self.scope(), backend: Some(backend), maps: Default::default() };
+        let choice = test_probe();
+        let options = probe::Options { scope: self.scope(), backend: choice.backend(), maps: Default::default() };
         Monitor::start(options, Hierarchy::find().expect("cgroup2"))
-            .unwrap_or_else(|e| panic!("attach capwatch's {backend} probe: {e}"))
+            .unwrap_or_else(|e| panic!("attach capwatch's probe ({choice}): {e}"))
     }
 }
 
@@ -290,7 +369,8 @@ impl Running {
         Self::start_as(&Launch::default(), args, env)
     }
 
-    /// The same, started under `launch`'s conditions (its cgroup, its bounding set).
+    /// The same, started under `launch`'s conditions (its cgroup, its bounding set). A daemon or a
+    /// trace attaches the run's backend (`test_probe`) unless `args` name one.
     pub fn start_as(launch: &Launch, args: &[&str], env: &[(&str, &str)]) -> Self {
         let daemon = args.first() == Some(&"daemon");
         let mut command = Command::new(bin("capwatch"));
@@ -298,8 +378,11 @@ impl Running {
         if daemon {
             command.env("CAPWATCH_METRICS_LISTEN", "127.0.0.1:0").env("CAPWATCH_CONFIG", "/dev/null");
         }
+        command.args(args);
+        if (daemon || args.first() == Some(&"trace")) && !args.contains(&"--probe") {
+            command.arg("--probe").arg(test_probe().to_string());
+        }
         let mut child = command
-            .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -310,14 +393,24 @@ impl Running {
         Self { child, lines, errors, seen: Vec::new(), daemon }
     }
 
-    /// Waits (up to `PATIENCE`) for the first line on stderr.
+    /// Waits (up to `PATIENCE`, longer under emulation) for the first line on stderr.
     pub fn first_stderr_line(&mut self) -> String {
-        self.errors.recv_timeout(PATIENCE).expect("a line on stderr")
+        self.errors.recv_timeout(patience(PATIENCE)).expect("a line on stderr")
     }
 
-    /// Waits (up to `PATIENCE`) for a line that satisfies `wanted`.
+    /// Waits (up to `PATIENCE`, longer under emulation) for a line that satisfies `wanted`.
     pub fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + PATIENCE;
+        self.wait_up_to(PATIENCE, what, wanted)
+    }
+
+    /// Waits for the daemon's `started` line and returns it: loading and attaching the programs
+    /// takes seconds on a busy machine, so it gets a minute (`patience`).
+    pub fn wait_for_start(&mut self) -> Value {
+        json(&self.wait_up_to(2 * PATIENCE, "event=started", |l| json(l)["event"] == "started"))
+    }
+
+    fn wait_up_to(&mut self, usual: Duration, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + patience(usual);
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
@@ -374,15 +467,15 @@ impl Drop for Reaped {
     }
 }
 
-/// docs/log-schema.json, compiled once.
+/// docs/log-schema.json, compiled once. Built in, so that the tests run where the source tree is
+/// not (the VMs of `cargo xtask vm-test`).
 fn log_schema() -> &'static jsonschema::Validator {
     static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
     SCHEMA.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/log-schema.json");
-        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let schema: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text = include_str!("../../docs/log-schema.json");
+        let schema: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("docs/log-schema.json: {e}"));
         jsonschema::validator_for(&schema)
-            .unwrap_or_else(|e| panic!("{}: not a valid JSON Schema: {e}", path.display()))
+            .unwrap_or_else(|e| panic!("docs/log-schema.json: not a valid JSON Schema: {e}"))
     })
 }
 

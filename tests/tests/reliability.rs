@@ -21,7 +21,7 @@ use capwatch::{
     probe::{self, MapSizes},
 };
 use capwatch_common::{Loss, Verdict, JUDGED_ADVISORY_SITE, JUDGED_STACK_READ};
-use capwatch_tests::{bin, capwatch, json, kernel_available, tempdir, Launch, Running, TestCgroup};
+use capwatch_tests::{bin, capwatch, json, kernel_available, tempdir, test_probe, Launch, Running, TestCgroup};
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_DAC_READ_SEARCH_NR: u32 = 2;
@@ -29,7 +29,7 @@ const SYS_MMAP: u32 = libc::SYS_mmap as u32;
 const SYS_OPENAT: u32 = libc::SYS_openat as u32;
 
 fn monitor(cgroup: &TestCgroup, maps: MapSizes) -> Monitor {
-    let options = probe::Options { scope: cgroup.scope(), backend: None, maps };
+    let options = probe::Options { scope: cgroup.scope(), backend: test_probe().backend(), maps };
     Monitor::start(options, Hierarchy::find().expect("cgroup2")).expect("attach capwatch's probe")
 }
 
@@ -191,7 +191,7 @@ async fn a_stack_map_without_a_free_slot_changes_no_verdict() {
     let caps = small.aggregates().caps();
     assert!(caps.values().any(|t| t.stack_id < 0), "one slot cannot keep every first occurrence's stack: {caps:#?}");
     let mmap: Vec<_> = caps.iter().filter(|(k, _)| k.cap == CAP_SYS_ADMIN && k.syscall == SYS_MMAP).collect();
-    // Where the backend's cap_capable sees the accounting's check at all (see the backend tests).
+    // Where the backend's cap_capable sees the accounting's check at all (see kernel.rs).
     for (key, totals) in mmap {
         assert_eq!(
             totals.judged,

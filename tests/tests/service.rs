@@ -16,8 +16,8 @@ use std::{
 
 use caps::Capability::CAP_NET_RAW;
 use capwatch_tests::{
-    bin, capwatch, check_line, json, kernel_available, refused, tempdir, tool_available, Launch, Reaped, Running,
-    TestCgroup, PATIENCE,
+    bin, capwatch, check_line, json, kernel_available, refused, tempdir, test_backend, test_probe, tool_available,
+    Launch, Reaped, Running, TestCgroup, PATIENCE,
 };
 use serde_json::Value;
 
@@ -51,9 +51,10 @@ fn signal(child: &Child, signal: i32) {
     assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0, "kill {signal}");
 }
 
-/// A daemon whose lines go to a file: its process and that file.
+/// A daemon whose lines go to a file, on the run's backend: its process and that file.
 fn daemon_to_file(args: &[&str], log: &Path) -> Reaped {
-    let mut all = vec!["daemon", "--log-file", log.to_str().expect("utf-8")];
+    let probe = test_probe().to_string();
+    let mut all = vec!["daemon", "--probe", &probe, "--log-file", log.to_str().expect("utf-8")];
     all.extend_from_slice(args);
     let child = Command::new(bin("capwatch"))
         .args(&all)
@@ -258,7 +259,7 @@ fn the_daemon_tells_the_service_manager_ready_reloading_and_stopping() {
     );
     let ready = receive();
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
-    assert!(ready.contains("STATUS=watching with the tracepoint probe"), "{ready}");
+    assert!(ready.contains(&format!("STATUS=watching with the {} probe", test_backend())), "{ready}");
     // READY comes once the probes are attached: `started` was written before it.
     daemon.wait_for("event=started", |l| json(l)["event"] == "started");
 
@@ -498,7 +499,7 @@ fn prometheus_scrapes_the_metrics_and_promtool_accepts_them() {
     assert!(value(&failures[0]) >= 1.0, "{failures:?}");
     assert_eq!(failures[0]["metric"]["cause"], "capability", "the socket failed for want of CAP_NET_RAW: {failures:?}");
     let backend = eventually("the probe backend", || query("capwatch_probe_backend == 1"));
-    assert_eq!(backend[0]["metric"]["backend"], "tracepoint");
+    assert_eq!(backend[0]["metric"]["backend"], test_backend().name());
     let build = eventually("build info", || query("capwatch_build_info"));
     assert_eq!(build[0]["metric"]["version"], env!("CARGO_PKG_VERSION"));
     let events = eventually("events by kind", || query("capwatch_events_total{kind=\"capability_check\"}"));

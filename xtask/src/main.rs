@@ -30,7 +30,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Boot Debian's 6.1 and 6.12 kernels under qemu and run the backend tests in each.
+    /// Boot Debian's 5.10, 6.1, 6.12 and newest kernels under qemu and run the real-kernel suite
+    /// in each, once per backend.
     VmTest,
     /// Build the corpus's Debian image (cached under target/corpus) and import it into the
     /// tests' Docker engine, which is stopped again; `test` does this by itself.

@@ -5,6 +5,7 @@ mod fexit;
 mod floor;
 mod kprobe;
 mod offsets;
+mod requirements;
 mod tracepoint;
 
 use std::{fmt, path::Path, str::FromStr};
@@ -254,7 +255,11 @@ fn open(scope: Scope, maps: MapSizes) -> Result<(Ebpf, Btf), Error> {
         return Err(Error::NoBtf);
     }
     // One parse of the kernel's BTF at a time: each takes tens of MiB while it lives.
-    let offsets = offsets::read()?;
+    let offsets = {
+        let btf = offsets::kernel_btf()?;
+        requirements::check(&btf)?;
+        offsets::read(&btf)?
+    };
     let btf = Btf::from_sys_fs().map_err(|_| Error::NoBtf)?;
     let include_root = u32::from(scope.include_root);
     let ebpf = EbpfLoader::new()

@@ -47,14 +47,16 @@ pub struct Offsets {
     pub mm_exe_file: u32,
 }
 
-pub fn read() -> Result<Offsets, Error> {
-    // Mapped and read lazily where the kernel allows it: a full parse costs tens of MiB.
-    let btf = Btf::from_file_with_backend(VMLINUX, Backend::Mmap)
-        .or_else(|_| Btf::from_file(VMLINUX))
-        .map_err(|_| Error::NoBtf)?;
-    let required = |name: &'static str| field(&btf, name).map(|(offset, _)| offset).ok_or(Error::KernelLayout(name));
-    let optional = |name: &str| field(&btf, name).map_or(0, |(offset, _)| offset);
-    let (filter_allow_native, seccomp_native_bits) = field(&btf, "seccomp_filter.cache.allow_native")
+/// The running kernel's BTF, mapped and read lazily where the kernel allows it: a full parse
+/// costs tens of MiB.
+pub fn kernel_btf() -> Result<Btf, Error> {
+    Btf::from_file_with_backend(VMLINUX, Backend::Mmap).or_else(|_| Btf::from_file(VMLINUX)).map_err(|_| Error::NoBtf)
+}
+
+pub fn read(btf: &Btf) -> Result<Offsets, Error> {
+    let required = |name: &'static str| field(btf, name).map(|(offset, _)| offset).ok_or(Error::KernelLayout(name));
+    let optional = |name: &str| field(btf, name).map_or(0, |(offset, _)| offset);
+    let (filter_allow_native, seccomp_native_bits) = field(btf, "seccomp_filter.cache.allow_native")
         .and_then(|(offset, t)| match t {
             Type::Array(a) => Some((offset, (a.len() * 64) as u32)),
             _ => None,
@@ -135,7 +137,7 @@ mod tests {
             eprintln!("SKIPPED: this kernel exposes no BTF");
             return;
         }
-        let offsets = super::read().expect("task_struct offsets");
+        let offsets = super::read(&super::kernel_btf().expect("BTF")).expect("task_struct offsets");
         // Both sit deep inside task_struct, tgid after pid, the credentials after both.
         assert!(offsets.task_tgid > 64 && offsets.task_tgid.is_multiple_of(4), "{offsets:?}");
         assert!(offsets.task_real_cred > offsets.task_tgid && offsets.task_real_cred.is_multiple_of(8), "{offsets:?}");

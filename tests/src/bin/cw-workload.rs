@@ -6,6 +6,9 @@
 //!   getppid N         getppid() N times
 //!   raw-socket        socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)
 //!   open PATH         open PATH for reading
+//!   access PATH       access(PATH, R_OK): the kernel checks on the caller's real ids
+//!   fsuid UID         setfsuid(UID): file access as UID, the effective capabilities of the
+//!                     filesystem cleared as with any change away from fsuid 0
 //!   mmap N            N private writable anonymous mappings
 //!   child ACTION ...  run ACTION in a child process and wait for it
 //!   mknod PATH        make a character device node (1:3, like /dev/null) at PATH
@@ -100,6 +103,8 @@ fn run(args: &[String]) -> Option<Result<(), i32>> {
         }
         (Some("raw-socket"), 1) => raw_socket(),
         (Some("open"), 2) => open(&args[1]),
+        (Some("access"), 2) => access(&args[1]),
+        (Some("fsuid"), 2) => fsuid(count(1)?),
         (Some("mmap"), 2) => repeat(count(1), mmap_once),
         (Some("child"), n) if n > 1 => child(&args[1..]),
         (Some("mknod"), 2) => mknod(&args[1]),
@@ -319,6 +324,25 @@ fn open(path: &str) -> Result<(), i32> {
         Err(errno())
     } else {
         Ok(())
+    }
+}
+
+/// access(2) checks with the real ids: where they differ from the file-access ones, or root's
+/// effective capabilities from its permitted ones, the kernel checks on a copy of the
+/// credentials made for the call (`access_override_creds`), not on the task's own.
+fn access(path: &str) -> Result<(), i32> {
+    let path = CString::new(path).map_err(|_| libc::EINVAL)?;
+    check(unsafe { libc::syscall(libc::SYS_access, path.as_ptr(), libc::R_OK) })
+}
+
+/// setfsuid(2) reports the previous fsuid, never an error: the change is read back.
+fn fsuid(uid: u64) -> Result<(), i32> {
+    let uid = libc::uid_t::try_from(uid).map_err(|_| libc::EINVAL)?;
+    unsafe { libc::setfsuid(uid) };
+    if unsafe { libc::setfsuid(u32::MAX) } as libc::uid_t == uid {
+        Ok(())
+    } else {
+        Err(libc::EPERM)
     }
 }
 
