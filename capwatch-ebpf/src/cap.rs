@@ -25,11 +25,11 @@ use crate::{
 /// Offsets read by userspace from the kernel's BTF: `task_struct.real_cred`,
 /// `cred.user_ns`, `user_namespace.level`.
 #[unsafe(no_mangle)]
-static CW_TASK_REAL_CRED_OFFSET: u32 = 0;
+pub(crate) static CW_TASK_REAL_CRED_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
-static CW_CRED_USER_NS_OFFSET: u32 = 0;
+pub(crate) static CW_CRED_USER_NS_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
-static CW_USER_NS_LEVEL_OFFSET: u32 = 0;
+pub(crate) static CW_USER_NS_LEVEL_OFFSET: u32 = 0;
 
 /// Known call sites (`capwatch_common::Site`) as [start, end, judged bit] of their functions'
 /// addresses, which userspace resolves from kallsyms; unused entries are zero.
@@ -69,7 +69,7 @@ pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, chec
 #[inline(always)]
 fn judge(checked: Checked, cap: u32, syscall: u32, regs: *const pt_regs) -> u32 {
     let cred = match checked {
-        Checked::Typed(cred, _) | Checked::Raw(cred, _) => cred,
+        Checked::Typed(cred, _) | Checked::Raw(cred, _) | Checked::Current(cred) => cred,
         Checked::Judged => return 0,
     };
     cred_flags(checked)
@@ -127,6 +127,10 @@ pub enum Checked {
     Raw(*const u8, *const u8),
     /// Already judged into the flags (the kprobe's return).
     Judged,
+    /// Current's own credentials (a plain address), already judged into the flags by the
+    /// program on a direct caller of `cap_capable` (callers.rs); the syscall's arguments are
+    /// judged against them.
+    Current(*const u8),
 }
 
 /// What the checked credentials and namespace say: `CAP_FLAG_FOREIGN_CRED` when `cred` is not
@@ -142,7 +146,7 @@ fn cred_flags(checked: Checked) -> u32 {
         Checked::Raw(cred, ns) => judge_cred(cred, ns, |base, offset| {
             unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const u64) }.ok()
         }),
-        Checked::Judged => 0,
+        Checked::Judged | Checked::Current(_) => 0,
     }
 }
 
