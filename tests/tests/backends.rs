@@ -10,13 +10,22 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
+    path::Path,
     process::{Child, Command, Stdio},
     sync::{mpsc, OnceLock},
     time::{Duration, Instant},
 };
 
-use caps::Capability::{self, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_NET_RAW, CAP_SETUID, CAP_SYS_ADMIN};
-use capwatch::probe::{self, Backend, Probe};
+use caps::Capability::{
+    self, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_NET_RAW, CAP_PERFMON, CAP_SETPCAP, CAP_SETUID, CAP_SYS_ADMIN,
+    CAP_SYS_PTRACE, CAP_SYS_RAWIO,
+};
+use capwatch::{
+    cgroup::Hierarchy,
+    monitor::Monitor,
+    probe::{self, Backend, Probe},
+    selftest::{self, Kind, Sight},
+};
 use capwatch_common::{
     CapKey, FailKey, Moot, Totals, Verdict, CAP_FLAG_INSETID, CAP_FLAG_MOOT_SHIFT, CAP_FLAG_NOAUDIT,
     CAP_FLAG_OPTS_KNOWN,
@@ -28,6 +37,7 @@ const SYS_SOCKET: u32 = libc::SYS_socket as u32;
 const SYS_SETUID: u32 = libc::SYS_setuid as u32;
 const SYS_OPENAT: u32 = libc::SYS_openat as u32;
 const SYS_MMAP: u32 = libc::SYS_mmap as u32;
+const SYS_CAPSET: u32 = libc::SYS_capset as u32;
 
 /// Which backends this run tests.
 #[derive(Debug)]
@@ -134,7 +144,42 @@ fn failures(failures: &BTreeMap<FailKey, Totals>, cgroup: &TestCgroup, syscall: 
         .sum()
 }
 
-fn assert_nothing_lost(backend: Backend, monitor: &capwatch::monitor::Monitor) {
+/// A monitor on `backend` whose sight the self-test proved, as the daemon's is: where the
+/// kernel inlined `cap_capable` into a direct caller, a program on that caller is attached.
+fn proven_monitor(cgroup: &TestCgroup, backend: Backend) -> (Monitor, Sight) {
+    let mut monitor = cgroup.monitor_with(backend);
+    let hierarchy = Hierarchy::find().expect("cgroup2");
+    let sight = selftest::run(&mut monitor, &hierarchy, Path::new(&cgroup.name), &bin("capwatch"));
+    eprintln!(
+        "{backend}: self-test in {} ms, watching {:?}, blind to {:?}",
+        sight.millis,
+        sight.hooked(),
+        sight.warnings()
+    );
+    assert!(sight.unproven.is_none(), "{backend}: the self-test could not run: {sight:#?}");
+    let required = [
+        Kind::Capable,
+        Kind::Denied,
+        Kind::Capset,
+        Kind::LowMmap,
+        Kind::VmAccounting,
+        Kind::Ptrace,
+        Kind::Failure,
+        Kind::Seccomp,
+    ];
+    let blind: Vec<Kind> = sight.blind_spots.iter().map(|b| b.kind).filter(|k| required.contains(k)).collect();
+    assert!(blind.is_empty(), "{backend}: capwatch cannot see {blind:?} on this kernel: {sight:#?}");
+    // Nothing of the self-test is left for the readers.
+    assert!(monitor.aggregates().cgroups().is_empty(), "{backend}: {:?}", monitor.aggregates().cgroups());
+    (monitor, sight)
+}
+
+/// vm.mmap_min_addr: the address below which a mapping needs CAP_SYS_RAWIO.
+fn mmap_min_addr() -> u64 {
+    std::fs::read_to_string("/proc/sys/vm/mmap_min_addr").expect("vm.mmap_min_addr").trim().parse().expect("a number")
+}
+
+fn assert_nothing_lost(backend: Backend, monitor: &Monitor) {
     let losses = monitor.aggregates().losses();
     assert!(losses.iter().all(|&n| n == 0), "{backend}: the kernel side lost events: {losses:?}");
 }
@@ -158,7 +203,7 @@ async fn granted_setuid_checks_are_counted_exactly_in_setuid() {
         assert_eq!(capwatch::names::comm(&totals.sample.comm), "cw-workload", "{backend}");
         assert_eq!(totals.sample.uid, 0, "{backend}");
         assert_eq!(
-            capwatch::cgroup::Hierarchy::find().expect("cgroup2").path(cgroup.id).as_deref(),
+            Hierarchy::find().expect("cgroup2").path(cgroup.id).as_deref(),
             Some(cgroup.name.as_str()),
             "{backend}"
         );
@@ -272,10 +317,9 @@ async fn only_the_watched_subtree_is_recorded() {
 /// is marked advisory; where it does not, none is claimed either way. The difference between
 /// 1,000 mappings and none is exactly 1,000 checks, whatever the program's start-up does.
 ///
-/// Except where the kernel's compiler inlined `cap_capable` into `cap_vm_enough_memory` (both
-/// live in security/commoncap.c): there is then no call for fexit or a kprobe to see, and these
-/// checks are invisible to them. Debian's 6.1 and 6.12 builds do this; the tracepoint, inside
-/// `cap_capable`'s body, sees them wherever it exists.
+/// Where the kernel's compiler inlined `cap_capable` into `cap_vm_enough_memory` (Debian's 6.1
+/// and 6.12 builds do), the probe on `cap_capable` cannot see these checks; the self-test then
+/// attaches a program to `cap_vm_enough_memory` itself, and the count is the same.
 #[tokio::test]
 async fn a_thousand_mmaps_are_a_thousand_advisory_sys_admin_checks() {
     if !kernel_available("a_thousand_mmaps_are_a_thousand_advisory_sys_admin_checks") {
@@ -285,7 +329,7 @@ async fn a_thousand_mmaps_are_a_thousand_advisory_sys_admin_checks() {
         let mut counted = Vec::new();
         for n in ["0", "1000"] {
             let cgroup = TestCgroup::new("mmap");
-            let mut monitor = cgroup.monitor_with(backend);
+            let (mut monitor, _) = proven_monitor(&cgroup, backend);
             let out = Launch::in_cgroup(&cgroup).run(&["mmap", n]);
             assert!(out.status.success(), "{backend}: {out:?}");
             monitor.drain().expect("drain");
@@ -299,14 +343,184 @@ async fn a_thousand_mmaps_are_a_thousand_advisory_sys_admin_checks() {
             counted.push(seen.values().sum::<u64>());
             assert_nothing_lost(backend, &monitor);
         }
-        let delta = counted[1] - counted[0];
-        if knows_opts(backend) && counted == [0, 0] {
-            eprintln!(
-                "{backend}: this kernel makes mmap's CAP_SYS_ADMIN check without calling cap_capable: not visible"
-            );
-        } else {
-            assert_eq!(delta, 1000, "{backend}: CAP_SYS_ADMIN checks in mmap for 0 and 1000 mappings: {counted:?}");
+        assert_eq!(
+            counted[1] - counted[0],
+            1000,
+            "{backend}: CAP_SYS_ADMIN checks in mmap for 0 and 1000 mappings: {counted:?}"
+        );
+    }
+}
+
+/// capset(2) asks for CAP_SETPCAP every time, from `cap_capset` itself (`cap_inh_is_capped`),
+/// whether or not the answer decides anything: one check per call, exactly, on every backend,
+/// granted with the capability and denied without it, and moot here (the inheritable set does
+/// not grow), so that capset still succeeds without it.
+#[tokio::test]
+async fn every_capset_is_one_setpcap_check_in_capset() {
+    if !kernel_available("every_capset_is_one_setpcap_check_in_capset") {
+        return;
+    }
+    for &backend in &plan().attach {
+        let cgroup = TestCgroup::new("capset");
+        let (mut monitor, _) = proven_monitor(&cgroup, backend);
+        let out = Launch::in_cgroup(&cgroup).run(&["capset", "100"]);
+        assert!(out.status.success(), "{backend}: {out:?}");
+        let out = Launch::in_cgroup(&cgroup).dropping(&[CAP_SETPCAP]).run(&["capset", "40"]);
+        assert!(out.status.success(), "{backend}: a capset that keeps the sets needs no CAP_SETPCAP: {out:?}");
+        monitor.drain().expect("drain");
+        let aggregates = monitor.aggregates();
+        // Judged moot from the syscall's arguments, by the program on cap_capset too.
+        let flags = plain_flags(backend) | Moot::CapsetWithinPermitted.raw() << CAP_FLAG_MOOT_SHIFT;
+        let caps = aggregates.caps();
+        assert_eq!(
+            checks(caps, &cgroup, CAP_SETPCAP, false, SYS_CAPSET),
+            BTreeMap::from([(flags, 100)]),
+            "{backend}: {caps:#?}"
+        );
+        assert_eq!(
+            checks(caps, &cgroup, CAP_SETPCAP, true, SYS_CAPSET),
+            BTreeMap::from([(flags, 40)]),
+            "{backend}: {caps:#?}"
+        );
+        assert_eq!(failures(aggregates.failures(), &cgroup, SYS_CAPSET, libc::EPERM), 0, "{backend}");
+        assert_nothing_lost(backend, &monitor);
+    }
+}
+
+/// A mapping below vm.mmap_min_addr asks for CAP_SYS_RAWIO, from `cap_mmap_addr` itself: one
+/// check per mapping on every backend; without the capability, the mapping fails with EPERM.
+#[tokio::test]
+async fn a_mapping_below_mmap_min_addr_is_one_sys_rawio_check_in_mmap() {
+    if !kernel_available("a_mapping_below_mmap_min_addr_is_one_sys_rawio_check_in_mmap") {
+        return;
+    }
+    if mmap_min_addr() == 0 {
+        eprintln!("SKIPPED: vm.mmap_min_addr is 0 here, so no mapping is below it");
+        return;
+    }
+    for &backend in &plan().attach {
+        let cgroup = TestCgroup::new("mmaplow");
+        let (mut monitor, _) = proven_monitor(&cgroup, backend);
+        let out = Launch::in_cgroup(&cgroup).run(&["mmap-low", "100"]);
+        assert!(out.status.success(), "{backend}: {out:?}");
+        let out = Launch::in_cgroup(&cgroup).dropping(&[CAP_SYS_RAWIO]).run(&["mmap-low", "1"]);
+        assert!(refused(&out), "{backend}: a mapping at 0 without CAP_SYS_RAWIO should fail: {out:?}");
+        monitor.drain().expect("drain");
+        let aggregates = monitor.aggregates();
+        let flags = plain_flags(backend);
+        let caps = aggregates.caps();
+        assert_eq!(
+            checks(caps, &cgroup, CAP_SYS_RAWIO, false, SYS_MMAP),
+            BTreeMap::from([(flags, 100)]),
+            "{backend}: {caps:#?}"
+        );
+        assert_eq!(
+            checks(caps, &cgroup, CAP_SYS_RAWIO, true, SYS_MMAP),
+            BTreeMap::from([(flags, 1)]),
+            "{backend}: {caps:#?}"
+        );
+        let failed: Vec<_> =
+            aggregates.failures().iter().filter(|(k, _)| k.cgroup_id == cgroup.id && k.syscall == SYS_MMAP).collect();
+        assert!(
+            matches!(failed[..], [(k, t)] if i32::from(k.errno) == libc::EPERM && k.denied == CAP_SYS_RAWIO.bitmask() && t.count == 1),
+            "{backend}: one EPERM in mmap, with CAP_SYS_RAWIO denied in it: {failed:#?}"
+        );
+        assert_nothing_lost(backend, &monitor);
+    }
+}
+
+/// A ptrace access check the capability LSM cannot settle by comparing the two processes'
+/// capabilities asks for CAP_SYS_PTRACE (cap_ptrace_access_check): one check per open of a
+/// child's /proc/PID/environ, on every backend; without the capability, the open fails with
+/// EACCES. (6.18's mm_access then lets perfmon_capable() through instead, CAP_PERFMON or
+/// CAP_SYS_ADMIN: they go too.)
+#[tokio::test]
+async fn a_ptrace_access_check_is_one_sys_ptrace_check() {
+    if !kernel_available("a_ptrace_access_check_is_one_sys_ptrace_check") {
+        return;
+    }
+    for &backend in &plan().attach {
+        let cgroup = TestCgroup::new("ptrace");
+        let (mut monitor, _) = proven_monitor(&cgroup, backend);
+        let out = Launch::in_cgroup(&cgroup).run(&["ptrace-read", "100"]);
+        assert!(out.status.success(), "{backend}: {out:?}");
+        let out = Launch::in_cgroup(&cgroup)
+            .dropping(&[CAP_SYS_PTRACE, CAP_PERFMON, CAP_SYS_ADMIN])
+            .run(&["ptrace-read", "1"]);
+        assert!(refused(&out), "{backend}: without CAP_SYS_PTRACE the open should fail: {out:?}");
+        monitor.drain().expect("drain");
+        let aggregates = monitor.aggregates();
+        let flags = plain_flags(backend);
+        let caps = aggregates.caps();
+        assert_eq!(
+            checks(caps, &cgroup, CAP_SYS_PTRACE, false, SYS_OPENAT),
+            BTreeMap::from([(flags, 100)]),
+            "{backend}: {caps:#?}"
+        );
+        assert_eq!(
+            checks(caps, &cgroup, CAP_SYS_PTRACE, true, SYS_OPENAT),
+            BTreeMap::from([(flags, 1)]),
+            "{backend}: {caps:#?}"
+        );
+        assert_eq!(
+            failures(aggregates.failures(), &cgroup, SYS_OPENAT, libc::EACCES),
+            1,
+            "{backend}: {:#?}",
+            aggregates.failures()
+        );
+        assert_nothing_lost(backend, &monitor);
+    }
+}
+
+/// The daemon proves its sight before it says it started: one `selftest` line, its findings in
+/// status.json and `capwatch status`, well under a second, and nothing of the self-test in the
+/// lines, the store or the cgroup hierarchy.
+#[test]
+fn the_daemon_proves_its_sight_at_start_and_keeps_nothing_of_it() {
+    if !kernel_available("the_daemon_proves_its_sight_at_start_and_keeps_nothing_of_it") {
+        return;
+    }
+    for &backend in &plan().attach {
+        let cgroup = TestCgroup::new("sight");
+        let state = StateDir::new("sight");
+        let mut daemon =
+            Daemon::start(&["--probe", backend.name(), "--state-dir", state.path(), "--cgroup-root", &cgroup.name]);
+        let started = daemon.wait_for_start();
+        assert_eq!(started["backend"], backend.name());
+        let seen = daemon.seen.clone();
+        let selftest: Vec<&Value> = seen.iter().filter(|v| v["event"] == "selftest").collect();
+        assert_eq!(selftest.len(), 1, "{backend}: one selftest line: {seen:#?}");
+        let status: Value =
+            serde_json::from_str(&std::fs::read_to_string(state.join("status.json")).expect("status.json"))
+                .expect("JSON");
+        let sight: Sight = serde_json::from_value(status["sight"].clone()).expect("the sight in status.json");
+        assert!(sight.unproven.is_none(), "{backend}: {sight:#?}");
+        assert_eq!(selftest[0]["millis"], sight.millis, "{backend}");
+        assert!(sight.millis < 10_000, "{backend}: the self-test took {} ms", sight.millis);
+        eprintln!("{backend}: the daemon's self-test took {} ms; blind to {:?}", sight.millis, sight.warnings());
+        let report = capwatch_status(&state);
+        assert!(report.contains(&format!("self-test: {} ms", sight.millis)), "{report}");
+        for warning in sight.warnings() {
+            assert!(report.contains(&format!("blind spot: {warning}\n")), "{report}");
+            assert_eq!(selftest[0]["level"], "WARN", "{backend}");
         }
+        let leftovers: Vec<_> = std::fs::read_dir(&cgroup.dir)
+            .expect("the test cgroup")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("capwatch-selftest"))
+            .collect();
+        assert!(leftovers.is_empty(), "{backend}: the self-test's cgroup is still there: {leftovers:?}");
+        let (code, rest) = daemon.stop_reading();
+        assert_eq!(code, Some(0), "{backend}");
+        let observed: Vec<_> = seen
+            .iter()
+            .chain(&rest)
+            .filter(|v| v["event"] == "capability_check" || v["event"] == "syscall_failure")
+            .collect();
+        assert!(observed.is_empty(), "{backend}: the self-test reached the lines: {observed:#?}");
+        let store = capwatch::store::Store::open_read_only(Path::new(state.path())).expect("the store");
+        assert!(store.kernel_checks().expect("checks").is_empty(), "{backend}: the self-test reached the store");
+        assert!(store.counts().expect("counts").is_empty(), "{backend}: the self-test reached the store");
     }
 }
 
@@ -412,6 +626,8 @@ fn capwatch_status(state: &StateDir) -> String {
 struct Daemon {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Its lines up to `started`.
+    seen: Vec<Value>,
 }
 
 impl Daemon {
@@ -435,7 +651,7 @@ impl Daemon {
                 }
             }
         });
-        Self { child, lines }
+        Self { child, lines, seen: Vec::new() }
     }
 
     /// The `started` line. Loading the programs under software emulation takes seconds.
@@ -444,6 +660,7 @@ impl Daemon {
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             let Ok(line) = self.lines.recv_timeout(left) else { break };
             let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            self.seen.push(value.clone());
             if value["event"] == "started" {
                 return value;
             }
@@ -455,6 +672,14 @@ impl Daemon {
     fn stop(mut self) -> Option<i32> {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait().expect("wait").code()
+    }
+
+    /// Stops it, and returns its exit code and the lines it wrote after `started`.
+    fn stop_reading(mut self) -> (Option<i32>, Vec<Value>) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let code = self.child.wait().expect("wait").code();
+        let rest = self.lines.iter().map(|line| serde_json::from_str(&line).expect("JSON lines")).collect();
+        (code, rest)
     }
 }
 
