@@ -106,12 +106,15 @@ wire_enum! {
         DeniedStashFull = 6 => "denied_stash_full",
         /// An exec found `CW_EXECS` full: the program's file capabilities were not looked at.
         ExecMapFull = 7 => "exec_map_full",
+        /// A program on one of `cap_capable`'s direct callers could not read the credentials it
+        /// judges the check from; that check was not counted.
+        CallerUnjudged = 8 => "caller_unjudged",
     }
 }
 
 impl Loss {
     /// Slots in `CW_LOSSES`: room for kinds added later without a layout change.
-    pub const SLOTS: u32 = 8;
+    pub const SLOTS: u32 = 16;
 }
 
 wire_enum! {

@@ -25,11 +25,11 @@ use crate::{
 /// Offsets read by userspace from the kernel's BTF: `task_struct.real_cred`,
 /// `cred.user_ns`, `user_namespace.level`.
 #[unsafe(no_mangle)]
-static CW_TASK_REAL_CRED_OFFSET: u32 = 0;
+pub(crate) static CW_TASK_REAL_CRED_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
-static CW_CRED_USER_NS_OFFSET: u32 = 0;
+pub(crate) static CW_CRED_USER_NS_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
-static CW_USER_NS_LEVEL_OFFSET: u32 = 0;
+pub(crate) static CW_USER_NS_LEVEL_OFFSET: u32 = 0;
 
 /// Known call sites (`capwatch_common::Site`) as [start, end, judged bit] of their functions'
 /// addresses, which userspace resolves from kallsyms; unused entries are zero.
@@ -69,7 +69,7 @@ pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, chec
 #[inline(always)]
 fn judge(checked: Checked, cap: u32, syscall: u32, regs: *const pt_regs) -> u32 {
     let cred = match checked {
-        Checked::Typed(cred, _) | Checked::Raw(cred, _) => cred,
+        Checked::Typed(cred, _) | Checked::Raw(cred, _) | Checked::Current(cred) => cred,
         Checked::Judged => return 0,
     };
     cred_flags(checked)
@@ -97,12 +97,21 @@ fn first_occurrence<C: StackIdContext>(ctx: &C) -> (i32, u32) {
     for frame in frames {
         for s in 0..CALL_SITES {
             let (start, end) = (site(3 * s), site(3 * s + 1));
-            if start != 0 && frame >= start && frame < end {
-                judged |= site(3 * s + 2) as u32;
+            if start != 0 {
+                judged |= site(3 * s + 2) as u32 & all_if_below(frame.wrapping_sub(start), end.wrapping_sub(start));
             }
         }
     }
     (stack_id, judged)
+}
+
+/// All ones when `a < b` (unsigned), else zero, without a branch (Hacker's Delight 2-13, the
+/// borrow of `a - b`): a compare per frame and site would let the verifier follow every
+/// combination of outcomes, and 6.1's gives up after a million instructions.
+#[inline(always)]
+fn all_if_below(a: u64, b: u64) -> u32 {
+    let borrow = ((!a & b) | ((!a | b) & a.wrapping_sub(b))) >> 63;
+    0u32.wrapping_sub(borrow as u32)
 }
 
 /// `CapKey::flags` for a check whose `opts` the probe saw (fexit, kprobe).
@@ -127,6 +136,10 @@ pub enum Checked {
     Raw(*const u8, *const u8),
     /// Already judged into the flags (the kprobe's return).
     Judged,
+    /// Current's own credentials (a plain address), already judged into the flags by the
+    /// program on a direct caller of `cap_capable` (callers.rs); the syscall's arguments are
+    /// judged against them.
+    Current(*const u8),
 }
 
 /// What the checked credentials and namespace say: `CAP_FLAG_FOREIGN_CRED` when `cred` is not
@@ -142,7 +155,7 @@ fn cred_flags(checked: Checked) -> u32 {
         Checked::Raw(cred, ns) => judge_cred(cred, ns, |base, offset| {
             unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const u64) }.ok()
         }),
-        Checked::Judged => 0,
+        Checked::Judged | Checked::Current(_) => 0,
     }
 }
 

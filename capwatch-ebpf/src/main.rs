@@ -5,6 +5,7 @@
 #![allow(internal_features)]
 
 mod aggregate;
+mod callers;
 mod cap;
 mod consequence;
 mod exec;
@@ -61,6 +62,54 @@ pub fn cap_capable_entry(ctx: ProbeContext) -> u32 {
 pub fn cap_capable_return(ctx: RetProbeContext) -> u32 {
     let ret: i32 = ctx.ret();
     cap::on_kprobe_return(&ctx, ret);
+    0
+}
+
+/// fexit on `cap_capset(new, old, effective, inheritable, permitted)`: its CAP_SETPCAP check,
+/// where `cap_capable` was inlined into it (callers.rs).
+#[fexit(function = "cap_capset")]
+pub fn cap_capset_fexit(ctx: FExitContext) -> i32 {
+    callers::on_capset(&ctx);
+    0
+}
+
+/// kprobe on `cap_capset`'s entry: the same check, judged before it is made.
+#[kprobe]
+pub fn cap_capset_entry(ctx: ProbeContext) -> u32 {
+    callers::on_capset(&ctx);
+    0
+}
+
+/// fexit on `cap_mmap_addr(addr)`: its CAP_SYS_RAWIO check below vm.mmap_min_addr, the return
+/// being its answer.
+#[fexit(function = "cap_mmap_addr")]
+pub fn cap_mmap_addr_fexit(ctx: FExitContext) -> i32 {
+    let addr: u64 = ctx.arg(0);
+    let ret: i32 = ctx.arg(1);
+    callers::on_mmap_addr(&ctx, addr, Some(ret));
+    0
+}
+
+/// kprobe on `cap_mmap_addr`'s entry.
+#[kprobe]
+pub fn cap_mmap_addr_entry(ctx: ProbeContext) -> u32 {
+    if let Some(addr) = ctx.arg::<u64>(0) {
+        callers::on_mmap_addr(&ctx, addr, None);
+    }
+    0
+}
+
+/// fexit on `cap_vm_enough_memory(mm, pages)`: its advisory CAP_SYS_ADMIN check.
+#[fexit(function = "cap_vm_enough_memory")]
+pub fn cap_vm_enough_memory_fexit(ctx: FExitContext) -> i32 {
+    callers::on_vm_enough_memory(&ctx);
+    0
+}
+
+/// kprobe on `cap_vm_enough_memory`'s entry.
+#[kprobe]
+pub fn cap_vm_enough_memory_entry(ctx: ProbeContext) -> u32 {
+    callers::on_vm_enough_memory(&ctx);
     0
 }
 

@@ -35,6 +35,12 @@ pub static CW_LOSSES: Array<u64> = Array::with_max_entries(Loss::SLOTS, 0);
 #[map]
 pub static CW_KPROBE_STASH: HashMap<u64, KprobeStash> = HashMap::with_max_entries(8192, 0);
 
+/// Where `cap_mmap_addr`'s threshold is, for the program on it (callers.rs): [0] the address of
+/// the kernel's `dac_mmap_min_addr` (0 where /proc/kallsyms does not list it), [1] its value as
+/// /proc/sys/vm/mmap_min_addr gave it when the program was attached.
+#[map]
+pub static CW_MMAP_MIN_ADDR: Array<u64> = Array::with_max_entries(2, 0);
+
 /// Capabilities denied to a thread during its current syscall, until that syscall's exit.
 #[map]
 pub static CW_DENIED: HashMap<u32, DeniedInSyscall> = HashMap::with_max_entries(16384, 0);

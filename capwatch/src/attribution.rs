@@ -25,7 +25,7 @@ use crate::{
     containers::{catalog::Catalog, docker, Container},
     filecaps::{self, Found},
     monitor::Monitor,
-    names,
+    names, selftest,
     symbols::Kallsyms,
 };
 
@@ -91,6 +91,9 @@ struct Seen {
     cgroup: Arc<str>,
     container: Option<String>,
     at: Instant,
+    /// A capwatch self-test's throwaway cgroup (another capwatch's: this one's never gets here):
+    /// what it does is nobody's, so it is observed by no reader.
+    selftest: bool,
 }
 
 pub struct Attribution {
@@ -145,6 +148,9 @@ impl Attribution {
         }
         let mut ready = Vec::new();
         for change in std::mem::take(&mut self.held).into_iter().chain(changes.iter().copied()) {
+            if cgroup_of(&change).is_some_and(|id| self.is_selftest(id)) {
+                continue;
+            }
             if cgroup_of(&change).is_some_and(|id| self.waiting(id)) {
                 hold(&mut self.held, change);
             } else {
@@ -194,7 +200,8 @@ impl Attribution {
             .failures()
             .iter()
             .map(|(&key, &totals)| Change::Failure(Grown { key, totals, added: 0, first: false }));
-        let all: Vec<Change> = caps.chain(failures).collect();
+        let all: Vec<Change> =
+            caps.chain(failures).filter(|change| !cgroup_of(change).is_some_and(|id| self.is_selftest(id))).collect();
         all.into_iter().map(|change| self.observe(monitor, change)).collect()
     }
 
@@ -237,9 +244,14 @@ impl Attribution {
             return;
         }
         let path = self.hierarchy.path(id);
-        let container = path.as_deref().and_then(|p| self.catalog.learn(p));
+        let selftest = path.as_deref().is_some_and(selftest::is_throwaway);
+        let container = path.as_deref().filter(|_| !selftest).and_then(|p| self.catalog.learn(p));
         let cgroup = path.unwrap_or_else(|| format!("#{id}")).into();
-        self.cgroups.insert(id, Seen { cgroup, container, at: Instant::now() });
+        self.cgroups.insert(id, Seen { cgroup, container, at: Instant::now(), selftest });
+    }
+
+    fn is_selftest(&self, id: u64) -> bool {
+        self.cgroups.get(&id).is_some_and(|s| s.selftest)
     }
 
     /// A new container whose runtime has not described it yet, while it still may.

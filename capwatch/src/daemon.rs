@@ -9,7 +9,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
     attribution::Attribution,
@@ -21,6 +21,7 @@ use crate::{
     journal,
     monitor::{Monitor, Step},
     paths, probe,
+    selftest::{self, Sight},
     service::{Service, Tick},
     signals,
     store::{Store, Writer},
@@ -37,6 +38,9 @@ pub struct Status {
     pub backend: probe::Backend,
     pub attempts: Vec<probe::Attempt>,
     pub cgroup_root: String,
+    /// What the self-test proved at start: absent from a daemon older than it.
+    #[serde(default)]
+    pub sight: Option<Sight>,
 }
 
 impl Status {
@@ -76,25 +80,31 @@ pub async fn run(mut service: Service) -> Result<(), Error> {
     let cgroup_exists = |cgroup: &str| !cgroup.is_empty() && hierarchy.dir(Path::new(cgroup)).exists();
     let catalog = Catalog::load(store.containers()?, cgroup_exists, &now);
     let mut attribution = Attribution::new(hierarchy.clone(), catalog, store.kernel_checks()?);
-    let mut monitor =
-        Monitor::start(probe::Options { scope, backend: settings.probe.backend(), maps: settings.maps }, hierarchy)?;
-
-    let probe = monitor.probe();
-    for attempt in probe.attempts().iter().filter(|a| a.refused.is_some()) {
+    let mut monitor = Monitor::start(
+        probe::Options { scope, backend: settings.probe.backend(), maps: settings.maps },
+        hierarchy.clone(),
+    )?;
+    for attempt in monitor.probe().attempts().iter().filter(|a| a.refused.is_some()) {
         info!(event = "probe_refused", backend = %attempt.backend, reason = attempt.refused.as_deref(), "capability probe refused");
     }
+    // Before anything is reported: what this probe cannot see is said with everything it says.
+    let sight = selftest::run(&mut monitor, &hierarchy, &settings.cgroup_root, &selftest::this_program());
+    log_sight(&sight);
+
+    let probe = monitor.probe();
     let host_bounding = containers::proc_caps(std::process::id()).1;
     let mut writer = Writer::new(store.begin_run(probe.backend().name(), host_bounding)?);
     // Signals and status.json first: once `started` is logged, SIGTERM stops this daemon cleanly
     // and `capwatch status` reports it.
     let shutdown = signals::shutdown();
-    service.listen(probe).await?;
+    service.listen(probe, &sight).await?;
     let status = Status {
         pid: std::process::id(),
         started: clock::rfc3339(SystemTime::now()),
         backend: probe.backend(),
         attempts: probe.attempts().to_vec(),
         cgroup_root: settings.cgroup_root.display().to_string(),
+        sight: Some(sight),
     };
     status.write(&settings.state_dir)?;
     info!(event = "started", backend = %probe.backend(), cgroup_root = %settings.cgroup_root.display(), "capwatch is watching");
@@ -152,6 +162,19 @@ pub async fn run(mut service: Service) -> Result<(), Error> {
     journal::totals(&attribution.totals(&monitor));
     info!(event = "stopped", "capwatch stopped");
     Ok(())
+}
+
+/// The self-test's one line: a warning when capwatch cannot see everything it relies on.
+fn log_sight(sight: &Sight) {
+    let warnings = sight.warnings();
+    let hooked = sight.hooked().join(", ");
+    let blind_spots = sight.blind_spots.iter().map(|b| b.message.as_str()).collect::<Vec<_>>().join("; ");
+    if warnings.is_empty() {
+        info!(event = "selftest", millis = sight.millis, hooked, "capwatch sees every kind of check it relies on");
+    } else {
+        let unproven = sight.unproven.as_deref();
+        warn!(event = "selftest", millis = sight.millis, hooked, blind_spots, unproven, "{}", warnings.join("; "));
+    }
 }
 
 fn retention(settings: &Settings) -> Duration {

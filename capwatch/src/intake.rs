@@ -17,6 +17,16 @@ pub enum Announced {
     Exec(ExecKey, Totals),
 }
 
+impl Announced {
+    pub fn cgroup_id(&self) -> u64 {
+        match self {
+            Announced::Cap(key, _) => key.cgroup_id,
+            Announced::Failure(key, _) => key.cgroup_id,
+            Announced::Exec(key, _) => key.cgroup_id,
+        }
+    }
+}
+
 /// Everything the kernel side holds at one moment.
 #[derive(Debug, Default)]
 pub struct Snapshot {

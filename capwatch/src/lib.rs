@@ -7,7 +7,8 @@
 //! kernel      probe/        the eBPF programs (capwatch-ebpf), loaded and attached
 //!   → intake                the ring buffer of first occurrences and the in-kernel aggregates
 //!   → aggregate             userspace totals: what is new, what grew, what was lost
-//!     (monitor              drives the three above for the daemon and `trace`)
+//!     (monitor              drives the three above for the daemon and `trace`;
+//!      selftest             proves at start what the attached probe sees, and says what not)
 //!   → attribution           cgroup path, container, call site, cause and sentence, once
 //!                           (cgroup, containers/, symbols, cause, seccomp_profile, filecaps)
 //!   → store/ · journal · service/ (metrics, summaries)   the observations' readers
@@ -40,6 +41,7 @@ pub mod paths;
 pub mod probe;
 pub mod query;
 pub mod seccomp_profile;
+pub mod selftest;
 pub mod service;
 pub mod signals;
 pub mod store;

@@ -8,6 +8,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage(e),
     };
+    if let Command::SelftestChild = cli.command {
+        // A short, single-threaded child: no runtime, no logging.
+        return capwatch::selftest::child();
+    }
     init_logging(&cli.command);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -23,6 +27,7 @@ fn main() -> ExitCode {
             Command::Report(args) => cli::report::run(args),
             Command::Caps(args) => cli::caps::run(args),
             Command::Explain(args) => cli::explain::run(args),
+            Command::SelftestChild => Ok(()),
         }
     });
     match result {

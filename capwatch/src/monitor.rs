@@ -10,7 +10,7 @@ use crate::{
     aggregate::{Aggregates, Change},
     cgroup::Hierarchy,
     error::Error,
-    intake::Intake,
+    intake::{Announced, Intake, Snapshot},
     probe::{self, Probe},
 };
 
@@ -41,6 +41,9 @@ pub struct Monitor {
     hierarchy: Hierarchy,
     drain: Interval,
     gone: HashSet<u64>,
+    /// Cgroups forgotten whole (the self-test's): whatever the kernel still announces of them is
+    /// dropped before it reaches the aggregates.
+    forgotten: HashSet<u64>,
 }
 
 impl Monitor {
@@ -51,13 +54,24 @@ impl Monitor {
         intake.mark_started(&hierarchy.populated_below(options.scope.root_id))?;
         let mut drain = interval(DRAIN_INTERVAL);
         drain.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Ok(Self { probe, intake, aggregates: Aggregates::default(), hierarchy, drain, gone: HashSet::new() })
+        Ok(Self {
+            probe,
+            intake,
+            aggregates: Aggregates::default(),
+            hierarchy,
+            drain,
+            gone: HashSet::new(),
+            forgotten: HashSet::new(),
+        })
     }
 
     /// Waits for the next announcements or the next drain, whichever comes first.
     pub async fn next(&mut self) -> Result<Step, Error> {
         tokio::select! {
-            announced = self.intake.announced() => Ok(Step::Announced(self.aggregates.apply(&announced?))),
+            announced = self.intake.announced() => {
+                let announced = self.admitted(announced?);
+                Ok(Step::Announced(self.aggregates.apply(&announced)))
+            }
             _ = self.drain.tick() => self.drain().map(Step::Drained),
         }
     }
@@ -67,8 +81,14 @@ impl Monitor {
     /// are in what this returns, and `gone` names them until the next drain.
     pub fn drain(&mut self) -> Result<Vec<Change>, Error> {
         let pending = self.intake.pending();
+        let pending = self.admitted(pending);
         let mut changes = self.aggregates.apply(&pending);
-        let snapshot = self.intake.snapshot()?;
+        let mut snapshot = self.intake.snapshot()?;
+        if !self.forgotten.is_empty() {
+            snapshot.caps.retain(|(k, _)| !self.forgotten.contains(&k.cgroup_id));
+            snapshot.failures.retain(|(k, _)| !self.forgotten.contains(&k.cgroup_id));
+            snapshot.execs.retain(|(k, _)| !self.forgotten.contains(&k.cgroup_id));
+        }
         changes.extend(self.aggregates.merge(&snapshot, crate::clock::monotonic_now_ns()));
         let gone: HashSet<u64> = snapshot
             .caps
@@ -93,12 +113,41 @@ impl Monitor {
         &self.gone
     }
 
+    /// What the kernel holds now for one cgroup, read without passing it on: the self-test's
+    /// evidence.
+    pub fn kernel_totals(&self, cgroup_id: u64) -> Result<Snapshot, Error> {
+        let mut snapshot = self.intake.snapshot()?;
+        snapshot.caps.retain(|(k, _)| k.cgroup_id == cgroup_id);
+        snapshot.failures.retain(|(k, _)| k.cgroup_id == cgroup_id);
+        snapshot.execs.retain(|(k, _)| k.cgroup_id == cgroup_id);
+        Ok(snapshot)
+    }
+
+    /// Forgets a cgroup whole: the kernel's entries, and whatever it still announces of it. Its
+    /// checks and failures reach no reader.
+    pub fn forget_cgroup(&mut self, cgroup_id: u64) -> Result<(), Error> {
+        self.forgotten.insert(cgroup_id);
+        self.intake.forget(&HashSet::from([cgroup_id]))
+    }
+
+    /// Announcements of cgroups that are not forgotten.
+    fn admitted(&self, mut announced: Vec<Announced>) -> Vec<Announced> {
+        if !self.forgotten.is_empty() {
+            announced.retain(|a| !self.forgotten.contains(&a.cgroup_id()));
+        }
+        announced
+    }
+
     pub fn aggregates(&self) -> &Aggregates {
         &self.aggregates
     }
 
     pub fn probe(&self) -> &Probe {
         &self.probe
+    }
+
+    pub fn probe_mut(&mut self) -> &mut Probe {
+        &mut self.probe
     }
 
     /// The kernel stack of a first occurrence.

@@ -7,9 +7,11 @@ use std::{collections::HashMap, path::Path};
 use crate::{
     advice::{self, Report},
     containers::{self, Container},
+    daemon::Status,
     error::Error,
     evidence::Evidence,
     explain::{self, Explanation},
+    selftest::Sight,
     store::Store,
 };
 
@@ -35,10 +37,19 @@ pub fn containers(state_dir: &Path, all: bool) -> Result<Vec<Listed>, Error> {
         .collect())
 }
 
-/// What the container `query` names used, each capability's verdict, and its least privilege.
+/// What the container `query` names used, each capability's verdict, and its least privilege,
+/// uncertain wherever the daemon's self-test found its kernel hides a kind of check.
 pub fn report(state_dir: &Path, query: &str) -> Result<Report, Error> {
     let (store, container) = open(state_dir, query)?;
-    Ok(advice::report(container.clone(), &evidence(&store, &container)?))
+    let mut report = advice::report(container.clone(), &evidence(&store, &container)?);
+    report.uncertain.extend(sight(state_dir).iter().flat_map(Sight::warnings));
+    Ok(report)
+}
+
+/// What the daemon of `state_dir` proved it can and cannot see (its `status.json`); None where no
+/// daemon said.
+pub fn sight(state_dir: &Path) -> Option<Sight> {
+    Status::read(state_dir).ok()?.sight
 }
 
 /// Everything the store holds of a container, with what was lost while it was observed.

@@ -4,9 +4,13 @@
 use std::{
     fs,
     io::{BufRead, BufReader},
+    path::Path,
 };
 
 use capwatch_common::Site;
+
+/// Where the kernel lists its symbols.
+pub const KALLSYMS: &str = "/proc/kallsyms";
 
 /// Kernel functions whose capability checks the verdicts treat apart, found in a check's stack
 /// (docs/advice-rules.md):
@@ -35,7 +39,7 @@ pub fn advisory_functions() -> impl Iterator<Item = &'static str> {
 /// The address ranges [start, end) of the named kernel functions that kallsyms shows, read in one
 /// pass without keeping the table: a function ends where the next text symbol begins.
 pub fn ranges<'a>(functions: &[&'a str]) -> Vec<(&'a str, u64, u64)> {
-    let Ok(file) = fs::File::open("/proc/kallsyms") else { return Vec::new() };
+    let Ok(file) = fs::File::open(KALLSYMS) else { return Vec::new() };
     ranges_in(BufReader::new(file).lines().map_while(Result::ok), functions)
 }
 
@@ -75,7 +79,7 @@ impl Kallsyms {
     /// Reads /proc/kallsyms a line at a time; None where addresses are hidden (kptr_restrict)
     /// or it is unreadable.
     pub fn load() -> Option<Self> {
-        let file = fs::File::open("/proc/kallsyms").ok()?;
+        let file = fs::File::open(KALLSYMS).ok()?;
         Self::from_lines(BufReader::new(file).lines().map_while(Result::ok))
     }
 
@@ -123,6 +127,19 @@ impl Kallsyms {
     }
 }
 
+/// The address of the kernel symbol `name`, functions and data alike, from a kallsyms listing
+/// read a line at a time. None where it is not listed (data symbols need CONFIG_KALLSYMS_ALL) or
+/// addresses are hidden.
+pub fn address(kallsyms: &Path, name: &str) -> Option<u64> {
+    let file = fs::File::open(kallsyms).ok()?;
+    BufReader::new(file).lines().map_while(Result::ok).find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (address, _kind, symbol) = (fields.next()?, fields.next()?, fields.next()?);
+        let address = u64::from_str_radix(address, 16).ok().filter(|&a| a != 0)?;
+        (symbol == name && fields.next().is_none()).then_some(address)
+    })
+}
+
 /// The functions every capability check passes through on its way to `cap_capable`; the call
 /// site is the first frame below them. `*_noaudit` variants are kept: they say what the caller
 /// asked for.
@@ -143,6 +160,8 @@ fn is_plumbing(name: &str) -> bool {
             | "__bpf_trace_cap_capable"
             | "__traceiter_cap_capable"
     ) || name.starts_with("bpf_prog_")
+        // A fexit program runs from the trampoline that replaced the probed function's entry.
+        || name.starts_with("bpf_trampoline_")
         || name.starts_with("__bpf_trace_")
 }
 

@@ -20,6 +20,7 @@ use capwatch::{
     cgroup::{Hierarchy, Scope},
     monitor::Monitor,
     probe::{self, Backend, Probe},
+    selftest::{self, Sight},
 };
 use capwatch_common::{CAP_FLAG_INSETID, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CAP_OPT_INSETID, CAP_OPT_NOAUDIT};
 use serde_json::Value;
@@ -173,12 +174,29 @@ impl TestCgroup {
     }
 
     /// A monitor with capwatch's real programs attached on the run's backend (`test_probe`),
-    /// watching this cgroup's subtree. `monitor.probe().backend()` says which one attached.
+    /// watching this cgroup's subtree, its sight proven as the daemon's is: where the kernel
+    /// inlined `cap_capable` into a direct caller, a program on that caller is attached.
+    /// `monitor.probe().backend()` says which backend attached.
     pub fn monitor(&self) -> Monitor {
+        self.proven_monitor().0
+    }
+
+    /// `monitor`, and what its self-test found. Nothing of the self-test is left in the monitor.
+    pub fn proven_monitor(&self) -> (Monitor, Sight) {
         let choice = test_probe();
         let options = probe::Options { scope: self.scope(), backend: choice.backend(), maps: Default::default() };
-        Monitor::start(options, Hierarchy::find().expect("cgroup2"))
-            .unwrap_or_else(|e| panic!("attach capwatch's probe ({choice}): {e}"))
+        let hierarchy = Hierarchy::find().expect("cgroup2");
+        let mut monitor = Monitor::start(options, hierarchy.clone())
+            .unwrap_or_else(|e| panic!("attach capwatch's probe ({choice}): {e}"));
+        let sight = selftest::run(&mut monitor, &hierarchy, Path::new(&self.name), &bin("capwatch"));
+        let backend = monitor.probe().backend();
+        assert!(sight.unproven.is_none(), "{backend}: the self-test could not run: {sight:#?}");
+        assert!(
+            monitor.aggregates().cgroups().is_empty(),
+            "{backend}: the self-test left {:?}",
+            monitor.aggregates().cgroups()
+        );
+        (monitor, sight)
     }
 }
 

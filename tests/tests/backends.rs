@@ -10,9 +10,12 @@
 //! must say why. `CAPWATCH_TEST_UNSUPPORTED` says that capwatch cannot run on this kernel at all,
 //! and what its one line must name. `cargo xtask vm-test` sets them for each kernel it boots.
 
-use std::{process::Command, sync::OnceLock};
+use std::{path::Path, process::Command, sync::OnceLock};
 
-use capwatch::probe::{self, Backend, Probe};
+use capwatch::{
+    probe::{self, Backend, Probe},
+    selftest::Sight,
+};
 use capwatch_tests::{bin, kernel_available, tempdir, test_backend, Running, TestCgroup};
 use serde_json::Value;
 
@@ -193,6 +196,59 @@ fn a_kernel_capwatch_cannot_run_on_is_one_line_naming_what_it_lacks() {
         assert!(stderr.contains(&lacking), "--probe {probe}: the line should name {lacking:?}: {stderr}");
         eprintln!("--probe {probe} refused as expected: {}", stderr.trim_end());
     }
+    let _ = std::fs::remove_dir_all(state);
+}
+
+/// The daemon proves its sight before it says it started: one `selftest` line, its findings in
+/// status.json and `capwatch status`, and nothing of the self-test in the lines, the store or
+/// the cgroup hierarchy.
+#[test]
+fn the_daemon_proves_its_sight_at_start_and_keeps_nothing_of_it() {
+    if !kernel_available("the_daemon_proves_its_sight_at_start_and_keeps_nothing_of_it") {
+        return;
+    }
+    let backend = test_backend();
+    let cgroup = TestCgroup::new("sight");
+    let state = tempdir("backend-sight-state");
+    let state_dir = state.to_str().expect("UTF-8 path");
+    let mut daemon = Running::start(&["daemon", "--state-dir", state_dir, "--cgroup-root", &cgroup.name]);
+    let started = daemon.wait_for_start();
+    assert_eq!(started["backend"], backend.name());
+    let lines: Vec<Value> = daemon.seen.iter().map(|l| serde_json::from_str(l).expect("JSON lines")).collect();
+    let selftest: Vec<&Value> = lines.iter().filter(|v| v["event"] == "selftest").collect();
+    assert_eq!(selftest.len(), 1, "{backend}: one selftest line: {lines:#?}");
+    let status: Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("status.json")).expect("status.json")).expect("JSON");
+    let sight: Sight = serde_json::from_value(status["sight"].clone()).expect("the sight in status.json");
+    assert!(sight.unproven.is_none(), "{backend}: {sight:#?}");
+    assert_eq!(selftest[0]["millis"], sight.millis, "{backend}");
+    eprintln!(
+        "{backend}: the daemon's self-test took {} ms; hooked {:?}; blind to {:?}",
+        sight.millis,
+        sight.hooked(),
+        sight.warnings()
+    );
+    let report = capwatch_status(state_dir);
+    assert!(report.contains(&format!("self-test: {} ms", sight.millis)), "{report}");
+    for warning in sight.warnings() {
+        assert!(report.contains(&format!("blind spot: {warning}\n")), "{report}");
+        assert_eq!(selftest[0]["level"], "WARN", "{backend}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&cgroup.dir)
+        .expect("the test cgroup")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("capwatch-selftest"))
+        .collect();
+    assert!(leftovers.is_empty(), "{backend}: the self-test's cgroup is still there: {leftovers:?}");
+    let (code, all) = daemon.stop(libc::SIGTERM);
+    assert_eq!(code, Some(0), "{backend}");
+    let observed: Vec<&String> =
+        all.iter().filter(|l| l.contains("\"capability_check\"") || l.contains("\"syscall_failure\"")).collect();
+    assert!(observed.is_empty(), "{backend}: the self-test reached the lines: {observed:#?}");
+    let store = capwatch::store::Store::open_read_only(Path::new(state_dir)).expect("the store");
+    assert!(store.kernel_checks().expect("checks").is_empty(), "{backend}: the self-test reached the store");
+    assert!(store.counts().expect("counts").is_empty(), "{backend}: the self-test reached the store");
+    drop(store);
     let _ = std::fs::remove_dir_all(state);
 }
 

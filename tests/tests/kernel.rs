@@ -8,9 +8,13 @@
 use std::collections::BTreeMap;
 
 use caps::Capability::{
-    self, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_MKNOD, CAP_NET_RAW, CAP_SETUID, CAP_SYS_ADMIN,
+    self, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_MKNOD, CAP_NET_RAW, CAP_PERFMON, CAP_SETPCAP, CAP_SETUID,
+    CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RAWIO,
 };
-use capwatch::monitor::Monitor;
+use capwatch::{
+    monitor::Monitor,
+    selftest::{Kind, Sight},
+};
 use capwatch_common::{
     CapKey, FailKey, Moot, Origin, Seccomp, Verdict, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_MOOT_SHIFT, CAP_FLAG_OUTER_USERNS,
     CAP_OPT_INSETID, CAP_OPT_NOAUDIT,
@@ -24,6 +28,7 @@ const SYS_ACCESS: u32 = libc::SYS_access as u32;
 /// glibc's mknod(3) makes the mknodat syscall.
 const SYS_MKNODAT: u32 = libc::SYS_mknodat as u32;
 const SYS_MMAP: u32 = libc::SYS_mmap as u32;
+const SYS_CAPSET: u32 = libc::SYS_capset as u32;
 
 /// How the kernel made a check: with which `opts` (what a backend records of them depends on the
 /// backend), and what its credentials and the syscall's arguments made of it (the same on every
@@ -51,13 +56,15 @@ const FOREIGN_CRED: Made = Made { opts: 0, judged: CAP_FLAG_FOREIGN_CRED };
 struct Watched {
     cgroup: TestCgroup,
     monitor: Monitor,
+    /// What the monitor's self-test found.
+    sight: Sight,
 }
 
 impl Watched {
     fn new(label: &str) -> Self {
         let cgroup = TestCgroup::new(label);
-        let monitor = cgroup.monitor();
-        Self { cgroup, monitor }
+        let (monitor, sight) = cgroup.proven_monitor();
+        Self { cgroup, monitor, sight }
     }
 
     /// The key of a check the application made, as the attached backend records it.
@@ -111,6 +118,13 @@ impl Watched {
 
     fn backend(&self) -> capwatch::probe::Backend {
         self.monitor.probe().backend()
+    }
+
+    /// That the self-test found capwatch able to see checks of `kind` here, hooking
+    /// `cap_capable`'s caller where the kernel inlined it.
+    fn assert_sees(&self, kind: Kind) {
+        let blind = self.sight.blind_spots.iter().any(|b| b.kind == kind);
+        assert!(!blind, "{}: capwatch cannot see {kind:?} on this kernel: {:#?}", self.backend(), self.sight);
     }
 }
 
@@ -423,19 +437,27 @@ async fn a_real_seccomp_filters_refusal_is_told_from_a_call_that_ran() {
 /// is marked advisory; where it does not, none is claimed either way. The difference between
 /// 1,000 mappings and none is exactly 1,000 checks, whatever the program's start-up does.
 ///
-/// Except where the kernel's compiler inlined `cap_capable` into `cap_vm_enough_memory` (both
-/// live in security/commoncap.c): there is then no call for fexit or a kprobe to see, and these
-/// checks are invisible to them (`capwatch_tests::reaches`). Debian's 6.1 and 6.12 builds do
-/// this; the tracepoint, inside `cap_capable`'s body, sees them wherever it exists.
+/// Where the kernel's compiler inlined `cap_capable` into `cap_vm_enough_memory` (both live in
+/// security/commoncap.c; Debian's 6.1 and 6.12 builds do), fexit and kprobes on `cap_capable`
+/// cannot see these checks: the self-test then attaches a program to `cap_vm_enough_memory`
+/// itself, and the count is the same (`capwatch_tests::reaches` says where a hook must be).
 #[tokio::test]
 async fn a_thousand_mmaps_are_a_thousand_advisory_sys_admin_checks() {
     if !kernel_available("a_thousand_mmaps_are_a_thousand_advisory_sys_admin_checks") {
         return;
     }
     let mut counted = Vec::new();
-    let mut backend = None;
     for n in ["0", "1000"] {
         let mut w = Watched::new("mmap");
+        w.assert_sees(Kind::VmAccounting);
+        let backend = w.backend();
+        if reaches(backend, "cap_vm_enough_memory") == Some(false) {
+            let hooked = w.sight.hooked();
+            assert!(
+                hooked.iter().any(|h| h.starts_with("cap_vm_enough_memory")),
+                "{backend}: cap_capable is inlined into cap_vm_enough_memory here, so it must be hooked: {hooked:?}"
+            );
+        }
         let out = Launch::in_cgroup(&w.cgroup).run(&["mmap", n]);
         assert!(out.status.success(), "{out:?}");
         w.drain();
@@ -443,22 +465,112 @@ async fn a_thousand_mmaps_are_a_thousand_advisory_sys_admin_checks() {
         let seen = w.checks(&w.cgroup, CAP_SYS_ADMIN, SYS_MMAP);
         assert!(
             seen.keys().all(|key| *key == advisory),
-            "{}: every CAP_SYS_ADMIN check in mmap should be {advisory:?}: {seen:?}",
-            w.backend()
+            "{backend}: every CAP_SYS_ADMIN check in mmap should be {advisory:?}: {seen:?}"
         );
         counted.push(seen.values().sum::<u64>());
         w.assert_nothing_lost();
-        backend = Some(w.backend());
     }
-    let backend = backend.expect("a backend");
-    let reached = reaches(backend, "cap_vm_enough_memory");
-    let all = counted[1].checked_sub(counted[0]) == Some(1000);
-    let fine = match reached {
-        Some(true) => all,
-        // This kernel's build inlined cap_capable there: fexit and kprobes cannot see the checks.
-        Some(false) => counted == [0, 0],
-        // A build not known here: one or the other, nothing in between.
-        None => all || counted == [0, 0],
-    };
-    assert!(fine, "{backend} (reaches cap_vm_enough_memory: {reached:?}): CAP_SYS_ADMIN checks in mmap for 0 and 1000 mappings: {counted:?}");
+    assert_eq!(
+        counted[1].checked_sub(counted[0]),
+        Some(1000),
+        "CAP_SYS_ADMIN checks in mmap for 0 and 1000 mappings: {counted:?}"
+    );
+}
+
+/// capset(2) asks for CAP_SETPCAP every time, from `cap_capset` itself (`cap_inh_is_capped`),
+/// whether or not the answer decides anything: one check per call, exactly, granted with the
+/// capability and denied without it, and moot here (the inheritable set does not grow beyond
+/// the permitted one: security/commoncap.c cap_capset), so that capset still succeeds without it.
+#[tokio::test]
+async fn every_capset_is_one_setpcap_check_in_capset() {
+    if !kernel_available("every_capset_is_one_setpcap_check_in_capset") {
+        return;
+    }
+    let mut w = Watched::new("capset");
+    w.assert_sees(Kind::Capset);
+    let out = Launch::in_cgroup(&w.cgroup).run(&["capset", "100"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = Launch::in_cgroup(&w.cgroup).dropping(&[CAP_SETPCAP]).run(&["capset", "40"]);
+    assert!(out.status.success(), "a capset that keeps the sets needs no CAP_SETPCAP: {out:?}");
+    w.drain();
+    let moot = Made { opts: 0, judged: Moot::CapsetWithinPermitted.raw() << CAP_FLAG_MOOT_SHIFT };
+    let granted = w.app(CAP_SETPCAP, Verdict::Granted, SYS_CAPSET, moot);
+    let denied = w.app(CAP_SETPCAP, Verdict::Denied, SYS_CAPSET, moot);
+    assert_eq!(
+        w.checks(&w.cgroup, CAP_SETPCAP, SYS_CAPSET),
+        BTreeMap::from([(granted, 100), (denied, 40)]),
+        "{}",
+        w.backend()
+    );
+    assert_eq!(w.failures(), BTreeMap::new(), "{}", w.backend());
+    w.assert_nothing_lost();
+}
+
+/// A mapping below vm.mmap_min_addr asks for CAP_SYS_RAWIO, from `cap_mmap_addr` itself: one
+/// check per mapping; without the capability, the mapping fails with EPERM.
+#[tokio::test]
+async fn a_mapping_below_mmap_min_addr_is_one_sys_rawio_check_in_mmap() {
+    if !kernel_available("a_mapping_below_mmap_min_addr_is_one_sys_rawio_check_in_mmap") {
+        return;
+    }
+    let min: u64 = std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
+        .expect("vm.mmap_min_addr")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert!(min > 0, "vm.mmap_min_addr is 0 here, so no mapping is below it: set it (sysctl vm.mmap_min_addr=65536)");
+    let mut w = Watched::new("mmaplow");
+    w.assert_sees(Kind::LowMmap);
+    let out = Launch::in_cgroup(&w.cgroup).run(&["mmap-low", "100"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = Launch::in_cgroup(&w.cgroup).dropping(&[CAP_SYS_RAWIO]).run(&["mmap-low", "1"]);
+    assert!(refused(&out), "a mapping at 0 without CAP_SYS_RAWIO should fail: {out:?}");
+    w.drain();
+    let granted = w.app(CAP_SYS_RAWIO, Verdict::Granted, SYS_MMAP, PLAIN);
+    let denied = w.app(CAP_SYS_RAWIO, Verdict::Denied, SYS_MMAP, PLAIN);
+    assert_eq!(
+        w.checks(&w.cgroup, CAP_SYS_RAWIO, SYS_MMAP),
+        BTreeMap::from([(granted, 100), (denied, 1)]),
+        "{}",
+        w.backend()
+    );
+    let failure = app_failure(&w.cgroup, SYS_MMAP, libc::EPERM, Seccomp::None, bit(CAP_SYS_RAWIO));
+    assert_eq!(w.failures(), BTreeMap::from([(failure, 1)]), "{}", w.backend());
+    w.assert_nothing_lost();
+}
+
+/// A ptrace access check the capability LSM cannot settle by comparing the two processes'
+/// capabilities asks for CAP_SYS_PTRACE (security/commoncap.c cap_ptrace_access_check): one
+/// check per open of a child's /proc/PID/environ; without the capability, the open fails with
+/// EACCES. (Newer kernels' mm_access then lets perfmon_capable() through instead, CAP_PERFMON or
+/// CAP_SYS_ADMIN: they go too.)
+#[tokio::test]
+async fn a_ptrace_access_check_is_one_sys_ptrace_check() {
+    if !kernel_available("a_ptrace_access_check_is_one_sys_ptrace_check") {
+        return;
+    }
+    let mut w = Watched::new("ptrace");
+    w.assert_sees(Kind::Ptrace);
+    let out = Launch::in_cgroup(&w.cgroup).run(&["ptrace-read", "100"]);
+    assert!(out.status.success(), "{out:?}");
+    let out =
+        Launch::in_cgroup(&w.cgroup).dropping(&[CAP_SYS_PTRACE, CAP_PERFMON, CAP_SYS_ADMIN]).run(&["ptrace-read", "1"]);
+    assert!(refused(&out), "without CAP_SYS_PTRACE the open should fail: {out:?}");
+    w.drain();
+    let granted = w.app(CAP_SYS_PTRACE, Verdict::Granted, SYS_OPENAT, PLAIN);
+    let denied = w.app(CAP_SYS_PTRACE, Verdict::Denied, SYS_OPENAT, PLAIN);
+    assert_eq!(
+        w.checks(&w.cgroup, CAP_SYS_PTRACE, SYS_OPENAT),
+        BTreeMap::from([(granted, 100), (denied, 1)]),
+        "{}",
+        w.backend()
+    );
+    let eacces: u64 = w
+        .failures()
+        .iter()
+        .filter(|(k, _)| k.syscall == SYS_OPENAT && i32::from(k.errno) == libc::EACCES)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(eacces, 1, "{}: {:#?}", w.backend(), w.failures());
+    w.assert_nothing_lost();
 }

@@ -27,6 +27,7 @@ pub fn run(args: Args) -> Result<(), Error> {
         (Some(Command::Decode { mask }), _) => print!("{}", format::caps::decoded(parse_mask(&mask)?)),
         (None, Some(container)) => {
             super::print(&format::caps::side_by_side(&query::report(&args.state_dir.path, &container)?));
+            super::print_warnings(&args.state_dir.path);
         }
         (None, None) => return Err(Error::Usage("name a container, or `capwatch caps decode <mask>`".into())),
     }

@@ -22,7 +22,10 @@ pub fn run(args: Args) -> Result<(), Error> {
     let (container, explanations) = query::explanations(&args.state_dir.path, &args.container)?;
     match args.format {
         Format::Json => super::print(&serde_json::to_string_pretty(&explanations).expect("explanations serialize")),
-        Format::Table => super::print(&format::explain::table(&container, &explanations)),
+        Format::Table => {
+            super::print(&format::explain::table(&container, &explanations));
+            super::print_warnings(&args.state_dir.path);
+        }
     }
     Ok(())
 }

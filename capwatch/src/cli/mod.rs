@@ -11,11 +11,11 @@ pub mod report;
 pub mod status;
 pub mod trace;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::paths;
+use crate::{paths, query, selftest::Sight};
 
 /// capwatch: which capabilities containers really use, and why their syscalls fail with EPERM.
 #[derive(Debug, Parser)]
@@ -43,6 +43,9 @@ pub enum Command {
     Status(status::Args),
     /// The daemon's config file: print the default one, or check one and show the settings.
     Config(config::Args),
+    /// The child the daemon's self-test runs in a throwaway cgroup (not for people).
+    #[command(name = "selftest-child", hide = true)]
+    SelftestChild,
 }
 
 /// Where the daemon keeps what it saw: every command that reads it takes this.
@@ -51,6 +54,13 @@ pub struct StateDir {
     /// The daemon's state directory.
     #[arg(long = "state-dir", env = "CAPWATCH_STATE_DIR", default_value = paths::DEFAULT_STATE_DIR)]
     pub path: PathBuf,
+}
+
+/// Prints what the daemon cannot see, a line each, after a table built from what it saw.
+fn print_warnings(state_dir: &Path) {
+    for warning in query::sight(state_dir).iter().flat_map(Sight::warnings) {
+        println!("{warning}");
+    }
 }
 
 /// Prints `text`, ending it with a newline if it has none.

@@ -4,7 +4,7 @@ use std::{io::Write, path::PathBuf, time::Instant};
 
 use crate::{
     attribution::Attribution, cgroup::Hierarchy, containers::catalog::Catalog, error::Error, format, monitor::Monitor,
-    probe, signals,
+    probe, selftest, signals,
 };
 
 #[derive(Debug, clap::Args)]
@@ -22,11 +22,15 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let hierarchy = Hierarchy::find()?;
     let scope = hierarchy.scope(&args.cgroup, true)?;
     let mut attribution = Attribution::new(hierarchy.clone(), Catalog::default(), Default::default());
-    let mut monitor =
-        Monitor::start(probe::Options { scope, backend: args.probe.backend(), maps: Default::default() }, hierarchy)?;
+    let mut monitor = Monitor::start(
+        probe::Options { scope, backend: args.probe.backend(), maps: Default::default() },
+        hierarchy.clone(),
+    )?;
+    let sight = selftest::run(&mut monitor, &hierarchy, &args.cgroup, &selftest::this_program());
     let shutdown = signals::shutdown();
+    let blind: String = sight.warnings().iter().map(|w| format!("; {w}")).collect();
     eprintln!(
-        "capwatch: tracing {} with the {} probe; Ctrl-C prints the totals",
+        "capwatch: tracing {} with the {} probe; Ctrl-C prints the totals{blind}",
         args.cgroup.display(),
         monitor.probe().backend()
     );

@@ -14,7 +14,7 @@ const TARGET: &str = "cap_capable";
 
 pub(super) fn load(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
     let program: &mut FExit = program(ebpf, PROGRAM).map_err(|e| e.to_string())?;
-    program.load(TARGET, btf).map_err(|e| refusal(&e))
+    program.load(TARGET, btf).map_err(|e| refusal(TARGET, &e))
 }
 
 pub(super) fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
@@ -22,10 +22,10 @@ pub(super) fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
     program.attach().map(drop).map_err(|e| format!("attaching the trampoline to {TARGET}: {}", chain(&e)))
 }
 
-/// Why the kernel would not load the program, in one sentence.
-fn refusal(err: &ProgramError) -> String {
+/// Why the kernel would not load a program for `target`, in one sentence.
+pub(super) fn refusal(target: &str, err: &ProgramError) -> String {
     match err {
-        ProgramError::Btf(_) => format!("{TARGET} is not in this kernel's BTF, so no trampoline can be built for it"),
+        ProgramError::Btf(_) => format!("{target} is not in this kernel's BTF, so no trampoline can be built for it"),
         // Lockdown or a kernel built without trampolines (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS)
         // refuses fentry/fexit at load time with EPERM and an empty verifier log, even for root.
         ProgramError::LoadError { io_error, .. } if io_error.raw_os_error() == Some(libc::EPERM) => {

@@ -20,16 +20,18 @@ pub(super) fn load(ebpf: &mut Ebpf) -> Result<(), String> {
 }
 
 pub(super) fn attach(ebpf: &mut Ebpf) -> Result<(), String> {
-    // Without this PMU, perf_event_open cannot make a kprobe: say why rather than ENOENT.
-    if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
-        return Err(
-            "this kernel has no kprobes (CONFIG_KPROBES is off: /sys/bus/event_source/devices/kprobe is missing)"
-                .into(),
-        );
-    }
+    available()?;
     for name in [ENTRY, RETURN] {
         let program: &mut KProbe = program(ebpf, name).map_err(|e| e.to_string())?;
         program.attach(TARGET, 0).map_err(|e| format!("attaching {name} to {TARGET}: {}", chain(&e)))?;
     }
     Ok(())
+}
+
+/// Without the kprobe PMU, perf_event_open cannot make a kprobe: say why rather than ENOENT.
+pub(super) fn available() -> Result<(), String> {
+    if Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        return Ok(());
+    }
+    Err("this kernel has no kprobes (CONFIG_KPROBES is off: /sys/bus/event_source/devices/kprobe is missing)".into())
 }

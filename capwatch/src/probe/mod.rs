@@ -1,6 +1,7 @@
 //! Loading and attaching capwatch's eBPF programs. The capability probe has several backends,
 //! one file each; the failing-syscall hook is the same on all of them.
 
+mod callers;
 mod fexit;
 mod floor;
 mod kprobe;
@@ -18,7 +19,10 @@ use aya::{
 use capwatch_common::{CapKey, ExecKey, FailKey, Totals, CALL_SITES};
 use serde::{Deserialize, Serialize};
 
-pub use self::floor::{attach_floor, Floor};
+pub use self::{
+    callers::{Caller, HookAttempt, Mechanism},
+    floor::{attach_floor, Floor},
+};
 use crate::{cgroup::Scope, error::Error, symbols};
 
 /// The eBPF object built from `capwatch-ebpf`.
@@ -277,6 +281,8 @@ fn open(scope: Scope, maps: MapSizes) -> Result<(Ebpf, Btf), Error> {
         .override_global("CW_TASK_TGID_OFFSET", &offsets.task_tgid, true)
         .override_global("CW_TASK_REAL_CRED_OFFSET", &offsets.task_real_cred, true)
         .override_global("CW_CRED_USER_NS_OFFSET", &offsets.cred_user_ns, true)
+        .override_global("CW_TASK_CRED_OFFSET", &offsets.task_cred, true)
+        .override_global("CW_CRED_CAP_EFFECTIVE_OFFSET", &offsets.cred_cap_effective, true)
         .override_global("CW_USER_NS_LEVEL_OFFSET", &offsets.user_ns_level, true)
         .override_global("CW_TASK_SECCOMP_MODE_OFFSET", &offsets.task_seccomp_mode, true)
         .override_global("CW_TASK_SECCOMP_FILTER_OFFSET", &offsets.task_seccomp_filter, true)

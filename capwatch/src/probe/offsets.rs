@@ -14,8 +14,12 @@ pub struct Offsets {
     pub task_tgid: u32,
     /// `offsetof(struct task_struct, real_cred)`.
     pub task_real_cred: u32,
+    /// `offsetof(struct task_struct, cred)`: the subjective credentials, `current_cred()`.
+    pub task_cred: u32,
     /// `offsetof(struct cred, user_ns)`.
     pub cred_user_ns: u32,
+    /// `offsetof(struct cred, cap_effective)`.
+    pub cred_cap_effective: u32,
     /// `offsetof(struct user_namespace, level)`.
     pub user_ns_level: u32,
     /// `task_struct.seccomp.mode` and `task_struct.seccomp.filter`.
@@ -65,7 +69,9 @@ pub fn read(btf: &Btf) -> Result<Offsets, Error> {
     Ok(Offsets {
         task_tgid: required("task_struct.tgid")?,
         task_real_cred: required("task_struct.real_cred")?,
+        task_cred: required("task_struct.cred")?,
         cred_user_ns: required("cred.user_ns")?,
+        cred_cap_effective: required("cred.cap_effective")?,
         user_ns_level: required("user_namespace.level")?,
         task_seccomp_mode: optional("task_struct.seccomp.mode"),
         task_seccomp_filter: optional("task_struct.seccomp.filter"),
@@ -141,6 +147,10 @@ mod tests {
         // Both sit deep inside task_struct, tgid after pid, the credentials after both.
         assert!(offsets.task_tgid > 64 && offsets.task_tgid.is_multiple_of(4), "{offsets:?}");
         assert!(offsets.task_real_cred > offsets.task_tgid && offsets.task_real_cred.is_multiple_of(8), "{offsets:?}");
+        // The subjective credentials follow the objective ones.
+        assert_eq!(offsets.task_cred, offsets.task_real_cred + 8, "{offsets:?}");
+        // cred: usage, the ids, securebits, then the capability sets (inheritable, permitted, effective).
+        assert!(offsets.cred_cap_effective > 32 && offsets.cred_cap_effective.is_multiple_of(4), "{offsets:?}");
         // seccomp.mode is its struct's first member, the filter pointer follows it.
         assert!(
             offsets.task_seccomp_mode > 0 && offsets.task_seccomp_filter > offsets.task_seccomp_mode,

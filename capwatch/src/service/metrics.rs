@@ -27,6 +27,7 @@ use crate::{
     containers::catalog::Catalog,
     error::Error,
     names,
+    selftest::Sight,
 };
 
 /// Labels naming a container; empty for cgroups that are no container's (host services).
@@ -67,6 +68,14 @@ struct BackendLabels {
     backend: String,
 }
 
+/// A kind of check the daemon cannot see on this kernel; the capability is empty for failing
+/// syscalls.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BlindSpotLabels {
+    capability: String,
+    syscall: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -86,6 +95,8 @@ pub struct Metrics {
     map_entries: Family<MapLabels, Gauge>,
     /// Each container's series, so that they go with it.
     series: HashMap<String, (HashSet<CheckLabels>, HashSet<FailureLabels>)>,
+    blind_spots: Family<BlindSpotLabels, Gauge>,
+    sight_proven: Gauge,
 }
 
 impl Metrics {
@@ -133,6 +144,18 @@ impl Metrics {
             "Aggregates the kernel side holds, by map: only those of cgroups that still exist",
             map_entries.clone(),
         );
+        let blind_spots = Family::<BlindSpotLabels, Gauge>::default();
+        registry.register(
+            "blind_spots",
+            "Kinds of capability check the daemon cannot see on this kernel (1 each): its advice may lack them",
+            blind_spots.clone(),
+        );
+        let sight_proven = Gauge::default();
+        registry.register(
+            "sight_proven",
+            "Whether the start-up self-test ran (1), so that blind_spots lists all there are",
+            sight_proven.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         registry.register("build_info", "capwatch's version (always 1)", build.clone());
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
@@ -148,6 +171,8 @@ impl Metrics {
             store_failures,
             map_entries,
             series: HashMap::new(),
+            blind_spots,
+            sight_proven,
         }
     }
 
@@ -183,6 +208,18 @@ impl Metrics {
 
     pub fn set_backend(&self, backend: &str) {
         self.backend.get_or_create(&BackendLabels { backend: backend.into() }).set(1);
+    }
+
+    /// What the self-test proved.
+    pub fn set_sight(&self, sight: &Sight) {
+        self.sight_proven.set(i64::from(sight.unproven.is_none()));
+        for spot in &sight.blind_spots {
+            let labels = BlindSpotLabels {
+                capability: spot.capability.clone().unwrap_or_default(),
+                syscall: spot.syscall.clone(),
+            };
+            self.blind_spots.get_or_create(&labels).set(1);
+        }
     }
 
     /// Adds what each observation added since the previous one of its key.
@@ -333,6 +370,17 @@ fn text_format(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::selftest::{BlindSpot, Kind};
+
+    #[test]
+    fn blind_spots_are_one_gauge_each() {
+        let metrics = Metrics::new();
+        metrics.set_sight(&Sight { blind_spots: vec![BlindSpot::of(Kind::LowMmap)], ..Sight::default() });
+        let mut body = String::new();
+        encode(&mut body, &metrics.registry.lock().expect("registry")).expect("encodes");
+        assert!(body.contains("capwatch_blind_spots{capability=\"CAP_SYS_RAWIO\",syscall=\"mmap\"} 1\n"), "{body}");
+        assert!(body.contains("capwatch_sight_proven 1\n"), "{body}");
+    }
 
     #[test]
     fn counters_keep_their_total_in_the_text_format() {

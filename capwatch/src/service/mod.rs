@@ -27,6 +27,7 @@ use crate::{
     containers::{catalog::Catalog, Container},
     error::Error,
     journal, names, probe,
+    selftest::Sight,
 };
 
 /// What `Service::next` brought.
@@ -87,9 +88,11 @@ impl Service {
         &self.settings
     }
 
-    /// The probes are attached: serve metrics and handle SIGHUP. A taken port stops the start.
-    pub async fn listen(&mut self, probe: &probe::Probe) -> Result<(), Error> {
+    /// The probes are attached and their sight proven: serve metrics and handle SIGHUP. A taken
+    /// port stops the start.
+    pub async fn listen(&mut self, probe: &probe::Probe, sight: &Sight) -> Result<(), Error> {
         self.metrics.set_backend(probe.backend().name());
+        self.metrics.set_sight(sight);
         if let Some(addr) = self.settings.metrics_listen {
             self.server = Some(self.metrics.serve(addr).await?);
         }

@@ -10,6 +10,10 @@
 //!   fsuid UID         setfsuid(UID): file access as UID, the effective capabilities of the
 //!                     filesystem cleared as with any change away from fsuid 0
 //!   mmap N            N private writable anonymous mappings
+//!   mmap-low N        N read-only mappings at address 0, below vm.mmap_min_addr, each unmapped
+//!   capset N          capset(2) N times with the sets it has
+//!   ptrace-read N     open a child's /proc/PID/environ N times, with one capability the child
+//!                     holds set aside from this process's effective set (a ptrace access check)
 //!   child ACTION ...  run ACTION in a child process and wait for it
 //!   mknod PATH        make a character device node (1:3, like /dev/null) at PATH
 //!   userns ACTION ... enter a new user namespace (as its root), then do ACTION
@@ -106,6 +110,9 @@ fn run(args: &[String]) -> Option<Result<(), i32>> {
         (Some("access"), 2) => access(&args[1]),
         (Some("fsuid"), 2) => fsuid(count(1)?),
         (Some("mmap"), 2) => repeat(count(1), mmap_once),
+        (Some("mmap-low"), 2) => repeat(count(1), mmap_low),
+        (Some("capset"), 2) => capset(count(1)),
+        (Some("ptrace-read"), 2) => ptrace_read(count(1)),
         (Some("child"), n) if n > 1 => child(&args[1..]),
         (Some("mknod"), 2) => mknod(&args[1]),
         (Some("userns"), n) if n > 1 => userns(&args[1..]),
@@ -363,6 +370,105 @@ fn mmap_once() -> i64 {
     }
     unsafe { libc::munmap(p, len) };
     0
+}
+
+/// A read-only page at address 0: the kernel asks for CAP_SYS_RAWIO (below vm.mmap_min_addr),
+/// and nothing else (a read-only mapping is not accounted).
+fn mmap_low() -> i64 {
+    let len = 4096;
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return -1;
+    }
+    unsafe { libc::munmap(p, len) };
+    0
+}
+
+/// capget(2)/capset(2)'s header and one word of each set (linux/capability.h, version 3).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn capget() -> Result<[CapData; 2], i32> {
+    let mut header = CapHeader { version: 0x2008_0522, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    check(unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) })?;
+    Ok(data)
+}
+
+fn capset_to(data: &[CapData; 2]) -> i64 {
+    let mut header = CapHeader { version: 0x2008_0522, pid: 0 };
+    unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) }
+}
+
+/// capset(2) with the sets it has: changes nothing, and the kernel asks for CAP_SETPCAP each time.
+fn capset(n: Option<u64>) -> Result<(), i32> {
+    let data = capget()?;
+    repeat(n, || capset_to(&data))
+}
+
+/// Opens a child's /proc/PID/environ N times (PTRACE_MODE_READ_FSCREDS) with the lowest
+/// capability this process holds set aside from its effective set: the child holds it, so ours no
+/// longer covers the child's and the kernel asks for CAP_SYS_PTRACE.
+fn ptrace_read(n: Option<u64>) -> Result<(), i32> {
+    let Some(n) = n else { return Err(libc::EINVAL) };
+    let data = capget()?;
+    let permitted = u64::from(data[0].permitted) | u64::from(data[1].permitted) << 32;
+    if permitted == 0 {
+        return Err(libc::EPERM);
+    }
+    let aside = permitted.trailing_zeros();
+    let mut lowered = data;
+    lowered[(aside / 32) as usize].effective &= !(1 << (aside % 32));
+    let mut pipe = [0; 2];
+    check(unsafe { libc::pipe(pipe.as_mut_ptr()) }.into())?;
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let mut byte = 0u8;
+        unsafe {
+            libc::close(pipe[1]);
+            libc::read(pipe[0], (&mut byte as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    unsafe { libc::close(pipe[0]) };
+    check(pid.into())?;
+    let path = CString::new(format!("/proc/{pid}/environ")).map_err(|_| libc::EINVAL)?;
+    let result = check(capset_to(&lowered)).and_then(|()| {
+        for _ in 0..n {
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+            if fd < 0 {
+                return Err(errno());
+            }
+            unsafe { libc::close(fd) };
+        }
+        Ok(())
+    });
+    capset_to(&data);
+    unsafe {
+        libc::close(pipe[1]);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    result
 }
 
 fn errno() -> i32 {
