@@ -144,6 +144,12 @@ pub const CAP_FLAG_FOREIGN_CRED: u32 = 1 << 3;
 /// container in its own user namespace asking for something only the host's can grant). No
 /// capability added to the container can satisfy it.
 pub const CAP_FLAG_OUTER_USERNS: u32 = 1 << 4;
+/// `CapKey::flags`: not a check but a capability a successful capset kept while it narrowed the
+/// permitted set (security/commoncap.c cap_capset: the new permitted set must lie within the
+/// old one, and no capability is checked for it). The program named it; whether it then uses
+/// it, a check tells, and whether it would start without it, nothing the kernel asks does.
+/// The key's `syscall` is capset, its verdict granted, its count the capsets that kept it.
+pub const CAP_FLAG_KEPT: u32 = 1 << 5;
 
 /// `CapKey::flags` bits 8..16: a `Moot` rule, when the check's answer could not matter for the
 /// syscall's arguments and the task's credentials (see `CapKey::moot`).
@@ -238,6 +244,11 @@ impl CapKey {
             Moot::No => None,
             moot => Some(moot),
         }
+    }
+
+    /// Whether this is a capability a narrowing capset kept rather than a check (`CAP_FLAG_KEPT`).
+    pub fn kept(&self) -> bool {
+        self.flags & CAP_FLAG_KEPT != 0
     }
 
     /// The port a bind asked for, where the check was about one.

@@ -11,7 +11,7 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use capwatch_common::{
-    CapKey, Loss, Verdict, CALL_SITES, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_MOOT_MASK,
+    CapKey, Loss, Verdict, CALL_SITES, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_KEPT, CAP_FLAG_MOOT_MASK,
     CAP_FLAG_MOOT_SHIFT, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OUTER_USERNS, CAP_FLAG_PORT_SHIFT,
     CAP_OPT_INSETID, CAP_OPT_NOAUDIT, JUDGED_STACK_READ,
 };
@@ -62,6 +62,36 @@ pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, chec
         flags,
     };
     aggregate::record(&CW_CAPS, &key, || first_occurrence(ctx), Loss::CapMapFull);
+    // capset's CAP_SETPCAP check comes before the new sets are committed; refused where it
+    // mattered, the capset fails and keeps nothing.
+    if (cap, syscall) == (consequence::CAP_SETPCAP, consequence::SYS_CAPSET)
+        && (ret == 0 || flags & CAP_FLAG_MOOT_MASK != 0)
+    {
+        record_kept(key, regs);
+    }
+}
+
+/// The capabilities a narrowing capset keeps (`consequence::capset_kept`, against the task's
+/// own credentials, which capset replaces), each under a key of its own marked
+/// `CAP_FLAG_KEPT`: no check is made for them, yet the capset fails where one was not granted.
+#[inline(always)]
+fn record_kept(key: CapKey, regs: *const pt_regs) {
+    let offset = unsafe { read_volatile(&CW_TASK_REAL_CRED_OFFSET) };
+    if offset == 0 {
+        return;
+    }
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let Ok(cred) = (unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize) as *const u64) }) else {
+        return;
+    };
+    let kept = consequence::capset_kept(regs, cred as *const u8);
+    let mut kept_key = CapKey { verdict: Verdict::Granted, flags: CAP_FLAG_KEPT, ..key };
+    for cap in 0..64 {
+        if kept >> cap & 1 != 0 {
+            kept_key.cap = cap;
+            aggregate::record(&CW_CAPS, &kept_key, || (-1, 0), Loss::CapMapFull);
+        }
+    }
 }
 
 /// What the checked credentials and the syscall's arguments say of a check (see `cred_flags` and

@@ -16,7 +16,7 @@ use capwatch_common::Moot;
 const CAP_FSETID: u32 = 4;
 const CAP_SETGID: u32 = 6;
 const CAP_SETUID: u32 = 7;
-const CAP_SETPCAP: u32 = 8;
+pub const CAP_SETPCAP: u32 = 8;
 const CAP_NET_BIND_SERVICE: u32 = 10;
 
 // x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
@@ -25,7 +25,7 @@ const SYS_CHMOD: u32 = 90;
 const SYS_FCHMOD: u32 = 91;
 const SYS_SETUID: u32 = 105;
 const SYS_SETGID: u32 = 106;
-const SYS_CAPSET: u32 = 126;
+pub const SYS_CAPSET: u32 = 126;
 const SYS_FCHMODAT: u32 = 268;
 const SYS_FCHMODAT2: u32 = 452;
 
@@ -113,6 +113,42 @@ fn capset_within_permitted(regs: *const pt_regs, cred: *const u8) -> Moot {
         Moot::CapsetWithinPermitted
     } else {
         Moot::No
+    }
+}
+
+/// security/commoncap.c, cap_capset():
+///     /* verify restrictions on target's new Permitted set */
+///     if (!cap_issubset(*permitted, old->cap_permitted))
+///             return -EPERM;
+///     /* verify the _new_Effective_ is a subset of the _new_Permitted_ */
+///     if (!cap_issubset(*effective, *permitted))
+///             return -EPERM;
+/// A capset that narrows the permitted set keeps what it names without any check: a program that
+/// names a capability it was not granted fails there. The capabilities a capset that passes both
+/// keeps in a narrower permitted set, from the caller's memory and the credentials it replaces;
+/// 0 when it does not narrow it or cannot be read.
+#[inline(always)]
+pub fn capset_kept(regs: *const pt_regs, cred: *const u8) -> u64 {
+    let (header, data) = unsafe { ((*regs).rdi as *const u32, (*regs).rsi as *const u32) };
+    let Ok(version) = (unsafe { bpf_probe_read_user(header) }) else { return 0 };
+    // struct __user_cap_data_struct { __u32 effective, permitted, inheritable; }, one or two.
+    let Ok(low) = (unsafe { bpf_probe_read_user(data as *const [u32; 2]) }) else { return 0 };
+    let high = if version == LINUX_CAPABILITY_VERSION_1 {
+        [0, 0]
+    } else {
+        match unsafe { bpf_probe_read_user(data.wrapping_add(3) as *const [u32; 2]) } {
+            Ok(high) => high,
+            Err(_) => return 0,
+        }
+    };
+    let effective = (high[0] as u64) << 32 | low[0] as u64;
+    let permitted = (high[1] as u64) << 32 | low[1] as u64;
+    let Some(old_permitted) = read_u64(cred, &CW_CRED_CAP_PERMITTED_OFFSET) else { return 0 };
+    let narrows = permitted & !old_permitted == 0 && permitted != old_permitted;
+    if narrows && effective & !permitted == 0 {
+        permitted
+    } else {
+        0
     }
 }
 

@@ -107,7 +107,7 @@ fn capability_check(check: &Check, message: &str) {
         cgroup = &*check.place.cgroup,
         capability = %names::capability(key.cap),
         cap = key.cap,
-        verdict = key.verdict.name(),
+        verdict = names::verdict(key),
         origin = key.origin.name(),
         syscall = %names::syscall(key.syscall),
         syscall_nr = key.syscall as i32,

@@ -22,6 +22,16 @@ pub fn capability(number: u32) -> Cow<'static, str> {
     }
 }
 
+/// A check's verdict, `granted` or `denied`; `kept` for a capability a narrowing capset kept,
+/// which is no check (`CapKey::kept`).
+pub fn verdict(key: &capwatch_common::CapKey) -> &'static str {
+    if key.kept() {
+        "kept"
+    } else {
+        key.verdict.name()
+    }
+}
+
 /// The capability number for a name, with or without its `CAP_` prefix, in any case.
 pub fn capability_number(name: &str) -> Option<u32> {
     let upper = name.to_ascii_uppercase();

@@ -8,16 +8,16 @@
 use std::collections::BTreeMap;
 
 use caps::Capability::{
-    self, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_MKNOD, CAP_NET_RAW, CAP_PERFMON, CAP_SETPCAP, CAP_SETUID,
-    CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RAWIO,
+    self, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_MKNOD, CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_PERFMON,
+    CAP_SETPCAP, CAP_SETUID, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_SYS_RAWIO,
 };
 use capwatch::{
     monitor::Monitor,
     selftest::{Kind, Sight},
 };
 use capwatch_common::{
-    CapKey, FailKey, Moot, Origin, Seccomp, Verdict, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_MOOT_SHIFT, CAP_FLAG_OUTER_USERNS,
-    CAP_OPT_INSETID, CAP_OPT_NOAUDIT,
+    CapKey, FailKey, Moot, Origin, Seccomp, Verdict, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_KEPT, CAP_FLAG_MOOT_SHIFT,
+    CAP_FLAG_OUTER_USERNS, CAP_OPT_INSETID, CAP_OPT_NOAUDIT,
 };
 use capwatch_tests::{emulated, kernel_available, opts_flags, reaches, refused, Launch, ProtectedFile, TestCgroup};
 
@@ -503,6 +503,58 @@ async fn every_capset_is_one_setpcap_check_in_capset() {
         w.backend()
     );
     assert_eq!(w.failures(), BTreeMap::new(), "{}", w.backend());
+    w.assert_nothing_lost();
+}
+
+/// A capset that narrows the permitted set keeps what it names without any check
+/// (security/commoncap.c cap_capset: the new permitted set must lie within the old one): each
+/// capability it keeps is recorded once per such capset, marked kept, beside the CAP_SETPCAP
+/// check every capset makes. Where the capability was not granted, the capset fails with EPERM
+/// and keeps nothing; a capset that narrows nothing keeps nothing either.
+#[tokio::test]
+async fn a_capset_narrowing_the_permitted_set_records_what_it_keeps() {
+    if !kernel_available("a_capset_narrowing_the_permitted_set_records_what_it_keeps") {
+        return;
+    }
+    let bind = u64::from(CAP_NET_BIND_SERVICE.index());
+    let mut w = Watched::new("keep");
+    w.assert_sees(Kind::Capset);
+    // Not a check: no `opts` to see, on any backend.
+    let kept_key = CapKey {
+        cgroup_id: w.cgroup.id,
+        cap: CAP_NET_BIND_SERVICE.index().into(),
+        syscall: SYS_CAPSET,
+        verdict: Verdict::Granted,
+        origin: Origin::App,
+        flags: CAP_FLAG_KEPT,
+    };
+    for _ in 0..3 {
+        let out = Launch::in_cgroup(&w.cgroup).run(&["keep", &bind.to_string()]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = Launch::in_cgroup(&w.cgroup).run(&["capset", "5"]);
+    assert!(out.status.success(), "{out:?}");
+    w.drain();
+    let all_kept: BTreeMap<CapKey, u64> = w
+        .monitor
+        .aggregates()
+        .caps()
+        .iter()
+        .filter(|(k, _)| k.cgroup_id == w.cgroup.id && k.kept())
+        .map(|(k, t)| (*k, t.count))
+        .collect();
+    assert_eq!(all_kept, BTreeMap::from([(kept_key, 3)]), "{}", w.backend());
+    let setpcap: u64 = w.checks(&w.cgroup, CAP_SETPCAP, SYS_CAPSET).values().sum();
+    assert_eq!(setpcap, 3 + 5, "{}: one CAP_SETPCAP check per capset", w.backend());
+
+    // Not granted: the capset fails and keeps nothing.
+    let out = Launch::in_cgroup(&w.cgroup).dropping(&[CAP_NET_BIND_SERVICE]).run(&["keep", &bind.to_string()]);
+    assert!(refused(&out), "keeping a capability not held should fail: {out:?}");
+    w.drain();
+    let counted: u64 = w.monitor.aggregates().caps().get(&kept_key).map_or(0, |t| t.count);
+    assert_eq!(counted, 3, "{}: a failed capset kept nothing", w.backend());
+    let failure = app_failure(&w.cgroup, SYS_CAPSET, libc::EPERM, Seccomp::None, 0);
+    assert_eq!(w.failures(), BTreeMap::from([(failure, 1)]), "{}", w.backend());
     w.assert_nothing_lost();
 }
 

@@ -58,6 +58,9 @@ pub struct CapabilityReport {
     pub used: Option<Usage>,
     /// The application's denied checks.
     pub denied: Option<Usage>,
+    /// The application's capsets that kept it while narrowing the permitted set: no checks,
+    /// but a capset naming it fails without it.
+    pub kept: Option<Usage>,
     pub verdict: Verdict,
     pub reason: String,
 }
@@ -163,7 +166,15 @@ pub fn report(container: Container, evidence: &Evidence) -> Report {
             loss.name()
         )
     });
-    let uncertain = unreadable.chain(lost).collect();
+    // Needed only because capset kept it: the one need capwatch infers rather than sees.
+    let kept_only = capabilities.iter().filter(|c| {
+        c.verdict == Verdict::Needed
+            && c.used.is_none()
+            && c.kept.is_some()
+            && !exec_needs.iter().any(|n| n.caps.permitted & (1 << c.number) != 0)
+    });
+    let kept_only = kept_only.map(|c| rules::kept_uncertain(&c.capability));
+    let uncertain = kept_only.chain(unreadable).chain(lost).collect();
     let observed = evidence.observed();
     let observed_seconds = observed.map_or(0, |(from, to)| to.duration_since(from).map_or(0, |d| d.as_secs()));
     Report {
@@ -254,6 +265,7 @@ fn judge(
     missing: Option<&BTreeSet<String>>,
 ) -> CapabilityReport {
     let app: Vec<&CheckEvidence> = rows.iter().copied().filter(|r| r.key.origin == Origin::App).collect();
+    let (kept, app): (Vec<&CheckEvidence>, Vec<&CheckEvidence>) = app.into_iter().partition(|r| r.key.kept());
     let (outer_ns, app): (Vec<&CheckEvidence>, Vec<&CheckEvidence>) =
         app.into_iter().partition(|r| r.key.flags & CAP_FLAG_OUTER_USERNS != 0);
     let (substituted, app): (Vec<&CheckEvidence>, Vec<&CheckEvidence>) =
@@ -279,6 +291,8 @@ fn judge(
         }
     } else if let Some(refused) = rules::refused_requests(cap, &denied_rows) {
         (Verdict::Missing, refused)
+    } else if let Some(kept) = rules::kept_by_capset(&kept) {
+        (Verdict::Needed, kept)
     } else if !denied_rows.is_empty() {
         let covered = fallback_cover(cap, &denied_rows, all);
         match covered {
@@ -334,6 +348,7 @@ fn judge(
         granted,
         used: usage(&consequential),
         denied: usage(&denied_rows),
+        kept: usage(&kept),
         verdict,
         reason,
     }
@@ -381,8 +396,8 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use capwatch_common::{
-        CapKey, FailKey, Moot, Sample, Seccomp, CAP_FLAG_MOOT_SHIFT, CAP_FLAG_NOAUDIT, JUDGED_ADVISORY_SITE,
-        JUDGED_STACK_READ,
+        CapKey, FailKey, Moot, Sample, Seccomp, CAP_FLAG_KEPT, CAP_FLAG_MOOT_SHIFT, CAP_FLAG_NOAUDIT,
+        JUDGED_ADVISORY_SITE, JUDGED_STACK_READ,
     };
 
     use super::{rules::advisory, *};
@@ -595,6 +610,29 @@ mod tests {
             assert!(reason.contains(words), "{reason}");
         }
         assert_eq!(report.cap_add, ["SETGID"]);
+    }
+
+    #[test]
+    fn a_capability_capset_kept_and_nothing_used_is_needed_and_said_uncertain() {
+        const CAPSET: u32 = 126;
+        let mut bind = row(10, CAPSET, Answer::Granted, Origin::App, None);
+        bind.key.flags = CAP_FLAG_KEPT;
+        // Kept and used: a need like any other, and nothing uncertain about it.
+        let mut setuid = row(7, CAPSET, Answer::Granted, Origin::App, None);
+        setuid.key.flags = CAP_FLAG_KEPT;
+        let used = row(7, 105, Answer::Granted, Origin::App, None);
+        // Kept by the runtime's capset: not the application's.
+        let mut runtime = row(21, CAPSET, Answer::Granted, Origin::Runtime, None);
+        runtime.key.flags = CAP_FLAG_KEPT;
+        let report = checks_only(container(None), &[bind, setuid, used, runtime], &[]);
+        let (verdict, reason) = verdict_of(&report, 10);
+        assert_eq!(verdict, Verdict::Needed);
+        assert!(reason.contains("kept by capset 3×") && reason.contains("cap_capset"), "{reason}");
+        assert_eq!(verdict_of(&report, 7), (Verdict::Needed, "used in setuid".into()));
+        assert_eq!(verdict_of(&report, 21).0, Verdict::NotNeeded);
+        assert_eq!(report.cap_add, ["SETUID", "NET_BIND_SERVICE"]);
+        assert_eq!(report.uncertain.len(), 1, "{:?}", report.uncertain);
+        assert!(report.uncertain[0].starts_with("CAP_NET_BIND_SERVICE was kept by capset"), "{:?}", report.uncertain);
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub fn advisory(check: &CheckEvidence) -> bool {
 pub fn consequential_use(check: &CheckEvidence) -> bool {
     check.key.origin == Origin::App
         && check.key.verdict == Answer::Granted
+        && !check.key.kept()
         && check.key.flags & (CAP_FLAG_FOREIGN_CRED | CAP_FLAG_OUTER_USERNS) == 0
         && !advisory(check)
         && check.key.moot().is_none()
@@ -68,6 +69,31 @@ pub fn moot(moot: Moot) -> &'static str {
         Moot::SetuidUnchanged => "setuid to the uid that was already the real and saved one (kernel/sys.c __sys_setuid)",
         Moot::SetgidUnchanged => "setgid to the gid that was already the real and saved one (kernel/sys.c __sys_setgid)",
     }
+}
+
+/// security/commoncap.c cap_capset():
+///     if (!cap_issubset(*permitted, old->cap_permitted))
+///             return -EPERM;
+/// A capset that narrows the permitted set names what it keeps, and the kernel asks no
+/// capability for that: a program naming a fixed set (chronyd keeping CAP_NET_BIND_SERVICE)
+/// fails without it, one keeping only what it holds (iputils ping's `limit_capabilities`) does
+/// not, and one observation with the capability granted cannot tell them apart. So a capability
+/// the application kept and never used is needed (sufficient before minimal), with this reason,
+/// and the report says it could not tell.
+pub fn kept_by_capset(kept: &[&CheckEvidence]) -> Option<String> {
+    let count: u64 = kept.iter().map(|c| c.count).sum();
+    (!kept.is_empty()).then(|| {
+        format!(
+            "kept by capset {count}×, which fails without it if the program names it whatever it holds (security/commoncap.c cap_capset); never used while observed"
+        )
+    })
+}
+
+/// The sentence `uncertain` has for a capability needed only because capset kept it.
+pub fn kept_uncertain(capability: &str) -> String {
+    format!(
+        "{capability} was kept by capset but never used while observed: capwatch cannot tell whether the program needs it or only keeps what it is given, so it stays in the advice; a run without it would tell"
+    )
 }
 
 /// Capabilities a program may use whose refusal it tolerates by design, with what is lost
@@ -101,7 +127,9 @@ pub fn alternatives(
         let cap = report.number;
         let used: Vec<&CheckEvidence> = checks
             .iter()
-            .filter(|c| c.key.cap == cap && c.key.origin == Origin::App && c.key.verdict == Answer::Granted)
+            .filter(|c| {
+                c.key.cap == cap && c.key.origin == Origin::App && c.key.verdict == Answer::Granted && !c.key.kept()
+            })
             .collect();
         let name = report.capability.trim_start_matches("CAP_").to_string();
         if cap == CAP_NET_BIND_SERVICE && !used.is_empty() && used.iter().all(|c| c.key.port().is_some()) {
@@ -115,6 +143,8 @@ pub fn alternatives(
         }
         let files: Vec<&str> =
             exec_needs.iter().filter(|(_, caps)| caps.permitted & (1 << cap) != 0).map(|(path, _)| *path).collect();
+        // A capability capset kept counts as exercised: the program named it, and may fail
+        // without it whatever the file carries.
         let exercised = checks.iter().any(|c| c.key.cap == cap && c.key.origin == Origin::App);
         if !files.is_empty() && !exercised {
             let carried: Vec<String> = exec_needs

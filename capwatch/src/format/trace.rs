@@ -13,7 +13,7 @@ pub fn lines(observations: &[Observation], at: f64) -> String {
                 "{at:8.3}s  {}  {} {} in {}  by {} (pid {}, uid {}, {})",
                 c.place.cgroup,
                 names::capability(c.key.cap),
-                c.key.verdict.name(),
+                names::verdict(&c.key),
                 names::syscall(c.key.syscall),
                 names::comm(&c.totals.sample.comm),
                 c.totals.sample.pid,
@@ -61,7 +61,7 @@ pub fn totals(observations: &[Observation], losses: &[u64]) -> String {
         match observation {
             Observation::Check(c) => table.add_row([
                 c.place.cgroup.to_string(),
-                format!("{} {}", names::capability(c.key.cap), c.key.verdict.name()),
+                format!("{} {}", names::capability(c.key.cap), names::verdict(&c.key)),
                 names::syscall(c.key.syscall).into_owned(),
                 c.key.origin.name().to_string(),
                 noaudit(c.key.flags).to_string(),

@@ -233,7 +233,7 @@ impl Metrics {
                         container_name,
                         image,
                         capability: names::capability(check.key.cap).to_string(),
-                        verdict: check.key.verdict.name().into(),
+                        verdict: names::verdict(&check.key).into(),
                         origin: check.key.origin.name().into(),
                     };
                     self.checks.get_or_create(&labels).inc_by(check.added);

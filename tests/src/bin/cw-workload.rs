@@ -112,6 +112,7 @@ fn run(args: &[String]) -> Option<Result<(), i32>> {
         (Some("mmap"), 2) => repeat(count(1), mmap_once),
         (Some("mmap-low"), 2) => repeat(count(1), mmap_low),
         (Some("capset"), 2) => capset(count(1)),
+        (Some("keep"), 2) => keep(count(1)?),
         (Some("ptrace-read"), 2) => ptrace_read(count(1)),
         (Some("child"), n) if n > 1 => child(&args[1..]),
         (Some("mknod"), 2) => mknod(&args[1]),
@@ -424,6 +425,18 @@ fn capset_to(data: &[CapData; 2]) -> i64 {
 fn capset(n: Option<u64>) -> Result<(), i32> {
     let data = capget()?;
     repeat(n, || capset_to(&data))
+}
+
+/// capset(2) narrowing the permitted and effective sets to the one capability numbered `cap`,
+/// whether or not this process holds it, as a daemon that sheds what it does not need does.
+fn keep(cap: u64) -> Result<(), i32> {
+    let mut data = capget()?;
+    for (half, set) in data.iter_mut().enumerate() {
+        let bits = (1u64 << cap >> (32 * half)) as u32;
+        set.permitted = bits;
+        set.effective = bits;
+    }
+    check(capset_to(&data))
 }
 
 /// Opens a child's /proc/PID/environ N times (PTRACE_MODE_READ_FSCREDS) with the lowest
