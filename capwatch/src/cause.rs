@@ -27,6 +27,9 @@ pub enum Cause {
     /// `execve` refused with no capability check: the program file carries capabilities the
     /// container's bounding set lacks.
     FileCapabilities,
+    /// `capset` refused with no capability check: it was asked to keep capabilities the process
+    /// does not hold.
+    KeptCapabilities,
     /// The call ran and failed with no capability denied: an LSM, or the call's own rules.
     Other,
 }
@@ -38,6 +41,7 @@ impl Cause {
             Cause::FilePermissions { .. } => "file_permissions",
             Cause::Seccomp { .. } => "seccomp",
             Cause::FileCapabilities => "file_capabilities",
+            Cause::KeptCapabilities => "kept_capabilities",
             Cause::Other => "other",
         }
     }
@@ -106,6 +110,13 @@ pub fn cause(key: &FailKey, profile: &Profile, seccomp_rules: &SeccompProfile) -
     {
         return Cause::FileCapabilities;
     }
+    // security/commoncap.c cap_capset: "verify restrictions on target's new Permitted set":
+    // -EPERM unless the new permitted set lies within the old one, with no check made (its other
+    // refusals, an effective set beyond the new permitted one or an inheritable set beyond the
+    // bounding set, are a program's own inconsistency, which a denied CAP_SETPCAP would show).
+    if key.errno == libc::EPERM as u16 && key.syscall == libc::SYS_capset as u32 {
+        return Cause::KeptCapabilities;
+    }
     Cause::Other
 }
 
@@ -171,6 +182,9 @@ fn sentence(
         Cause::FileCapabilities => format!(
             "the program file's capabilities: execve refused it without a capability check ({who}); its file capabilities (getcap) exceed the container's bounding set"
         ),
+        Cause::KeptCapabilities => format!(
+            "capabilities the process does not hold: capset refused to keep them, which it does without a capability check ({who}; security/commoncap.c cap_capset: the new permitted set must lie within the old one); the program names capabilities the container was not given"
+        ),
         Cause::Other => format!(
             "not a capability: {syscall} ran and failed with no capability denied ({who}): an LSM (AppArmor, SELinux), a mount option or the call's own rules"
         ),
@@ -215,6 +229,12 @@ mod tests {
         }
         assert_eq!(cause(&key(libc::SYS_execve, 1, 0, Seccomp::Allows, &[]), &default, rules), Cause::FileCapabilities);
         assert_eq!(cause(&key(libc::SYS_openat, 13, 0, Seccomp::Allows, &[]), &default, rules), Cause::Other);
+        assert_eq!(cause(&key(libc::SYS_capset, 1, 0, Seccomp::Allows, &[]), &default, rules), Cause::KeptCapabilities);
+        // A refused CAP_SETPCAP that mattered is the capability's.
+        assert!(matches!(
+            cause(&key(libc::SYS_capset, 1, 0, Seccomp::Allows, &[8]), &default, rules),
+            Cause::Capability { .. }
+        ));
         // A custom profile's refusal names no coupling.
         assert_eq!(
             cause(&key(libc::SYS_fchmodat, 1, 0, Seccomp::MayRefuse, &[]), &Profile::Custom, rules),

@@ -174,7 +174,14 @@ pub fn report(container: Container, evidence: &Evidence) -> Report {
             && !exec_needs.iter().any(|n| n.caps.permitted & (1 << c.number) != 0)
     });
     let kept_only = kept_only.map(|c| rules::kept_uncertain(&c.capability));
-    let uncertain = kept_only.chain(unreadable).chain(lost).collect();
+    let profile = Profile::of(&container);
+    let refused_keeps: u64 = failures
+        .iter()
+        .filter(|f| f.key.origin == Origin::App && cause_of(f, &profile) == Cause::KeptCapabilities)
+        .map(|f| f.count)
+        .sum();
+    let refused_keeps = (refused_keeps > 0).then(|| rules::refused_keeps_uncertain(refused_keeps));
+    let uncertain = kept_only.chain(refused_keeps).chain(unreadable).chain(lost).collect();
     let observed = evidence.observed();
     let observed_seconds = observed.map_or(0, |(from, to)| to.duration_since(from).map_or(0, |d| d.as_secs()));
     Report {
@@ -227,11 +234,7 @@ fn missing_caps(
     let mut missing: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
     for failure in failures.iter().filter(|f| f.key.origin == Origin::App) {
         let syscall = names::syscall(failure.key.syscall);
-        let cause = match &failure.explained {
-            Some(explained) => explained.cause.clone(),
-            None => cause::cause(&failure.key, profile, rules),
-        };
-        match cause {
+        match cause_of(failure, profile) {
             Cause::Capability { .. } => {
                 let mut denied = failure.key.denied;
                 for &(first, then) in &FALLBACKS {
@@ -255,6 +258,14 @@ fn missing_caps(
         }
     }
     missing
+}
+
+/// A failure's cause: as the daemon explained it when it was recorded, or from its evidence.
+fn cause_of(failure: &FailureEvidence, profile: &Profile) -> Cause {
+    match &failure.explained {
+        Some(explained) => explained.cause.clone(),
+        None => cause::cause(&failure.key, profile, SeccompProfile::docker_default()),
+    }
 }
 
 fn judge(
@@ -633,6 +644,14 @@ mod tests {
         assert_eq!(report.cap_add, ["SETUID", "NET_BIND_SERVICE"]);
         assert_eq!(report.uncertain.len(), 1, "{:?}", report.uncertain);
         assert!(report.uncertain[0].starts_with("CAP_NET_BIND_SERVICE was kept by capset"), "{:?}", report.uncertain);
+    }
+
+    #[test]
+    fn a_capset_refused_for_keeping_what_was_not_held_is_said_uncertain() {
+        let report = checks_only(container(None), &[], &[failure(126, 1, &[])]);
+        assert!(report.cap_add.is_empty());
+        assert_eq!(report.uncertain.len(), 1, "{:?}", report.uncertain);
+        assert!(report.uncertain[0].starts_with("capset failed 1× asking to keep"), "{:?}", report.uncertain);
     }
 
     #[test]

@@ -96,6 +96,14 @@ pub fn kept_uncertain(capability: &str) -> String {
     )
 }
 
+/// The sentence `uncertain` has where the application's capsets failed asking to keep what it did
+/// not hold (`Cause::KeptCapabilities`): no check names the capabilities, so no advice can.
+pub fn refused_keeps_uncertain(count: u64) -> String {
+    format!(
+        "capset failed {count}× asking to keep capabilities the container did not hold (security/commoncap.c cap_capset checks none): capwatch cannot tell which, and the advice lacks them; observe the container with more capabilities (Docker's defaults, or --cap-add ALL) to learn them"
+    )
+}
+
 /// Capabilities a program may use whose refusal it tolerates by design, with what is lost
 /// without them. Kept small: each is justified in docs/advice-rules.md.
 pub fn optional(cap: u32) -> Option<&'static str> {

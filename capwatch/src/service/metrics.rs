@@ -49,7 +49,7 @@ struct FailureLabels {
     syscall: String,
     errno: String,
     origin: String,
-    /// capability, file_permissions, seccomp, file_capabilities or other (see `capwatch explain`).
+    /// capability, file_permissions, seccomp, file_capabilities, kept_capabilities or other (see `capwatch explain`).
     cause: String,
 }
 
