@@ -37,8 +37,10 @@ struct Kernel {
     /// Set when capwatch must refuse this kernel outright: what its one line must name.
     unsupported: Option<&'static str>,
     /// The security/commoncap.c callers into which this build's compiler inlined `cap_capable`,
-    /// so that fexit and kprobes on `cap_capable` cannot see their checks (measured by booting
-    /// the build: the tracepoint-less kernels' fexit and kprobe saw no mmap CAP_SYS_ADMIN check).
+    /// so that fexit and kprobes on `cap_capable` cannot see their checks and capwatch's
+    /// self-test must hook the callers themselves (measured by booting the build: without those
+    /// hooks, fexit and kprobes saw none of mmap's CAP_SYS_ADMIN, capset's CAP_SETPCAP or a low
+    /// mapping's CAP_SYS_RAWIO).
     inlined: &'static [&'static str],
 }
 
@@ -59,14 +61,14 @@ const KERNELS: [Kernel; 4] = [
         suites: &["bookworm", "bookworm-security"],
         refused: &["tracepoint"],
         unsupported: None,
-        inlined: &["cap_vm_enough_memory"],
+        inlined: &["cap_vm_enough_memory", "cap_capset", "cap_mmap_addr"],
     },
     Kernel {
         name: "Debian 13",
         suites: &["trixie", "trixie-security"],
         refused: &["tracepoint"],
         unsupported: None,
-        inlined: &["cap_vm_enough_memory"],
+        inlined: &["cap_vm_enough_memory", "cap_capset", "cap_mmap_addr"],
     },
     // Every backend.
     Kernel { name: "Debian unstable", suites: &["sid"], refused: &[], unsupported: None, inlined: &[] },
