@@ -101,8 +101,9 @@ wire_enum! {
         KprobeStashOverwritten = 4 => "kprobe_stash_overwritten",
         /// kprobe backend: the per-thread stash was full; the check was not counted.
         KprobeStashFull = 5 => "kprobe_stash_full",
-        /// A denied check could not be remembered for its syscall's exit (`CW_DENIED` full): a
-        /// failure of that syscall may be explained without it.
+        /// A denied check, or what a capset keeps, could not be remembered for its syscall's exit
+        /// (`CW_DENIED` full): a failure of that syscall may be explained without it, or a
+        /// capability that capset kept go unrecorded.
         DeniedStashFull = 6 => "denied_stash_full",
         /// An exec found `CW_EXECS` full: the program's file capabilities were not looked at.
         ExecMapFull = 7 => "exec_map_full",

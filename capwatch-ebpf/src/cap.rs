@@ -17,9 +17,9 @@ use capwatch_common::{
 };
 
 use crate::{
-    aggregate, consequence, failure,
+    aggregate, consequence,
     maps::{KprobeStash, CW_CAPS, CW_KPROBE_STASH, CW_STACKS},
-    origin, scope,
+    origin, pending, scope,
 };
 
 /// Offsets read by userspace from the kernel's BTF: `task_struct.real_cred`,
@@ -51,7 +51,7 @@ pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, chec
     let flags = flags | judge(checked, cap, syscall, regs);
     // A moot check's refusal cannot be why its syscall fails.
     if ret != 0 && flags & CAP_FLAG_MOOT_MASK == 0 {
-        failure::note_denied(syscall, cap);
+        pending::note_denied(syscall, cap);
     }
     let key = CapKey {
         cgroup_id,
@@ -62,20 +62,16 @@ pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, chec
         flags,
     };
     aggregate::record(&CW_CAPS, &key, || first_occurrence(ctx), Loss::CapMapFull);
-    // capset's CAP_SETPCAP check comes before the new sets are committed; refused where it
-    // mattered, the capset fails and keeps nothing.
-    if (cap, syscall) == (consequence::CAP_SETPCAP, consequence::SYS_CAPSET)
-        && (ret == 0 || flags & CAP_FLAG_MOOT_MASK != 0)
-    {
-        record_kept(key, regs);
+    // Every capset makes this check, before it commits the new sets.
+    if (cap, syscall) == (consequence::CAP_SETPCAP, consequence::SYS_CAPSET) {
+        note_kept(syscall, regs);
     }
 }
 
-/// The capabilities a narrowing capset keeps (`consequence::capset_kept`, against the task's
-/// own credentials, which capset replaces), each under a key of its own marked
-/// `CAP_FLAG_KEPT`: no check is made for them, yet the capset fails where one was not granted.
+/// Remembers, until the capset's exit, what it keeps if it narrows the permitted set
+/// (`consequence::capset_kept`, against the task's own credentials, which capset replaces).
 #[inline(always)]
-fn record_kept(key: CapKey, regs: *const pt_regs) {
+fn note_kept(syscall: u32, regs: *const pt_regs) {
     let offset = unsafe { read_volatile(&CW_TASK_REAL_CRED_OFFSET) };
     if offset == 0 {
         return;
@@ -85,11 +81,31 @@ fn record_kept(key: CapKey, regs: *const pt_regs) {
         return;
     };
     let kept = consequence::capset_kept(regs, cred as *const u8);
-    let mut kept_key = CapKey { verdict: Verdict::Granted, flags: CAP_FLAG_KEPT, ..key };
+    if kept != 0 {
+        pending::note_kept(syscall, kept);
+    }
+}
+
+/// A capset in `syscall` succeeded keeping `kept` in a narrower permitted set: each capability
+/// under a key of its own marked `CAP_FLAG_KEPT`. No check is made for them (security/
+/// commoncap.c cap_capset), yet the capset fails where one was not held.
+#[inline(always)]
+pub fn on_kept(syscall: u32, kept: u64) {
+    let Some(cgroup_id) = scope::watched_cgroup() else {
+        return;
+    };
+    let mut key = CapKey {
+        cgroup_id,
+        cap: 0,
+        syscall,
+        verdict: Verdict::Granted,
+        origin: origin::current(),
+        flags: CAP_FLAG_KEPT,
+    };
     for cap in 0..64 {
         if kept >> cap & 1 != 0 {
-            kept_key.cap = cap;
-            aggregate::record(&CW_CAPS, &kept_key, || (-1, 0), Loss::CapMapFull);
+            key.cap = cap;
+            aggregate::record(&CW_CAPS, &key, || (-1, 0), Loss::CapMapFull);
         }
     }
 }

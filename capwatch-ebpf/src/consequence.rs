@@ -124,28 +124,27 @@ fn capset_within_permitted(regs: *const pt_regs, cred: *const u8) -> Moot {
 ///     if (!cap_issubset(*effective, *permitted))
 ///             return -EPERM;
 /// A capset that narrows the permitted set keeps what it names without any check: a program that
-/// names a capability it was not granted fails there. The capabilities a capset that passes both
-/// keeps in a narrower permitted set, from the caller's memory and the credentials it replaces;
-/// 0 when it does not narrow it or cannot be read.
+/// names a capability it was not granted fails there. The permitted set a capset asks for, from
+/// the caller's memory, where it is strictly within the old one in the credentials it replaces;
+/// 0 when it does not narrow it or cannot be read. Whether the capset then succeeded (passing
+/// the effective and inheritable tests too), its return tells.
 #[inline(always)]
 pub fn capset_kept(regs: *const pt_regs, cred: *const u8) -> u64 {
     let (header, data) = unsafe { ((*regs).rdi as *const u32, (*regs).rsi as *const u32) };
     let Ok(version) = (unsafe { bpf_probe_read_user(header) }) else { return 0 };
     // struct __user_cap_data_struct { __u32 effective, permitted, inheritable; }, one or two.
-    let Ok(low) = (unsafe { bpf_probe_read_user(data as *const [u32; 2]) }) else { return 0 };
+    let Ok(low) = (unsafe { bpf_probe_read_user(data.wrapping_add(1)) }) else { return 0 };
     let high = if version == LINUX_CAPABILITY_VERSION_1 {
-        [0, 0]
+        0
     } else {
-        match unsafe { bpf_probe_read_user(data.wrapping_add(3) as *const [u32; 2]) } {
+        match unsafe { bpf_probe_read_user(data.wrapping_add(4)) } {
             Ok(high) => high,
             Err(_) => return 0,
         }
     };
-    let effective = (high[0] as u64) << 32 | low[0] as u64;
-    let permitted = (high[1] as u64) << 32 | low[1] as u64;
+    let permitted = (high as u64) << 32 | low as u64;
     let Some(old_permitted) = read_u64(cred, &CW_CRED_CAP_PERMITTED_OFFSET) else { return 0 };
-    let narrows = permitted & !old_permitted == 0 && permitted != old_permitted;
-    if narrows && effective & !permitted == 0 {
+    if permitted & !old_permitted == 0 && permitted != old_permitted {
         permitted
     } else {
         0

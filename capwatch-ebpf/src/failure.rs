@@ -7,17 +7,11 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel, generated::bpf_get_current_task_btf,
-    },
+    helpers::{bpf_get_current_uid_gid, bpf_probe_read_kernel, generated::bpf_get_current_task_btf},
 };
 use capwatch_common::{FailKey, Loss, Seccomp};
 
-use crate::{
-    aggregate,
-    maps::{DeniedInSyscall, CW_DENIED, CW_DENIED_COUNT, CW_FAILURES},
-    origin, scope,
-};
+use crate::{aggregate, maps::CW_FAILURES, origin, scope};
 
 const EPERM: i64 = 1;
 const EACCES: i64 = 13;
@@ -35,13 +29,10 @@ static CW_FILTER_ALLOW_NATIVE_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CW_SECCOMP_NATIVE_BITS: u32 = 0;
 
+/// A syscall's exit, with the capabilities `denied` to the thread in it.
 #[inline(always)]
-pub fn on_exit(regs: *const pt_regs, ret: i64) {
+pub fn on_exit(regs: *const pt_regs, ret: i64, denied: u64) {
     if ret != -EPERM && ret != -EACCES {
-        // A thread that was denied something in this syscall, and still succeeded.
-        if denied_pending() {
-            forget_denied();
-        }
         return;
     }
     let Some(cgroup_id) = scope::watched_cgroup() else {
@@ -55,64 +46,9 @@ pub fn on_exit(regs: *const pt_regs, ret: i64) {
         origin: origin::current(),
         uid: bpf_get_current_uid_gid() as u32,
         seccomp: seccomp_state(syscall),
-        denied: take_denied(syscall),
+        denied,
     };
     aggregate::record(&CW_FAILURES, &key, || (-1, 0), Loss::FailureMapFull);
-}
-
-/// Remembers a capability denied to the current thread in `syscall` until the syscall's exit.
-#[inline(always)]
-pub fn note_denied(syscall: u32, cap: u32) {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let bit = 1u64 << (cap & 63);
-    if let Some(entry) = CW_DENIED.get_ptr_mut(tid) {
-        unsafe {
-            if (*entry).syscall == syscall {
-                (*entry).caps |= bit;
-            } else {
-                *entry = DeniedInSyscall { syscall, _pad: 0, caps: bit };
-            }
-        }
-        return;
-    }
-    let entry = DeniedInSyscall { syscall, _pad: 0, caps: bit };
-    match CW_DENIED.insert(tid, entry, aya_ebpf::bindings::BPF_NOEXIST as u64) {
-        Ok(()) => count(1),
-        Err(_) => aggregate::count_loss(Loss::DeniedStashFull),
-    }
-}
-
-/// The capabilities denied to the current thread in `syscall`, forgetting them.
-fn take_denied(syscall: u32) -> u64 {
-    if !denied_pending() {
-        return 0;
-    }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let caps = match CW_DENIED.get_ptr(tid) {
-        Some(entry) if unsafe { (*entry).syscall } == syscall => unsafe { (*entry).caps },
-        _ => 0,
-    };
-    forget_denied();
-    caps
-}
-
-/// Forgets what the current thread was denied (its syscall is over, or the thread is).
-#[inline(always)]
-pub fn forget_denied() {
-    if CW_DENIED.remove(bpf_get_current_pid_tgid() as u32).is_ok() {
-        count(u64::MAX); // -1
-    }
-}
-
-#[inline(always)]
-fn denied_pending() -> bool {
-    CW_DENIED_COUNT.get(0).is_some_and(|n| *n != 0)
-}
-
-fn count(delta: u64) {
-    if let Some(counter) = CW_DENIED_COUNT.get_ptr_mut(0) {
-        unsafe { aggregate::add(counter, delta) };
-    }
 }
 
 /// What the current thread's seccomp filter says of `syscall`. The kernel caches, per filter

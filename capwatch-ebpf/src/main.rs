@@ -12,6 +12,7 @@ mod exec;
 mod failure;
 mod maps;
 mod origin;
+mod pending;
 mod scope;
 
 use aya_ebpf::{
@@ -113,12 +114,18 @@ pub fn cap_vm_enough_memory_entry(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `tp_btf/sys_exit(regs, ret)`: every syscall's return on the host; only EPERM/EACCES go on.
+/// `tp_btf/sys_exit(regs, ret)`: every syscall's return on the host. What the syscall left
+/// (pending.rs) goes to a failure's evidence or, where a capset succeeded, to what it kept;
+/// only EPERM/EACCES go on to the failures.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let regs: *const pt_regs = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    failure::on_exit(regs, ret);
+    let left = pending::take(unsafe { (*regs).orig_rax } as u32);
+    if ret == 0 && left.kept != 0 {
+        cap::on_kept(left.syscall, left.kept);
+    }
+    failure::on_exit(regs, ret, left.denied);
     0
 }
 
@@ -158,7 +165,7 @@ pub fn cgroup_attach(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
     if let Some(cgroup_id) = scope::watched_cgroup() {
-        failure::forget_denied();
+        pending::forget();
         cap::forget_kprobe_stash();
         origin::on_exit(cgroup_id);
     }

@@ -41,22 +41,25 @@ pub static CW_KPROBE_STASH: HashMap<u64, KprobeStash> = HashMap::with_max_entrie
 #[map]
 pub static CW_MMAP_MIN_ADDR: Array<u64> = Array::with_max_entries(2, 0);
 
-/// Capabilities denied to a thread during its current syscall, until that syscall's exit.
+/// What a thread's current syscall leaves for its exit (pending.rs): capabilities denied in it,
+/// and those a capset kept.
 #[map]
-pub static CW_DENIED: HashMap<u32, DeniedInSyscall> = HashMap::with_max_entries(16384, 0);
+pub static CW_DENIED: HashMap<u32, InSyscall> = HashMap::with_max_entries(16384, 0);
 
 /// How many entries `CW_DENIED` holds: while none, syscall exits skip it entirely.
 #[map]
 pub static CW_DENIED_COUNT: Array<u64> = Array::with_max_entries(1, 0);
 
-/// What `CW_DENIED` keeps for a thread between a denied check and the end of its syscall.
+/// What `CW_DENIED` keeps for a thread until the end of its syscall.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct DeniedInSyscall {
+pub struct InSyscall {
     pub syscall: u32,
     pub _pad: u32,
-    /// Bit per capability.
-    pub caps: u64,
+    /// Capabilities denied in it, a bit each.
+    pub denied: u64,
+    /// Capabilities a capset in it asks to keep, narrowing the permitted set.
+    pub kept: u64,
 }
 
 /// What the kprobe backend keeps per thread between `cap_capable`'s entry and its return.

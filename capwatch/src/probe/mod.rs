@@ -152,7 +152,8 @@ pub struct MapSizes {
     pub execs: u32,
     /// Kernel stacks of first occurrences (`CW_STACKS`): their call sites' names only.
     pub stacks: u32,
-    /// Threads between a denied check and their syscall's exit (`CW_DENIED`).
+    /// Threads between a denied check or a narrowing capset and their syscall's exit
+    /// (`CW_DENIED`).
     pub denied: u32,
     /// kprobe backend: threads between `cap_capable`'s entry and return (`CW_KPROBE_STASH`).
     pub kprobe_stash: u32,
