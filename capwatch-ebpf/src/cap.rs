@@ -1,6 +1,6 @@
 //! Capability checks, from whichever backend saw them, into `CW_CAPS`.
 
-use core::ptr::read_volatile;
+use core::{mem::MaybeUninit, ptr::read_volatile};
 
 use aya_ebpf::{
     bindings::{pt_regs, BPF_NOEXIST},
@@ -70,7 +70,8 @@ pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, chec
 
 /// Remembers, until the capset's exit, what it keeps if it narrows the permitted set
 /// (`consequence::capset_kept`, against the task's own credentials, which capset replaces).
-#[inline(always)]
+/// A BPF subprogram of its own, so that its stack does not add to the check's.
+#[inline(never)]
 fn note_kept(syscall: u32, regs: *const pt_regs) {
     let offset = unsafe { read_volatile(&CW_TASK_REAL_CRED_OFFSET) };
     if offset == 0 {
@@ -128,12 +129,17 @@ fn judge(checked: Checked, cap: u32, syscall: u32, regs: *const pt_regs) -> u32 
 #[inline(always)]
 fn first_occurrence<C: StackIdContext>(ctx: &C) -> (i32, u32) {
     let stack_id = ctx.get_stackid(&CW_STACKS, 0).map_or(-1, |id| id as i32);
-    let mut frames = [0u64; STACK_FRAMES];
-    let size = size_of_val(&frames) as u32;
+    // Left for the helper to fill, which zeroes what the stack does not reach: zeroing it here
+    // would be a call to memset, whose frame counts against the 512 bytes of stack that the
+    // check, this function and their callees share.
+    let mut frames = MaybeUninit::<[u64; STACK_FRAMES]>::uninit();
+    let size = size_of::<[u64; STACK_FRAMES]>() as u32;
     let read = unsafe { bpf_get_stack(ctx.as_ptr(), frames.as_mut_ptr().cast(), size, 0) };
     if read <= 0 {
         return (stack_id, 0);
     }
+    // SAFETY: bpf_get_stack wrote all `size` bytes (the frames, then zeroes).
+    let frames = unsafe { frames.assume_init() };
     let site = |i: usize| unsafe { read_volatile(&CW_CALL_SITES[i]) };
     if site(0) == 0 {
         // No call site is known (kallsyms hides addresses): nothing was judged.
