@@ -9,7 +9,7 @@ pub enum Error {
     #[error("capwatch needs root to load its eBPF programs (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN): run it as root")]
     NotRoot,
 
-    #[error("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): capwatch needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.11 or newer)")]
+    #[error("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing): capwatch needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.15 or newer)")]
     NoBtf,
 
     #[error("this kernel ({release}) lacks BPF helpers capwatch's programs call ({missing}): capwatch needs Linux {floor} or newer")]
