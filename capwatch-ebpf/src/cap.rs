@@ -11,9 +11,9 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use capwatch_common::{
-    CapKey, Loss, Verdict, CALL_SITES, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_KEPT, CAP_FLAG_MOOT_MASK,
-    CAP_FLAG_MOOT_SHIFT, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OUTER_USERNS, CAP_FLAG_PORT_SHIFT,
-    CAP_OPT_INSETID, CAP_OPT_NOAUDIT, JUDGED_STACK_READ,
+    CapKey, Loss, Origin, Verdict, CALL_SITES, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_KEPT,
+    CAP_FLAG_MOOT_MASK, CAP_FLAG_MOOT_SHIFT, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OUTER_USERNS,
+    CAP_FLAG_PORT_SHIFT, CAP_OPT_INSETID, CAP_OPT_NOAUDIT, JUDGED_STACK_READ,
 };
 
 use crate::{
@@ -89,20 +89,19 @@ fn note_kept(syscall: u32, regs: *const pt_regs) {
 
 /// A capset in `syscall` succeeded keeping `kept` in a narrower permitted set: each capability
 /// under a key of its own marked `CAP_FLAG_KEPT`. No check is made for them (security/
-/// commoncap.c cap_capset), yet the capset fails where one was not held.
+/// commoncap.c cap_capset), yet the capset fails where one was not held. Only the
+/// application's: the runtime's capset applies the container's configuration, which the runtime
+/// says itself, and would add a key per granted capability to every container and exec session.
 #[inline(always)]
 pub fn on_kept(syscall: u32, kept: u64) {
     let Some(cgroup_id) = scope::watched_cgroup() else {
         return;
     };
-    let mut key = CapKey {
-        cgroup_id,
-        cap: 0,
-        syscall,
-        verdict: Verdict::Granted,
-        origin: origin::current(),
-        flags: CAP_FLAG_KEPT,
-    };
+    let origin = origin::current();
+    if origin != Origin::App {
+        return;
+    }
+    let mut key = CapKey { cgroup_id, cap: 0, syscall, verdict: Verdict::Granted, origin, flags: CAP_FLAG_KEPT };
     for cap in 0..64 {
         if kept >> cap & 1 != 0 {
             key.cap = cap;
