@@ -130,10 +130,13 @@ impl Monitor {
         self.intake.forget(&HashSet::from([cgroup_id]))
     }
 
-    /// Announcements of cgroups that are not forgotten.
+    /// Announcements of cgroups neither forgotten whole nor found gone by the previous drain.
+    /// A gone cgroup's last announcements can reach the ring buffer after that drain read it,
+    /// and before its full read of the maps, which counted them and was forgotten with the
+    /// cgroup: taken now, they would count again, for a cgroup no later drain finds gone.
     fn admitted(&self, mut announced: Vec<Announced>) -> Vec<Announced> {
-        if !self.forgotten.is_empty() {
-            announced.retain(|a| !self.forgotten.contains(&a.cgroup_id()));
+        if !self.forgotten.is_empty() || !self.gone.is_empty() {
+            announced.retain(|a| !self.forgotten.contains(&a.cgroup_id()) && !self.gone.contains(&a.cgroup_id()));
         }
         announced
     }
