@@ -216,6 +216,20 @@ pub const CALL_SITES: usize = 8;
 pub const CAP_OPT_NOAUDIT: u32 = 1 << 1;
 pub const CAP_OPT_INSETID: u32 = 1 << 2;
 
+/// The `CapKey::flags` of a check whose `opts` the probe saw (fexit, kprobe):
+/// `CAP_FLAG_OPTS_KNOWN`, and the NOAUDIT and INSETID bits as they were.
+#[inline(always)]
+pub const fn flags_from_opts(opts: u32) -> u32 {
+    let mut flags = CAP_FLAG_OPTS_KNOWN;
+    if opts & CAP_OPT_NOAUDIT != 0 {
+        flags |= CAP_FLAG_NOAUDIT;
+    }
+    if opts & CAP_OPT_INSETID != 0 {
+        flags |= CAP_FLAG_INSETID;
+    }
+    flags
+}
+
 /// The syscall number recorded when the thread was not in a syscall (pt_regs `orig_ax` of -1).
 pub const NO_SYSCALL: u32 = u32::MAX;
 

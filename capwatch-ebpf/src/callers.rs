@@ -24,7 +24,7 @@ use aya_ebpf::{
     helpers::{bpf_probe_read_kernel, generated::bpf_get_current_task_btf},
     programs::tracing::StackIdContext,
 };
-use capwatch_common::{Loss, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OUTER_USERNS};
+use capwatch_common::{flags_from_opts, Loss, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_OUTER_USERNS, CAP_OPT_NOAUDIT};
 
 use crate::{
     aggregate,
@@ -64,7 +64,7 @@ enum Target {
 /// a refused check still returns 0 when the inheritable set does not grow.
 #[inline(always)]
 pub fn on_capset<C: StackIdContext>(ctx: &C) {
-    record(ctx, CAP_SETPCAP, Target::Own, CAP_FLAG_OPTS_KNOWN, None);
+    record(ctx, CAP_SETPCAP, Target::Own, flags_from_opts(0), None);
 }
 
 /// `cap_mmap_addr(addr)`: `if (addr < dac_mmap_min_addr) ret = cap_capable(current_cred(),
@@ -78,7 +78,7 @@ pub fn on_mmap_addr<C: StackIdContext>(ctx: &C, addr: u64, ret: Option<i32>) {
     }
     // A non-zero return can only be the check's refusal; otherwise the address tells.
     if ret.is_some_and(|r| r != 0) || mmap_min_addr().is_some_and(|min| addr < min) {
-        record(ctx, CAP_SYS_RAWIO, Target::Initial, CAP_FLAG_OPTS_KNOWN, ret);
+        record(ctx, CAP_SYS_RAWIO, Target::Initial, flags_from_opts(0), ret);
     }
 }
 
@@ -89,7 +89,7 @@ pub fn on_mmap_addr<C: StackIdContext>(ctx: &C, addr: u64, ret: Option<i32>) {
 /// it is judged from the credentials instead.
 #[inline(always)]
 pub fn on_vm_enough_memory<C: StackIdContext>(ctx: &C) {
-    record(ctx, CAP_SYS_ADMIN, Target::Initial, CAP_FLAG_OPTS_KNOWN | CAP_FLAG_NOAUDIT, None);
+    record(ctx, CAP_SYS_ADMIN, Target::Initial, flags_from_opts(CAP_OPT_NOAUDIT), None);
 }
 
 /// Records the check as `cap_capable` would have: `answer` where the caller returned it,

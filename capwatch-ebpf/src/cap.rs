@@ -11,9 +11,8 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use capwatch_common::{
-    CapKey, Loss, Origin, Verdict, CALL_SITES, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_INSETID, CAP_FLAG_KEPT,
-    CAP_FLAG_MOOT_MASK, CAP_FLAG_MOOT_SHIFT, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CAP_FLAG_OUTER_USERNS,
-    CAP_FLAG_PORT_SHIFT, CAP_OPT_INSETID, CAP_OPT_NOAUDIT, JUDGED_STACK_READ,
+    flags_from_opts, CapKey, Loss, Origin, Verdict, CALL_SITES, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_KEPT,
+    CAP_FLAG_MOOT_MASK, CAP_FLAG_MOOT_SHIFT, CAP_FLAG_OUTER_USERNS, CAP_FLAG_PORT_SHIFT, JUDGED_STACK_READ,
 };
 
 use crate::{
@@ -163,19 +162,6 @@ fn first_occurrence<C: StackIdContext>(ctx: &C) -> (i32, u32) {
 fn all_if_below(a: u64, b: u64) -> u32 {
     let borrow = ((!a & b) | ((!a | b) & a.wrapping_sub(b))) >> 63;
     0u32.wrapping_sub(borrow as u32)
-}
-
-/// `CapKey::flags` for a check whose `opts` the probe saw (fexit, kprobe).
-#[inline(always)]
-pub fn flags_from_opts(opts: u32) -> u32 {
-    let mut flags = CAP_FLAG_OPTS_KNOWN;
-    if opts & CAP_OPT_NOAUDIT != 0 {
-        flags |= CAP_FLAG_NOAUDIT;
-    }
-    if opts & CAP_OPT_INSETID != 0 {
-        flags |= CAP_FLAG_INSETID;
-    }
-    flags
 }
 
 /// The credentials and namespace a check was made against, as the probe got them.

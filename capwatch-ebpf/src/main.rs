@@ -43,7 +43,7 @@ pub fn cap_capable_fexit(ctx: FExitContext) -> i32 {
     let cap: i32 = ctx.arg(2);
     let opts: u32 = ctx.arg(3);
     let ret: i32 = ctx.arg(4);
-    cap::on_check(&ctx, cap as u32, ret, cap::flags_from_opts(opts), cap::Checked::Typed(cred, ns));
+    cap::on_check(&ctx, cap as u32, ret, capwatch_common::flags_from_opts(opts), cap::Checked::Typed(cred, ns));
     0
 }
 

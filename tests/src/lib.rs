@@ -22,7 +22,7 @@ use capwatch::{
     probe::{self, Backend, Probe},
     selftest::{self, Sight},
 };
-use capwatch_common::{CAP_FLAG_INSETID, CAP_FLAG_NOAUDIT, CAP_FLAG_OPTS_KNOWN, CAP_OPT_INSETID, CAP_OPT_NOAUDIT};
+use capwatch_common::flags_from_opts;
 use serde_json::Value;
 
 /// How long a test waits for the daemon to say something it expects: generous, since a loaded
@@ -93,17 +93,11 @@ pub fn sees_opts(backend: Backend) -> bool {
 /// the NOAUDIT and INSETID bits as they were; on the tracepoint none of the three. The bits the
 /// credentials decide (`CAP_FLAG_FOREIGN_CRED`, `CAP_FLAG_OUTER_USERNS`) are every backend's.
 pub fn opts_flags(backend: Backend, opts: u32) -> u32 {
-    if !sees_opts(backend) {
-        return 0;
+    if sees_opts(backend) {
+        flags_from_opts(opts)
+    } else {
+        0
     }
-    let mut flags = CAP_FLAG_OPTS_KNOWN;
-    if opts & CAP_OPT_NOAUDIT != 0 {
-        flags |= CAP_FLAG_NOAUDIT;
-    }
-    if opts & CAP_OPT_INSETID != 0 {
-        flags |= CAP_FLAG_INSETID;
-    }
-    flags
 }
 
 /// Whether the checks that `caller`, a security/commoncap.c function calling `cap_capable`
