@@ -90,19 +90,7 @@ pub fn port(cap: u32, syscall: u32, regs: *const pt_regs) -> u32 {
 /// new inheritable set is not within the old inheritable and permitted sets. The new sets are
 /// still in the caller's memory (capset(header, data), kernel/capability.c).
 fn capset_within_permitted(regs: *const pt_regs, cred: *const u8) -> Moot {
-    let (header, data) = unsafe { ((*regs).rdi as *const u32, (*regs).rsi as *const u32) };
-    let Ok(version) = (unsafe { bpf_probe_read_user(header) }) else { return Moot::No };
-    // struct __user_cap_data_struct { __u32 effective, permitted, inheritable; }
-    let Ok(low) = (unsafe { bpf_probe_read_user(data.wrapping_add(2)) }) else { return Moot::No };
-    let high = if version == LINUX_CAPABILITY_VERSION_1 {
-        0
-    } else {
-        match unsafe { bpf_probe_read_user(data.wrapping_add(5)) } {
-            Ok(high) => high,
-            Err(_) => return Moot::No,
-        }
-    };
-    let inheritable = (high as u64) << 32 | low as u64;
+    let Some(inheritable) = capset_arg(regs, INHERITABLE) else { return Moot::No };
     // kernel_cap_t is a u64 since 6.3 and two u32s before: the same eight bytes on x86_64.
     let (Some(old_inheritable), Some(old_permitted)) =
         (read_u64(cred, &CW_CRED_CAP_INHERITABLE_OFFSET), read_u64(cred, &CW_CRED_CAP_PERMITTED_OFFSET))
@@ -130,25 +118,34 @@ fn capset_within_permitted(regs: *const pt_regs, cred: *const u8) -> Moot {
 /// the effective and inheritable tests too), its return tells.
 #[inline(always)]
 pub fn capset_kept(regs: *const pt_regs, cred: *const u8) -> u64 {
-    let (header, data) = unsafe { ((*regs).rdi as *const u32, (*regs).rsi as *const u32) };
-    let Ok(version) = (unsafe { bpf_probe_read_user(header) }) else { return 0 };
-    // struct __user_cap_data_struct { __u32 effective, permitted, inheritable; }, one or two.
-    let Ok(low) = (unsafe { bpf_probe_read_user(data.wrapping_add(1)) }) else { return 0 };
-    let high = if version == LINUX_CAPABILITY_VERSION_1 {
-        0
-    } else {
-        match unsafe { bpf_probe_read_user(data.wrapping_add(4)) } {
-            Ok(high) => high,
-            Err(_) => return 0,
-        }
-    };
-    let permitted = (high as u64) << 32 | low as u64;
+    let Some(permitted) = capset_arg(regs, PERMITTED) else { return 0 };
     let Some(old_permitted) = read_u64(cred, &CW_CRED_CAP_PERMITTED_OFFSET) else { return 0 };
     if permitted & !old_permitted == 0 && permitted != old_permitted {
         permitted
     } else {
         0
     }
+}
+
+/// The positions of the sets in `struct __user_cap_data_struct { __u32 effective, permitted,
+/// inheritable; }`.
+const PERMITTED: usize = 1;
+const INHERITABLE: usize = 2;
+
+/// One of the sets capset(header, data) asks for (kernel/capability.c), read from the caller's
+/// memory: the low word from the first data struct and, unless the header says version 1, the
+/// high word from the second.
+#[inline(always)]
+fn capset_arg(regs: *const pt_regs, set: usize) -> Option<u64> {
+    let (header, data) = unsafe { ((*regs).rdi as *const u32, (*regs).rsi as *const u32) };
+    let version: u32 = unsafe { bpf_probe_read_user(header) }.ok()?;
+    let low: u32 = unsafe { bpf_probe_read_user(data.wrapping_add(set)) }.ok()?;
+    let high: u32 = if version == LINUX_CAPABILITY_VERSION_1 {
+        0
+    } else {
+        unsafe { bpf_probe_read_user(data.wrapping_add(3 + set)) }.ok()?
+    };
+    Some((high as u64) << 32 | low as u64)
 }
 
 /// fs/attr.c, setattr_prepare(), for ATTR_MODE:
