@@ -175,7 +175,10 @@ impl Attribution {
             if let Some(container) = self.cgroups.remove(id).and_then(|seen| seen.container) {
                 let live = self.cgroups.values().any(|s| s.container.as_deref() == Some(&container));
                 if !live {
-                    self.catalog.retire(&container);
+                    let cgroup = self.catalog.get(&container).map(|c| c.cgroup.clone()).unwrap_or_default();
+                    let removed = !cgroup.is_empty() && !self.hierarchy.dir(Path::new(&cgroup)).exists();
+                    let now = crate::clock::rfc3339(std::time::SystemTime::now());
+                    self.catalog.retire(&container, removed.then_some(now.as_str()));
                 }
             }
         }
@@ -221,7 +224,7 @@ impl Attribution {
                 // Exited after all its cgroups were gone: nothing more will be seen of it.
                 let live = self.cgroups.values().any(|s| s.container.as_deref() == Some(container.id.as_str()));
                 if !container.running() && !live {
-                    self.catalog.retire(&container.id);
+                    self.catalog.retire(&container.id, None);
                 }
                 Some(container)
             }

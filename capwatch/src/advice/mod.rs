@@ -447,6 +447,7 @@ mod tests {
             pod_uid: None,
             cgroup: String::new(),
             init_pid: None,
+            created_at: None,
             started_at: None,
             exited_at: None,
             granted,

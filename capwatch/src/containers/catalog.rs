@@ -41,25 +41,35 @@ impl Catalog {
                 let known = self.by_id.get(&id)?;
                 Arc::new(Container { exited_at: Some(at), ..Container::clone(known) })
             }
-            Event::Named { id, name, image } => {
-                let base = self.by_id.get(&id).map_or_else(
-                    || {
-                        Container::from_identity(&super::Identity {
-                            runtime: Runtime::Docker,
-                            id: id.clone(),
-                            pod_uid: None,
-                            cgroup: String::new(),
-                        })
-                    },
-                    |known| Container::clone(known),
-                );
-                Arc::new(Container { name, image: image.or(base.image.clone()), ..base })
+            Event::Created { id, name, image, at } => {
+                let base = self.named(&id, name, image);
+                Arc::new(Container { created_at: Some(at), ..base })
+            }
+            Event::Named { id, name, image, at } => {
+                let base = self.named(&id, name, image);
+                Arc::new(Container { started_at: base.started_at.clone().or(Some(at)), ..base })
             }
             Event::Connected | Event::Disconnected => return None,
         };
         self.changed.insert(container.id.clone());
         self.by_id.insert(container.id.clone(), Arc::clone(&container));
         Some(container)
+    }
+
+    /// The container `id` as its runtime named it, known or new.
+    fn named(&self, id: &str, name: String, image: Option<String>) -> Container {
+        let base = self.by_id.get(id).map_or_else(
+            || {
+                Container::from_identity(&super::Identity {
+                    runtime: Runtime::Docker,
+                    id: id.to_string(),
+                    pod_uid: None,
+                    cgroup: String::new(),
+                })
+            },
+            |known| Container::clone(known),
+        );
+        Container { name, image: image.or(base.image.clone()), ..base }
     }
 
     /// Learns the container a cgroup belongs to, from its path where no runtime described one
@@ -119,9 +129,17 @@ impl Catalog {
     }
 
     /// Nothing more will be seen of this container's cgroups: forget it once it has exited and
-    /// its record is taken.
-    pub fn retire(&mut self, id: &str) {
+    /// its record is taken. `ended` is when its cgroup was found removed, if it was: a container
+    /// without a cgroup runs no more, whether or not its runtime said so (a runtime that failed
+    /// to start it says nothing).
+    pub fn retire(&mut self, id: &str, ended: Option<&str>) {
         self.retiring.insert(id.to_string());
+        let Some(ended) = ended else { return };
+        if let Some(known) = self.by_id.get(id).filter(|c| c.running()) {
+            let exited = Container { exited_at: Some(ended.to_string()), ..Container::clone(known) };
+            self.by_id.insert(id.to_string(), Arc::new(exited));
+            self.changed.insert(id.to_string());
+        }
     }
 
     /// How many containers are kept.
@@ -137,8 +155,10 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::containers::State;
 
     const ID: &str = "3f4e1a7c9b2d8e6f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071";
+    const T: &str = "2026-11-23T00:00:00Z";
 
     fn described(id: &str, cgroup: &str) -> Container {
         Container {
@@ -149,6 +169,7 @@ mod tests {
             pod_uid: None,
             cgroup: cgroup.into(),
             init_pid: Some(1),
+            created_at: None,
             started_at: Some("2026-11-23T00:00:00Z".into()),
             exited_at: None,
             granted: None,
@@ -179,7 +200,7 @@ mod tests {
     fn a_retired_container_goes_once_it_exited_and_was_taken() {
         let mut catalog = Catalog::default();
         catalog.apply(Event::Started(Box::new(described(ID, "/docker/x"))));
-        catalog.retire(ID);
+        catalog.retire(ID, None);
         assert_eq!(catalog.take_changed(), (vec![catalog.get(ID).cloned().unwrap()], vec![]), "running: kept");
         catalog.apply(Event::Exited { id: ID.into(), at: "2026-11-23T01:00:00Z".into() });
         let (taken, gone) = catalog.take_changed();
@@ -196,7 +217,12 @@ mod tests {
         let mut catalog = Catalog::default();
         let path = format!("/docker/{ID}");
         assert_eq!(catalog.learn(&path).as_deref(), Some(ID));
-        catalog.apply(Event::Named { id: ID.into(), name: "quick".into(), image: Some("busybox".into()) });
+        catalog.apply(Event::Named {
+            id: ID.into(),
+            name: "quick".into(),
+            image: Some("busybox".into()),
+            at: T.into(),
+        });
         let named = catalog.get(ID).expect("kept");
         assert_eq!(
             (named.name.as_str(), named.image.as_deref(), named.cgroup.as_str()),
@@ -204,9 +230,28 @@ mod tests {
         );
         // Named first, its cgroup learned later: the same container.
         let mut catalog = Catalog::default();
-        catalog.apply(Event::Named { id: ID.into(), name: "quick".into(), image: None });
+        catalog.apply(Event::Named { id: ID.into(), name: "quick".into(), image: None, at: T.into() });
         assert_eq!(catalog.learn(&path).as_deref(), Some(ID));
         assert_eq!(catalog.get(ID).map(|c| (c.name.as_str(), c.cgroup.as_str())), Some(("quick", path.as_str())));
+    }
+
+    #[test]
+    fn a_container_whose_cgroup_went_without_a_start_failed_to_start() {
+        let mut catalog = Catalog::default();
+        catalog.apply(Event::Created { id: ID.into(), name: "broken".into(), image: None, at: T.into() });
+        assert_eq!(catalog.learn(&format!("/docker/{ID}")).as_deref(), Some(ID));
+        assert_eq!(catalog.get(ID).map(|c| c.state()), Some(State::Running));
+        catalog.retire(ID, Some("2026-11-23T00:00:01Z"));
+        let (taken, gone) = catalog.take_changed();
+        assert_eq!((taken[0].name.as_str(), taken[0].state()), ("broken", State::FailedToStart));
+        assert_eq!(gone.len(), 1, "forgotten once written");
+
+        // Started, its cgroup gone before Docker's exit event: exited.
+        let mut catalog = Catalog::default();
+        catalog.apply(Event::Created { id: ID.into(), name: "web".into(), image: None, at: T.into() });
+        catalog.apply(Event::Started(Box::new(described(ID, "/docker/x"))));
+        catalog.retire(ID, Some("2026-11-23T00:00:01Z"));
+        assert_eq!(catalog.take_changed().0[0].state(), State::Exited("2026-11-23T00:00:01Z"));
     }
 
     #[test]

@@ -24,11 +24,19 @@ pub enum Event {
     /// Docker's event stream ended; the follower tries again.
     Disconnected,
     Started(Box<Container>),
+    /// A container Docker created: named before it starts, or fails to.
+    Created {
+        id: String,
+        name: String,
+        image: Option<String>,
+        at: String,
+    },
     /// A container Docker named in its start event but that was gone before it could be inspected.
     Named {
         id: String,
         name: String,
         image: Option<String>,
+        at: String,
     },
     Exited {
         id: String,
@@ -89,20 +97,20 @@ async fn follow_connected(docker: &Docker, events: &mpsc::Sender<Event>) -> Resu
         let action = message.action.as_deref().unwrap_or_default();
         let Some(actor) = message.actor else { continue };
         let Some(id) = actor.id else { continue };
-        let event = match action {
-            "start" => match inspect(docker, &id).await {
-                Some(container) => Event::Started(Box::new(container)),
+        let at = event_time(message.time_nano, message.time);
+        let attributes = actor.attributes.unwrap_or_default();
+        let name = attributes.get("name").cloned();
+        let image = attributes.get("image").cloned();
+        let event = match (action, name) {
+            ("create", Some(name)) => Event::Created { id, name, image, at },
+            ("start", name) => match (inspect(docker, &id).await, name) {
+                (Some(container), _) => Event::Started(Box::new(container)),
                 // Gone before it could be inspected (a short `docker run --rm`): the event still
                 // names it.
-                None => {
-                    let attributes = actor.attributes.unwrap_or_default();
-                    match attributes.get("name") {
-                        Some(name) => Event::Named { id, name: name.clone(), image: attributes.get("image").cloned() },
-                        None => continue,
-                    }
-                }
+                (None, Some(name)) => Event::Named { id, name, image, at },
+                (None, None) => continue,
             },
-            "die" => Event::Exited { id, at: event_time(message.time_nano, message.time) },
+            ("die", _) => Event::Exited { id, at },
             _ => continue,
         };
         if events.send(event).await.is_err() {
@@ -136,6 +144,7 @@ async fn inspect(docker: &Docker, id: &str) -> Option<Container> {
         pod_uid: None,
         cgroup,
         init_pid: pid,
+        created_at: details.created,
         started_at: state.started_at,
         exited_at: None,
         granted: Some(Granted {

@@ -24,6 +24,9 @@ pub struct Container {
     /// Its cgroup's path in the cgroup2 hierarchy.
     pub cgroup: String,
     pub init_pid: Option<u32>,
+    /// When its runtime created it, where the runtime said (RFC 3339).
+    #[serde(default)]
+    pub created_at: Option<String>,
     /// RFC 3339.
     pub started_at: Option<String>,
     pub exited_at: Option<String>,
@@ -57,6 +60,7 @@ impl Container {
             pod_uid: identity.pod_uid.clone(),
             cgroup: identity.cgroup.clone(),
             init_pid: None,
+            created_at: None,
             started_at: None,
             exited_at: None,
             granted: None,
@@ -71,6 +75,23 @@ impl Container {
     pub fn running(&self) -> bool {
         self.exited_at.is_none()
     }
+
+    /// Running; exited; or created by its runtime, which never said it started before its cgroup
+    /// was gone (the runtime failed to start its process: `docker run` errored).
+    pub fn state(&self) -> State<'_> {
+        match &self.exited_at {
+            None => State::Running,
+            Some(_) if self.created_at.is_some() && self.started_at.is_none() => State::FailedToStart,
+            Some(at) => State::Exited(at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State<'a> {
+    Running,
+    Exited(&'a str),
+    FailedToStart,
 }
 
 pub fn short_id(id: &str) -> &str {
@@ -133,6 +154,7 @@ mod tests {
             pod_uid: None,
             cgroup: String::new(),
             init_pid: None,
+            created_at: None,
             started_at: Some(started.into()),
             exited_at: None,
             granted: None,

@@ -688,6 +688,7 @@ mod tests {
             pod_uid: None,
             cgroup: format!("/docker/{id}"),
             init_pid: Some(42),
+            created_at: None,
             started_at: Some("2026-11-23T00:00:00Z".into()),
             exited_at: exited_at.map(Into::into),
             granted: None,
