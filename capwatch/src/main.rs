@@ -53,8 +53,13 @@ fn usage(err: clap::Error) -> ExitCode {
         };
     }
     let text = err.render().to_string();
-    let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
-    eprintln!("capwatch: {} (capwatch --help tells the usage)", capwatch::names::shown(first));
+    // clap lists what is missing on the lines after "…were not provided:": one line holds both.
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut first = capwatch::names::shown(lines.next().unwrap_or("bad arguments").trim_start_matches("error: "));
+    if first.ends_with(':') {
+        first = format!("{first} {}", capwatch::names::shown(lines.next().unwrap_or_default()));
+    }
+    eprintln!("capwatch: {first} (capwatch --help tells the usage)");
     ExitCode::from(2)
 }
 

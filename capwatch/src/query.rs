@@ -75,7 +75,12 @@ fn evidence(store: &Store, container: &Container) -> Result<Evidence, Error> {
 /// Why each of the container's syscalls failed.
 pub fn explanations(state_dir: &Path, query: &str) -> Result<(Container, Vec<Explanation>), Error> {
     let (store, container) = open(state_dir, query)?;
-    let explanations = explain::explain(&container, &store.failures(&container.id)?, &store.kernel_checks()?);
+    let explanations = explain::explain(
+        &container,
+        &store.failures(&container.id)?,
+        &store.execs(&container.id)?,
+        &store.kernel_checks()?,
+    );
     Ok((container, explanations))
 }
 

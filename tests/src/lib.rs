@@ -633,3 +633,85 @@ pub fn wait_stored(state: &Path, container: &str) -> Value {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// Whether `actual` reads as `expected` says, line by line: `[..]` in a line stands for any text,
+/// a line `...` for any number of lines, and trailing spaces do not count.
+pub fn matches_snapshot(expected: &str, actual: &str) -> bool {
+    fn line_matches(pattern: &str, line: &str) -> bool {
+        let mut parts = pattern.split("[..]");
+        let first = parts.next().unwrap_or_default();
+        let Some(mut rest) = line.strip_prefix(first) else { return false };
+        let parts: Vec<&str> = parts.collect();
+        for (i, part) in parts.iter().enumerate() {
+            if i == parts.len() - 1 {
+                return rest.ends_with(part);
+            }
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+        rest.is_empty()
+    }
+    fn lines_match(expected: &[&str], actual: &[&str]) -> bool {
+        match expected.split_first() {
+            None => actual.is_empty(),
+            Some((&"...", rest)) => (0..=actual.len()).any(|skip| lines_match(rest, &actual[skip..])),
+            Some((pattern, rest)) => actual
+                .split_first()
+                .is_some_and(|(line, after)| line_matches(pattern, line) && lines_match(rest, after)),
+        }
+    }
+    let trimmed = |text: &str| text.lines().map(str::trim_end).collect::<Vec<_>>().join("\n");
+    let (expected, actual) = (trimmed(expected), trimmed(actual));
+    lines_match(&expected.lines().collect::<Vec<_>>(), &actual.lines().collect::<Vec<_>>())
+}
+
+/// Compares `actual` with `tests/snapshots/NAME.txt` (see `matches_snapshot`);
+/// `CAPWATCH_BLESS=1` writes the file from `actual` instead, for a person to mask what varies.
+pub fn assert_snapshot(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("snapshots").join(format!("{name}.txt"));
+    if std::env::var("CAPWATCH_BLESS").is_ok_and(|v| v == "1") {
+        fs::create_dir_all(path.parent().expect("snapshots dir")).expect("snapshots dir");
+        fs::write(&path, actual).expect("write snapshot");
+        return;
+    }
+    let expected = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        matches_snapshot(&expected, actual),
+        "{name} no longer reads as {} says:\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+/// `capwatch ARGS` as a person runs it in a terminal `columns` wide (without one, colour is off
+/// and the width is the terminal's, which tests do not have): (exit code, stdout, stderr).
+pub fn capwatch_at(columns: u16, env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin("capwatch"))
+        .args(args)
+        .env("COLUMNS", columns.to_string())
+        .envs(env.iter().copied())
+        .output()
+        .expect("run capwatch");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches_snapshot;
+
+    #[test]
+    fn snapshots_mask_what_varies() {
+        assert!(matches_snapshot("id [..] exited [..]\nend\n", "id abc exited 2026\nend"));
+        assert!(matches_snapshot("a\n...\nz", "a\nb\nc\nz"));
+        assert!(matches_snapshot("a\n...\nz", "a\nz"));
+        assert!(matches_snapshot("[..]x[..]y", "1x2y"));
+        assert!(!matches_snapshot("a[..]b", "a c"));
+        assert!(!matches_snapshot("a\nb", "a"));
+        assert!(!matches_snapshot("exact", "exact but more"));
+    }
+}

@@ -14,6 +14,9 @@ pub struct Args {
     pub container: String,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Show the runtime's setup and `docker exec` sessions row by row, not in a line each.
+    #[arg(short, long)]
+    pub all: bool,
     #[command(flatten)]
     pub state_dir: StateDir,
 }
@@ -23,7 +26,7 @@ pub fn run(args: Args) -> Result<(), Error> {
     match args.format {
         Format::Json => super::print(&serde_json::to_string_pretty(&explanations).expect("explanations serialize")),
         Format::Table => {
-            super::print(&format::explain::table(&container, &explanations));
+            super::print(&format::explain::table(&container, &explanations, args.all));
             super::print_warnings(&args.state_dir.path);
         }
     }

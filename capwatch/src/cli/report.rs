@@ -14,13 +14,16 @@ pub struct Args {
     /// table (for people), docker, compose, k8s, or json (everything; see docs/report-format.md).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Show each capability's syscalls and programs in the table.
+    #[arg(short, long)]
+    pub verbose: bool,
     #[command(flatten)]
     pub state_dir: StateDir,
 }
 
 pub fn run(args: Args) -> Result<(), Error> {
     let report = query::report(&args.state_dir.path, &args.container)?;
-    super::print(&format::render(&report, args.format));
+    super::print(&format::render(&report, args.format, args.verbose));
     if args.format == Format::Docker {
         for note in format::notes(&report) {
             eprintln!("# {note}");

@@ -4,10 +4,11 @@
 
 pub mod caps;
 pub mod explain;
+pub mod layout;
 pub mod ps;
 pub mod trace;
 
-use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use comfy_table::{Cell, Color};
 
 use crate::advice::{Report, Usage, Verdict};
 
@@ -20,16 +21,17 @@ pub enum Format {
     Json,
 }
 
-/// The report in `format`. Where the least privilege is printed alone (compose, k8s), what goes
+/// The report in `format`; `verbose` adds each capability's syscalls and programs to the table.
+/// Where the least privilege is printed alone (compose, k8s), what goes
 /// with it (`notes`) follows as comments; the docker flags stay one line that a shell can
 /// substitute, so the caller prints their notes apart (`capwatch report` on stderr).
-pub fn render(report: &Report, format: Format) -> String {
+pub fn render(report: &Report, format: Format, verbose: bool) -> String {
     let commented = |text: String| {
         let notes: String = notes(report).iter().map(|n| format!("# {n}\n")).collect();
         format!("{text}{notes}")
     };
     match format {
-        Format::Table => table(report),
+        Format::Table => table(report, verbose),
         Format::Docker => docker(&report.cap_add),
         Format::Compose => commented(compose(&report.cap_add)),
         Format::K8s => commented(k8s(&report.cap_add)),
@@ -86,62 +88,103 @@ pub fn k8s(add: &[String]) -> String {
     yaml
 }
 
-fn table(report: &Report) -> String {
+/// The least privilege first, with what goes with it; then each capability's verdict; then what
+/// is still uncertain, in one paragraph.
+fn table(report: &Report, verbose: bool) -> String {
     let c = &report.container;
-    let mut out = format!(
-        "container {} ({}), image {}, {}\n",
-        c.name,
-        c.short_id(),
-        c.image.as_deref().unwrap_or("unknown"),
-        match &c.exited_at {
-            Some(at) => format!("exited {at}"),
-            None => "running".to_string(),
-        }
+    let mut out = layout::paragraph(
+        &format!(
+            "container {} ({}), image {}, {}",
+            c.name,
+            c.short_id(),
+            c.image.as_deref().unwrap_or("unknown"),
+            ps::state(c)
+        ),
+        "  ",
     );
     out.push_str(&match (&report.observed_from, &report.observed_to) {
-        (Some(from), Some(to)) => format!(
-            "observed from {from} to {to} ({}): the advice covers only what the container did while watched\n",
-            humantime::format_duration(std::time::Duration::from_secs(report.observed_seconds))
+        (Some(from), Some(to)) => layout::paragraph(
+            &format!(
+                "observed from {from} to {to} ({}): the advice covers only what it did while watched",
+                humantime::format_duration(std::time::Duration::from_secs(report.observed_seconds))
+            ),
+            "  ",
         ),
         _ => "nothing observed yet: no advice can be given\n".to_string(),
     });
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header(["capability", "granted", "used", "denied", "verdict", "why"]);
-    for cap in &report.capabilities {
-        table.add_row([
-            cap.capability.clone(),
-            match cap.granted {
-                Some(true) => "yes".into(),
-                Some(false) => "no".into(),
-                None => "?".into(),
-            },
-            usage(cap.used.as_ref()),
-            usage(cap.denied.as_ref()),
-            match cap.verdict {
-                Verdict::Needed => "needed".into(),
-                Verdict::NotNeeded => "not needed".into(),
-                Verdict::Missing => "MISSING".into(),
-                Verdict::Optional => "optional".into(),
-                Verdict::Unavailable => "UNAVAILABLE".into(),
-            },
-            cap.reason.clone(),
-        ]);
-    }
-    out.push_str(&table.to_string());
-    out.push_str(&format!("\nleast privilege: {}\n", docker(&report.cap_add)));
-    for note in notes(report) {
-        out.push_str(&format!("{note}\n"));
+    out.push('\n');
+    out.push_str(&layout::paragraph(&format!("least privilege: {}", docker(&report.cap_add)), "  "));
+    for alternative in &report.alternatives {
+        let text = format!("or, instead of {}: {} ({})", alternative.capability, alternative.instead, alternative.why);
+        out.push_str(&format!("  {}", layout::paragraph(&text, "    ")));
     }
     if c.granted.as_ref().is_some_and(|g| g.privileged) {
-        out.push_str(
-            "leaving --privileged also brings back the seccomp profile, AppArmor and device rules it turned off\n",
-        );
+        out.push_str(&layout::paragraph(
+            "  leaving --privileged also brings back the seccomp profile, AppArmor and device rules it turned off",
+            "    ",
+        ));
+    }
+    out.push('\n');
+
+    let mut header = vec!["capability", "granted", "verdict", "why"];
+    if verbose {
+        header.splice(2..2, ["used", "denied", "kept by capset"]);
+    }
+    let mut table = layout::table(header);
+    for cap in &report.capabilities {
+        let granted = match cap.granted {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "?",
+        };
+        let mut row =
+            vec![Cell::new(&cap.capability), Cell::new(granted), verdict_cell(cap.verdict), Cell::new(&cap.reason)];
+        if verbose {
+            let detail = [&cap.used, &cap.denied, &cap.kept].map(|u| Cell::new(usage(u.as_ref())));
+            row.splice(2..2, detail);
+        }
+        table.add_row(row);
+    }
+    out.push_str(&table.to_string());
+    out.push('\n');
+    let left_out = report
+        .capabilities
+        .iter()
+        .filter(|c| matches!(c.verdict, Verdict::Optional | Verdict::Unavailable))
+        .map(|c| format!("{} is left out ({}).", c.capability.trim_start_matches("CAP_"), c.reason));
+    let uncertain: Vec<String> = left_out.chain(report.uncertain.iter().map(|u| sentence(u))).collect();
+    if !uncertain.is_empty() {
+        out.push('\n');
+        out.push_str(&layout::paragraph(&format!("Still uncertain: {}", uncertain.join(" ")), ""));
+    }
+    if !verbose {
+        out.push_str("(-v shows each capability's syscalls and programs)\n");
     }
     out
 }
 
+/// A note as a sentence: capitalised, ending with a full stop.
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    let first = chars.next().map(|c| c.to_uppercase().collect::<String>()).unwrap_or_default();
+    let end = if text.ends_with('.') { "" } else { "." };
+    format!("{first}{}{end}", chars.as_str())
+}
+
+/// A verdict as the table prints it, coloured where the table styles its cells.
+pub fn verdict_cell(verdict: Verdict) -> Cell {
+    let (text, colour) = match verdict {
+        Verdict::Needed => ("needed", Color::Green),
+        Verdict::NotNeeded => ("not needed", Color::DarkGrey),
+        Verdict::Missing => ("MISSING", Color::Red),
+        Verdict::Optional => ("optional", Color::Yellow),
+        Verdict::Unavailable => ("UNAVAILABLE", Color::Red),
+    };
+    layout::coloured(text, Some(colour))
+}
+
 fn usage(usage: Option<&Usage>) -> String {
-    usage.map_or(String::new(), |u| format!("{}× in {} by {}", u.count, u.syscalls.join(","), u.programs.join(",")))
+    usage.map_or(String::new(), |u| format!("{}× in {} by {}", u.count, u.syscalls.join(", "), u.programs.join(", ")))
 }
 
 #[cfg(test)]
