@@ -608,7 +608,8 @@ pub fn container_name(label: &str) -> String {
 
 /// `capwatch ARGS` run to completion: (exit code, stdout, stderr).
 pub fn capwatch(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(bin("capwatch")).args(args).output().expect("run capwatch");
+    // Full-width tables, whatever the terminal the tests were started from.
+    let out = Command::new(bin("capwatch")).args(args).env_remove("COLUMNS").output().expect("run capwatch");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
