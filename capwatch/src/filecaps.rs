@@ -46,7 +46,16 @@ const VFS_CAP_REVISION_3: u32 = 0x0300_0000;
 const VFS_CAP_FLAGS_EFFECTIVE: u32 = 0x0000_0001;
 
 /// Reads `path` as process `pid` sees it (its root; its working directory for a relative path).
+/// An exec of the process's own executable (`/proc/self/exe`, as programs re-exec themselves)
+/// is read through the host's `/proc/<pid>/exe`: the container's /proc knows no capwatch
+/// process as `self`, and after the exec the file is the one the process runs.
 pub fn through_process(pid: u32, path: &str) -> Found {
+    if matches!(path, "/proc/self/exe" | "/proc/thread-self/exe") {
+        return match File::open(format!("/proc/{pid}/exe")) {
+            Ok(file) => read(&file),
+            Err(e) => Found::Unreadable { reason: format!("process {pid} is gone ({e})") },
+        };
+    }
     let base = if path.starts_with('/') { "root" } else { "cwd" };
     let dir = match File::open(format!("/proc/{pid}/{base}")) {
         Ok(dir) => dir,
@@ -190,6 +199,12 @@ mod tests {
         assert_eq!(parse(&v3), Some(FileCaps { permitted: 1 << 32, inheritable: 0, effective: false }));
         assert_eq!(parse(&[0, 0, 0, 0x07]), None);
         assert_eq!(parse(&[0x01]), None);
+    }
+
+    #[test]
+    fn a_re_exec_of_the_process_itself_reads_the_file_it_runs() {
+        assert_eq!(through_process(std::process::id(), "/proc/self/exe"), Found::Nothing);
+        assert!(matches!(through_process(u32::MAX, "/proc/self/exe"), Found::Unreadable { .. }));
     }
 
     #[test]

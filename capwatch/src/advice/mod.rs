@@ -312,7 +312,7 @@ fn judge(
             }
             None => (
                 Verdict::NotNeeded,
-                format!("denied in {}, and the calls still succeeded", syscalls(&denied_rows).join(", ")),
+                format!("denied in {}, and nothing failed for want of it", syscalls(&denied_rows).join(", ")),
             ),
         }
     } else if !moot.is_empty() {
@@ -370,16 +370,12 @@ fn fallback_cover(cap: u32, denied: &[&CheckEvidence], all: &[CheckEvidence]) ->
     (partners.len() == denied.len()).then(|| partners.into_iter().next()).flatten()
 }
 
-/// The fallback partner of `cap` granted to the application in the same syscall.
+/// The fallback partner of `cap` the application used in the same syscall, with its own
+/// credentials (not those overlayfs substitutes, granted whatever the container holds).
 fn partner_granted(cap: u32, syscall: u32, all: &[CheckEvidence]) -> Option<String> {
     FALLBACKS.iter().filter(|(first, _)| *first == cap).find_map(|&(_, partner)| {
         all.iter()
-            .any(|r| {
-                r.key.cap == partner
-                    && r.key.syscall == syscall
-                    && r.key.verdict == Answer::Granted
-                    && r.key.origin == Origin::App
-            })
+            .any(|r| r.key.cap == partner && r.key.syscall == syscall && rules::consequential_use(r))
             .then(|| names::capability(partner).into_owned())
     })
 }
@@ -772,6 +768,25 @@ mod tests {
         handle.judged = JUDGED_STACK_READ;
         let write = judged(row(1, 257, Answer::Granted, Origin::App, None), Site::DacFallback);
         assert_eq!(checks_only(container(None), &[handle, write], &[]).cap_add, ["DAC_OVERRIDE", "DAC_READ_SEARCH"]);
+    }
+
+    #[test]
+    fn a_denial_is_covered_only_by_its_partner_used_with_the_applications_own_credentials() {
+        // A user refused a file (CAP_DAC_OVERRIDE denied in openat) while overlayfs, as its
+        // mounter, was granted CAP_DAC_READ_SEARCH in the same syscall.
+        let denied = row(1, 257, Answer::Denied, Origin::App, None);
+        let mut overlay = row(2, 257, Answer::Granted, Origin::App, None);
+        overlay.key.flags = CAP_FLAG_FOREIGN_CRED;
+        let report = checks_only(container(None), &[denied.clone(), overlay], &[]);
+        let (verdict, reason) = verdict_of(&report, 1);
+        assert_eq!(
+            (verdict, reason.as_str()),
+            (Verdict::NotNeeded, "denied in openat, and nothing failed for want of it")
+        );
+        // The application's own use of the partner covers it.
+        let used = judged(row(2, 257, Answer::Granted, Origin::App, None), Site::DacFallback);
+        let report = checks_only(container(None), &[denied, used], &[]);
+        assert!(verdict_of(&report, 1).1.contains("CAP_DAC_READ_SEARCH was granted in the same call"), "{report:?}");
     }
 
     #[test]
