@@ -22,7 +22,7 @@ use crate::{
     aggregate::{Change, Grown},
     cause::{self, Explained},
     cgroup::Hierarchy,
-    containers::{catalog::Catalog, docker, Container},
+    containers::{catalog::Catalog, docker, Container, Runtime},
     filecaps::{self, Found},
     monitor::Monitor,
     names, selftest,
@@ -317,19 +317,20 @@ impl Attribution {
     }
 
     /// The file read at the exec, or, where its process was already gone, through the layers of
-    /// its container's image.
+    /// its container's image, or capwatch's own root for a command `capwatch run` started (it
+    /// shares capwatch's mounts).
     fn exec_file(&mut self, grown: &Grown<ExecKey>) -> Arc<ExecFile> {
         let known = self.exec_files.get(&grown.key).cloned();
         if let Some(file) = known.as_ref().filter(|f| !matches!(f.found, Found::Unreadable { .. })) {
             return Arc::clone(file);
         }
         let path = exec_path(&grown.key);
-        let layers: Vec<std::path::PathBuf> = self
-            .place(grown.key.cgroup_id)
-            .container
-            .map(|c| c.layers.iter().map(Into::into).collect())
-            .unwrap_or_default();
+        let container = self.place(grown.key.cgroup_id).container;
+        let layers: Vec<std::path::PathBuf> =
+            container.as_ref().map(|c| c.layers.iter().map(Into::into).collect()).unwrap_or_default();
+        let on_this_host = container.is_some_and(|c| c.runtime == Runtime::Command) && path.starts_with('/');
         let found = match (known, layers.is_empty()) {
+            _ if on_this_host => filecaps::through_process(std::process::id(), &path),
             (_, false) => filecaps::through_layers(&layers, &path),
             (Some(file), true) => file.found.clone(),
             (None, true) => Found::Unreadable { reason: "its process was gone and no image layers are known".into() },

@@ -65,6 +65,11 @@ pub enum Profile {
 
 impl Profile {
     pub fn of(container: &Container) -> Self {
+        // Docker's default profile is Docker's: another runtime's, or a filter a command
+        // inherited, is not known here.
+        if container.runtime != crate::containers::Runtime::Docker {
+            return Profile::Unknown;
+        }
         let Some(granted) = &container.granted else { return Profile::Unknown };
         match granted
             .security_opt

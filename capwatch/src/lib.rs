@@ -21,6 +21,7 @@
 pub mod advice;
 pub mod aggregate;
 pub mod attribution;
+pub mod capsets;
 pub mod cause;
 pub mod cgroup;
 pub mod cli;
@@ -40,6 +41,7 @@ pub mod names;
 pub mod paths;
 pub mod probe;
 pub mod query;
+pub mod run;
 pub mod seccomp_profile;
 pub mod selftest;
 pub mod service;

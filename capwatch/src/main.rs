@@ -18,22 +18,21 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e),
     };
     let result = runtime.block_on(async {
+        let done = |result: Result<(), capwatch::error::Error>| result.map(|()| ExitCode::SUCCESS);
         match cli.command {
-            Command::Daemon(args) => cli::daemon::run(args).await,
-            Command::Trace(args) => cli::trace::run(args).await,
-            Command::Status(args) => cli::status::run(args),
-            Command::Ps(args) => cli::ps::run(args),
-            Command::Config(args) => cli::config::run(args),
-            Command::Report(args) => cli::report::run(args),
-            Command::Caps(args) => cli::caps::run(args),
-            Command::Explain(args) => cli::explain::run(args),
-            Command::SelftestChild => Ok(()),
+            Command::Run(args) => cli::run::run(args).await,
+            Command::Daemon(args) => done(cli::daemon::run(args).await),
+            Command::Trace(args) => done(cli::trace::run(args).await),
+            Command::Status(args) => done(cli::status::run(args)),
+            Command::Ps(args) => done(cli::ps::run(args)),
+            Command::Config(args) => done(cli::config::run(args)),
+            Command::Report(args) => done(cli::report::run(args)),
+            Command::Caps(args) => done(cli::caps::run(args)),
+            Command::Explain(args) => done(cli::explain::run(args)),
+            Command::SelftestChild => Ok(ExitCode::SUCCESS),
         }
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
-    }
+    result.unwrap_or_else(|e| fail(&e))
 }
 
 fn fail(err: &dyn std::fmt::Display) -> ExitCode {

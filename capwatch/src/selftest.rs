@@ -23,6 +23,7 @@ use capwatch_common::{Seccomp, Verdict};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    capsets::CapSets,
     cgroup::Hierarchy,
     intake::Snapshot,
     monitor::Monitor,
@@ -417,59 +418,6 @@ pub fn child() -> ExitCode {
         untested(Kind::Seccomp, &format!("installing a seccomp filter failed: {}", io::Error::last_os_error()));
     }
     ExitCode::SUCCESS
-}
-
-/// capget(2)'s and capset(2)'s header (linux/capability.h).
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-/// One 32-capability word of each set (linux/capability.h).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-/// The capability sets of this process, as capget(2) gives them.
-#[derive(Clone, Copy)]
-struct CapSets {
-    data: [CapData; 2],
-}
-
-impl CapSets {
-    /// `_LINUX_CAPABILITY_VERSION_3`: two words per set.
-    const VERSION_3: u32 = 0x2008_0522;
-
-    fn header() -> CapHeader {
-        CapHeader { version: Self::VERSION_3, pid: 0 }
-    }
-
-    fn get() -> Option<Self> {
-        let mut header = Self::header();
-        let mut data = [CapData::default(); 2];
-        let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
-        (rc == 0).then_some(Self { data })
-    }
-
-    fn set(&self) -> bool {
-        let mut header = Self::header();
-        unsafe { libc::syscall(libc::SYS_capset, &mut header, self.data.as_ptr()) == 0 }
-    }
-
-    fn permitted(&self) -> u64 {
-        u64::from(self.data[0].permitted) | u64::from(self.data[1].permitted) << 32
-    }
-
-    fn without_effective(&self, cap: u32) -> Self {
-        let mut sets = *self;
-        sets.data[(cap / 32) as usize].effective &= !(1 << (cap % 32));
-        sets
-    }
 }
 
 /// A page at address 0, below any non-zero vm.mmap_min_addr, unmapped at once.

@@ -14,7 +14,7 @@ const COLUMNS: u16 = 100;
 #[test]
 fn the_help_reads_as_its_snapshots() {
     let commands: &[&[&str]] =
-        &[&[], &["report"], &["explain"], &["caps"], &["caps", "decode"], &["ps"], &["daemon"], &["trace"]];
+        &[&[], &["report"], &["explain"], &["caps"], &["caps", "decode"], &["ps"], &["run"], &["daemon"], &["trace"]];
     for command in commands {
         let mut args = command.to_vec();
         args.push("--help");

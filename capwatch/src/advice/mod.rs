@@ -19,6 +19,9 @@ use crate::{
     seccomp_profile::SeccompProfile,
 };
 
+/// The reason of a capability the kernel never checked for anyone in the container.
+pub const NEVER_CHECKED: &str = "never checked while observed";
+
 /// Docker's default capability set (moby's oci/caps/defaults.go).
 pub const DOCKER_DEFAULT_CAPS: u64 = 0x00000000a80425fb;
 
@@ -79,6 +82,9 @@ pub struct Report {
     pub uncertain: Vec<String>,
     /// Ways around a capability of the least privilege, beside it (never instead of it).
     pub alternatives: Vec<Alternative>,
+    /// The programs the application exec'd whose files carry capabilities: they gain them at
+    /// exec, which `no_new_privs` (systemd's NoNewPrivileges=) would stop.
+    pub file_capabilities: Vec<String>,
 }
 
 /// A way to run without one capability of the least privilege.
@@ -182,6 +188,10 @@ pub fn report(container: Container, evidence: &Evidence) -> Report {
         .sum();
     let refused_keeps = (refused_keeps > 0).then(|| rules::refused_keeps_uncertain(refused_keeps));
     let uncertain = kept_only.chain(refused_keeps).chain(unreadable).chain(lost).collect();
+    let file_capabilities: BTreeSet<String> = app_execs()
+        .filter(|e| matches!(&e.found, Found::Caps(caps) if caps.permitted != 0))
+        .map(|e| e.path.clone())
+        .collect();
     let observed = evidence.observed();
     let observed_seconds = observed.map_or(0, |(from, to)| to.duration_since(from).map_or(0, |d| d.as_secs()));
     Report {
@@ -193,6 +203,7 @@ pub fn report(container: Container, evidence: &Evidence) -> Report {
         cap_add,
         uncertain,
         alternatives,
+        file_capabilities: file_capabilities.into_iter().collect(),
     }
 }
 
@@ -351,7 +362,7 @@ fn judge(
             .collect();
         (Verdict::NotNeeded, format!("used only by {}", who.join(" and ")))
     } else {
-        (Verdict::NotNeeded, "never checked while observed".to_string())
+        (Verdict::NotNeeded, NEVER_CHECKED.to_string())
     };
     CapabilityReport {
         capability: names::capability(cap).into_owned(),

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod explain;
 pub mod ps;
 pub mod report;
+pub mod run;
 pub mod status;
 pub mod trace;
 
@@ -35,6 +36,8 @@ pub enum Command {
     Report(report::Args),
     /// Why a container's syscalls failed with EPERM/EACCES: capability, file permissions, seccomp…
     Explain(explain::Args),
+    /// Run a command under capwatch, with no daemon, and print what it needs when it ends.
+    Run(run::Args),
     /// Decode a capability mask, or show a container's granted and used capabilities.
     Caps(caps::Args),
     /// List the containers capwatch has seen (running ones; --all for exited ones too).

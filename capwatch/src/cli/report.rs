@@ -11,7 +11,8 @@ use crate::{
 pub struct Args {
     /// A container's name, full id or unique id prefix.
     pub container: String,
-    /// table (for people), docker, compose, k8s, or json (everything; see docs/report-format.md).
+    /// table (for people), docker, compose, k8s, systemd (a drop-in), or json (everything; see
+    /// docs/report-format.md).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Show each capability's syscalls and programs in the table.

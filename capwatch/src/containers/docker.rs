@@ -154,6 +154,7 @@ async fn inspect(docker: &Docker, id: &str) -> Option<Container> {
             security_opt: host.security_opt.unwrap_or_default(),
             cap_eff,
             cap_bnd,
+            user: config.user.filter(|u| !u.is_empty()),
         }),
         layers: details.graph_driver.map(|driver| layers(&driver.data)).unwrap_or_default(),
         id,

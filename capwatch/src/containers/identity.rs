@@ -13,6 +13,8 @@ pub enum Runtime {
     Containerd,
     Crio,
     Podman,
+    /// A command `capwatch run` started in a cgroup of its own.
+    Command,
 }
 
 impl Runtime {
@@ -22,11 +24,14 @@ impl Runtime {
             Runtime::Containerd => "containerd",
             Runtime::Crio => "cri-o",
             Runtime::Podman => "podman",
+            Runtime::Command => "command",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        [Runtime::Docker, Runtime::Containerd, Runtime::Crio, Runtime::Podman].into_iter().find(|r| r.name() == name)
+        [Runtime::Docker, Runtime::Containerd, Runtime::Crio, Runtime::Podman, Runtime::Command]
+            .into_iter()
+            .find(|r| r.name() == name)
     }
 }
 

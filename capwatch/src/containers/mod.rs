@@ -47,6 +47,9 @@ pub struct Granted {
     /// The init process's effective and bounding sets at start (/proc/<pid>/status).
     pub cap_eff: Option<u64>,
     pub cap_bnd: Option<u64>,
+    /// The user it runs as, where it was set (`--user`, systemd's `User=`).
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 impl Container {

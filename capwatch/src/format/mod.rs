@@ -10,7 +10,10 @@ pub mod trace;
 
 use comfy_table::{Cell, Color};
 
-use crate::advice::{Report, Usage, Verdict};
+use crate::{
+    advice::{CapabilityReport, Report, Usage, Verdict, NEVER_CHECKED},
+    containers::Runtime,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -18,6 +21,7 @@ pub enum Format {
     Docker,
     Compose,
     K8s,
+    Systemd,
     Json,
 }
 
@@ -35,6 +39,7 @@ pub fn render(report: &Report, format: Format, verbose: bool) -> String {
         Format::Docker => docker(&report.cap_add),
         Format::Compose => commented(compose(&report.cap_add)),
         Format::K8s => commented(k8s(&report.cap_add)),
+        Format::Systemd => commented(systemd(report)),
         Format::Json => serde_json::to_string_pretty(report).expect("reports serialize"),
     }
 }
@@ -77,6 +82,27 @@ pub fn compose(add: &[String]) -> String {
     yaml
 }
 
+/// A systemd drop-in (`systemctl edit UNIT`): the bounding set; ambient capabilities where the
+/// service runs as a user other than root, who holds no capability otherwise; and
+/// NoNewPrivileges= where no program it exec'd gains capabilities from its file.
+pub fn systemd(report: &Report) -> String {
+    let caps: Vec<String> = report.cap_add.iter().map(|c| format!("CAP_{c}")).collect();
+    let mut unit = String::from("[Service]\n");
+    unit.push_str(&format!("CapabilityBoundingSet={}\n", caps.join(" ")));
+    let user = report.container.granted.as_ref().and_then(|g| g.user.as_deref());
+    let root = user.is_none_or(|u| matches!(u.split(':').next(), Some("root" | "0" | "")));
+    if !root && !caps.is_empty() {
+        unit.push_str(&format!("AmbientCapabilities={}\n", caps.join(" ")));
+    }
+    if report.file_capabilities.is_empty() {
+        unit.push_str(
+            "# no program it ran gained capabilities from its file; set-user-ID ones (su, sudo) would stop too\n",
+        );
+        unit.push_str("NoNewPrivileges=yes\n");
+    }
+    unit
+}
+
 pub fn k8s(add: &[String]) -> String {
     let mut yaml = String::from("securityContext:\n  capabilities:\n    drop:\n      - ALL\n");
     if !add.is_empty() {
@@ -92,16 +118,11 @@ pub fn k8s(add: &[String]) -> String {
 /// is still uncertain, in one paragraph.
 fn table(report: &Report, verbose: bool) -> String {
     let c = &report.container;
-    let mut out = layout::paragraph(
-        &format!(
-            "container {} ({}), image {}, {}",
-            c.name,
-            c.short_id(),
-            c.image.as_deref().unwrap_or("unknown"),
-            ps::state(c)
-        ),
-        "  ",
-    );
+    let subject = match c.runtime {
+        Runtime::Command => format!("command {}", c.name),
+        _ => format!("container {} ({}), image {}", c.name, c.short_id(), c.image.as_deref().unwrap_or("unknown")),
+    };
+    let mut out = layout::paragraph(&format!("{subject}, {}", ps::state(c)), "  ");
     out.push_str(&match (&report.observed_from, &report.observed_to) {
         (Some(from), Some(to)) => layout::paragraph(
             &format!(
@@ -131,7 +152,10 @@ fn table(report: &Report, verbose: bool) -> String {
         header.splice(2..2, ["used", "denied", "kept by capset"]);
     }
     let mut table = layout::table(header);
-    for cap in &report.capabilities {
+    // Without -v, the capabilities nothing asked for are one line under the table.
+    let (unchecked, shown): (Vec<&CapabilityReport>, Vec<&CapabilityReport>) =
+        report.capabilities.iter().partition(|c| !verbose && c.reason == NEVER_CHECKED);
+    for cap in shown {
         let granted = match cap.granted {
             Some(true) => "yes",
             Some(false) => "no",
@@ -147,6 +171,10 @@ fn table(report: &Report, verbose: bool) -> String {
     }
     out.push_str(&table.to_string());
     out.push('\n');
+    if !unchecked.is_empty() {
+        let names: Vec<&str> = unchecked.iter().map(|c| c.capability.trim_start_matches("CAP_")).collect();
+        out.push_str(&layout::paragraph(&format!("granted, never checked: {}", names.join(", ")), "  "));
+    }
     let left_out = report
         .capabilities
         .iter()
