@@ -248,7 +248,11 @@ impl Attribution {
         }
         let path = self.hierarchy.path(id);
         let selftest = path.as_deref().is_some_and(selftest::is_throwaway);
-        let container = path.as_deref().filter(|_| !selftest).and_then(|p| self.catalog.learn(p));
+        let hierarchy = &self.hierarchy;
+        let container = path
+            .as_deref()
+            .filter(|_| !selftest)
+            .and_then(|p| self.catalog.learn(p, |cgroup| hierarchy.dir(Path::new(cgroup))));
         let cgroup = path.unwrap_or_else(|| format!("#{id}")).into();
         self.cgroups.insert(id, Seen { cgroup, container, at: Instant::now(), selftest });
     }

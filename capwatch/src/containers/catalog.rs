@@ -3,11 +3,11 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
-use super::{docker::Event, identity, kubernetes, Container, Runtime};
+use super::{docker::Event, identity, kubernetes, systemd, Container, Runtime};
 
 #[derive(Debug, Default)]
 pub struct Catalog {
@@ -73,9 +73,22 @@ impl Catalog {
     }
 
     /// Learns the container a cgroup belongs to, from its path where no runtime described one
-    /// holding it, and returns its id; None where the cgroup is no container's.
-    pub fn learn(&mut self, path: &str) -> Option<String> {
+    /// holding it, and returns its id; None where the cgroup is no container's. `dir` gives a
+    /// cgroup's directory, where a systemd unit's processes are read.
+    pub fn learn(&mut self, path: &str, dir: impl Fn(&str) -> PathBuf) -> Option<String> {
         if let Some(known) = self.for_cgroup(path) {
+            // A unit started again after it stopped: the same unit, running anew.
+            if known.runtime == Runtime::Systemd && !known.running() {
+                let id = known.id.clone();
+                let mut again = Container::clone(known);
+                again.exited_at = None;
+                again.started_at = Some(crate::clock::rfc3339(std::time::SystemTime::now()));
+                let unit_dir = dir(&again.cgroup);
+                systemd::describe(&mut again, &unit_dir);
+                self.by_id.insert(id.clone(), Arc::new(again));
+                self.changed.insert(id.clone());
+                return Some(id);
+            }
             return Some(known.id.clone());
         }
         let identity = identity::parse(path)?;
@@ -89,6 +102,11 @@ impl Catalog {
             let mut container = Container::from_identity(&identity);
             if let Some(name) = kubernetes::name(Path::new("/"), &identity) {
                 container.name = name;
+            }
+            if identity.runtime == Runtime::Systemd {
+                container.name = systemd::name(&identity);
+                container.started_at = Some(crate::clock::rfc3339(std::time::SystemTime::now()));
+                systemd::describe(&mut container, &dir(&identity.cgroup));
             }
             self.by_id.insert(identity.id.clone(), Arc::new(container));
             self.changed.insert(identity.id.clone());
@@ -184,14 +202,14 @@ mod tests {
         assert_eq!(catalog.for_cgroup(&format!("/docker/{ID}")).map(|c| c.name.as_str()), Some("web"));
         // A nested cgroup is the container's too.
         assert_eq!(catalog.for_cgroup(&format!("/docker/{ID}/inner")).map(|c| c.name.as_str()), Some("web"));
-        assert_eq!(catalog.learn(&format!("/docker/{ID}/inner")).as_deref(), Some(ID));
+        assert_eq!(catalog.learn(&format!("/docker/{ID}/inner"), |_| PathBuf::new()).as_deref(), Some(ID));
         // A container nobody described is named by its short id once its cgroup is learned.
         let other = "b".repeat(64);
         let path = format!("/system.slice/docker-{other}.scope");
         assert!(catalog.for_cgroup(&path).is_none());
-        let learned = catalog.learn(&path).expect("a container's cgroup");
+        let learned = catalog.learn(&path, |_| PathBuf::new()).expect("a container's cgroup");
         assert_eq!(catalog.get(&learned).map(|c| c.name.clone()), Some("b".repeat(12)));
-        assert_eq!(catalog.learn("/user.slice"), None);
+        assert_eq!(catalog.learn("/user.slice", |_| PathBuf::new()), None);
         assert_eq!(catalog.take_changed().0.len(), 2);
         assert!(catalog.take_changed().0.is_empty());
     }
@@ -216,7 +234,7 @@ mod tests {
     fn a_container_gone_before_its_inspection_keeps_the_name_docker_gave_it() {
         let mut catalog = Catalog::default();
         let path = format!("/docker/{ID}");
-        assert_eq!(catalog.learn(&path).as_deref(), Some(ID));
+        assert_eq!(catalog.learn(&path, |_| PathBuf::new()).as_deref(), Some(ID));
         catalog.apply(Event::Named {
             id: ID.into(),
             name: "quick".into(),
@@ -231,7 +249,7 @@ mod tests {
         // Named first, its cgroup learned later: the same container.
         let mut catalog = Catalog::default();
         catalog.apply(Event::Named { id: ID.into(), name: "quick".into(), image: None, at: T.into() });
-        assert_eq!(catalog.learn(&path).as_deref(), Some(ID));
+        assert_eq!(catalog.learn(&path, |_| PathBuf::new()).as_deref(), Some(ID));
         assert_eq!(catalog.get(ID).map(|c| (c.name.as_str(), c.cgroup.as_str())), Some(("quick", path.as_str())));
     }
 
@@ -239,7 +257,7 @@ mod tests {
     fn a_container_whose_cgroup_went_without_a_start_failed_to_start() {
         let mut catalog = Catalog::default();
         catalog.apply(Event::Created { id: ID.into(), name: "broken".into(), image: None, at: T.into() });
-        assert_eq!(catalog.learn(&format!("/docker/{ID}")).as_deref(), Some(ID));
+        assert_eq!(catalog.learn(&format!("/docker/{ID}"), |_| PathBuf::new()).as_deref(), Some(ID));
         assert_eq!(catalog.get(ID).map(|c| c.state()), Some(State::Running));
         catalog.retire(ID, Some("2026-11-23T00:00:01Z"));
         let (taken, gone) = catalog.take_changed();

@@ -15,6 +15,8 @@ pub enum Runtime {
     Podman,
     /// A command `capwatch run` started in a cgroup of its own.
     Command,
+    /// A systemd service.
+    Systemd,
 }
 
 impl Runtime {
@@ -25,11 +27,12 @@ impl Runtime {
             Runtime::Crio => "cri-o",
             Runtime::Podman => "podman",
             Runtime::Command => "command",
+            Runtime::Systemd => "systemd",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        [Runtime::Docker, Runtime::Containerd, Runtime::Crio, Runtime::Podman, Runtime::Command]
+        [Runtime::Docker, Runtime::Containerd, Runtime::Crio, Runtime::Podman, Runtime::Command, Runtime::Systemd]
             .into_iter()
             .find(|r| r.name() == name)
     }
@@ -55,7 +58,8 @@ pub struct Identity {
 }
 
 /// Recognises the outermost container in a cgroup path: the one the host's runtime manages. A
-/// container nested inside it (Docker in Docker) acts with the outer one's capabilities.
+/// container nested inside it (Docker in Docker) acts with the outer one's capabilities. A path
+/// in no container may be a systemd service's.
 pub fn parse(path: &str) -> Option<Identity> {
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let mut pod_uid = None;
@@ -74,7 +78,7 @@ pub fn parse(path: &str) -> Option<Identity> {
             });
         }
     }
-    None
+    super::systemd::parse(&components)
 }
 
 /// `docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`, `libpod-<id>.scope`
@@ -198,8 +202,6 @@ mod tests {
     fn not_containers() {
         for path in [
             "/",
-            "/system.slice/docker.service",
-            "/system.slice/containerd.service",
             "/user.slice/user-1000.slice/session-3.scope",
             "/docker",
             "/docker/abc123",
@@ -209,6 +211,10 @@ mod tests {
             "/kubepods.slice/kubepods-burstable.slice",
         ] {
             assert_eq!(parse(path), None, "{path}");
+        }
+        // Services are systemd's units, dockerd's and containerd's too.
+        for path in ["/system.slice/docker.service", "/system.slice/containerd.service"] {
+            assert_eq!(parse(path).map(|i| i.runtime), Some(Runtime::Systemd), "{path}");
         }
     }
 

@@ -11,7 +11,7 @@ fn bundle_config(runtime: Runtime, id: &str) -> Option<String> {
     match runtime {
         Runtime::Containerd => Some(format!("run/containerd/io.containerd.runtime.v2.task/k8s.io/{id}/config.json")),
         Runtime::Crio => Some(format!("run/containers/storage/overlay-containers/{id}/userdata/config.json")),
-        Runtime::Docker | Runtime::Podman | Runtime::Command => None,
+        Runtime::Docker | Runtime::Podman | Runtime::Command | Runtime::Systemd => None,
     }
 }
 

@@ -120,6 +120,7 @@ fn table(report: &Report, verbose: bool) -> String {
     let c = &report.container;
     let subject = match c.runtime {
         Runtime::Command => format!("command {}", c.name),
+        Runtime::Systemd => format!("unit {}", c.name),
         _ => format!("container {} ({}), image {}", c.name, c.short_id(), c.image.as_deref().unwrap_or("unknown")),
     };
     let mut out = layout::paragraph(&format!("{subject}, {}", ps::state(c)), "  ");
