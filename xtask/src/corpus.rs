@@ -35,6 +35,7 @@ const PACKAGES: &[&str] = &[
     "openssh-server",   // sshd: a privilege-separating daemon (chroot + setuid preauth child)
     "procps",           // ps, for looking inside a container by hand
     "rsyslog",          // a syslog daemon reading the kernel log (imklog, /proc/kmsg)
+    "systemd-sysv",     // systemd as PID 1: the unit tests boot the root filesystem with systemd-nspawn
     "tcpdump",          // packet capture, dropping to the tcpdump user
     "util-linux-extra", // hwclock: sets the kernel's timezone with settimeofday
 ];
@@ -80,17 +81,47 @@ rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/debconf/*-old /var/l
 dpkg-query -W -f '${Package} ${Version}\n' > /tmp/packages.txt
 "#;
 
-/// Builds the corpus image unless the cache has it, imports it into `dockerd` unless the engine
-/// has it, checks its file capabilities, and returns its tag.
-pub fn image(root: &Path, dockerd: &Dockerd) -> Result<String> {
+/// The corpus's root filesystem as a tarball, built unless the cache has it.
+fn tarball(root: &Path) -> Result<(String, PathBuf)> {
     let key = recipe_key()?;
-    let tag = format!("capwatch-corpus:{}", &key[..16]);
     let cache = root.join(CACHE_DIR);
     let dir = cache.join(&key);
     let tarball = dir.join("rootfs.tar");
     if !tarball.exists() {
         build(&cache, &dir, &tarball)?;
     }
+    Ok((key, tarball))
+}
+
+/// The corpus's root filesystem unpacked (with its file capabilities), for systemd-nspawn to boot
+/// read-only: `target/corpus/<key>/rootfs`.
+pub fn rootfs(root: &Path) -> Result<PathBuf> {
+    let (_, tarball) = tarball(root)?;
+    let dir = tarball.with_file_name("rootfs");
+    if !dir.exists() {
+        let partial = tarball.with_file_name("rootfs.partial");
+        let _ = fs::remove_dir_all(&partial);
+        fs::create_dir_all(&partial)?;
+        let status = Command::new("tar")
+            .args(["--xattrs", "--xattrs-include=security.capability", "--numeric-owner", "-xf"])
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&partial)
+            .status()
+            .context("unpacking the corpus root filesystem")?;
+        if !status.success() {
+            bail!("unpacking {} failed ({status})", tarball.display());
+        }
+        fs::rename(&partial, &dir)?;
+    }
+    Ok(dir)
+}
+
+/// Builds the corpus image unless the cache has it, imports it into `dockerd` unless the engine
+/// has it, checks its file capabilities, and returns its tag.
+pub fn image(root: &Path, dockerd: &Dockerd) -> Result<String> {
+    let (key, tarball) = tarball(root)?;
+    let tag = format!("capwatch-corpus:{}", &key[..16]);
     let present = dockerd.docker(&["image", "inspect", &tag]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     if !present.is_ok_and(|s| s.success()) {
         eprintln!("xtask: importing the corpus image {tag}");

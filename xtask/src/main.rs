@@ -80,11 +80,14 @@ fn test(extra: &[String]) -> Result<()> {
     dockerd.import_test_image(&[workload])?;
     // The corpus's Debian image: built once per recipe (debootstrap), then cached.
     let corpus_image = corpus::image(&root, &dockerd)?;
+    // The same root filesystem, which holds systemd, for the unit tests to boot.
+    let systemd_rootfs = corpus::rootfs(&root)?.display().to_string();
     let socket = dockerd.socket().display().to_string();
     let env = [
         ("CAPWATCH_TEST_DOCKER_SOCKET", socket.as_str()),
         ("CAPWATCH_TEST_IMAGE", docker::TEST_IMAGE),
         ("CAPWATCH_CORPUS_IMAGE", corpus_image.as_str()),
+        ("CAPWATCH_SYSTEMD_ROOTFS", systemd_rootfs.as_str()),
     ];
     let mut args = vec!["test", "--no-fail-fast"];
     args.extend(extra.iter().map(String::as_str));
