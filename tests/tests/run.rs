@@ -174,3 +174,36 @@ fn the_same_program_gets_the_same_advice_as_in_a_container() {
     let (_, on_host) = run("vs-daemon", &[], &PING);
     assert_eq!(advised(&on_host), advised(&in_container), "host: {on_host:#}\ncontainer: {in_container:#}");
 }
+
+/// Programs of the host, each run as root: the advice is what the program needs, proven by
+/// running it again with exactly the advice (it works) and without each advised capability (it
+/// fails).
+#[test]
+fn host_programs_get_advice_that_runs_them_and_no_more() {
+    if !kernel_available("host_programs_get_advice_that_runs_them_and_no_more") {
+        return;
+    }
+    let dir = tempdir("run-programs");
+    let file = dir.join("owned");
+    std::fs::write(&file, "").unwrap();
+    let file = file.to_str().unwrap();
+    let node = dir.join("null");
+    let mknod = format!("busybox rm -f {0} && busybox mknod {0} c 1 3", node.display());
+    let cases: [(&str, Vec<&str>, &[&str]); 3] = [
+        ("ping", PING.to_vec(), &["NET_RAW"]),
+        ("chown", vec!["busybox", "chown", "65534", file], &["CHOWN"]),
+        ("mknod", vec!["busybox", "sh", "-c", &mknod], &["MKNOD"]),
+    ];
+    for (label, command, expected) in cases {
+        let (out, report) = run(label, &[], &command);
+        assert_eq!(out.status.code(), Some(0), "{label}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(advised(&report), expected, "{label}: {report:#}");
+        let caps = expected.join(",");
+        let (out, _) = run(&format!("{label}-advised"), &["--caps", &caps], &command);
+        assert_eq!(out.status.code(), Some(0), "{label} works with exactly {caps}");
+        for cap in expected {
+            let (out, _) = run(&format!("{label}-without"), &["--drop", cap], &command);
+            assert_ne!(out.status.code(), Some(0), "{label} still works without {cap}");
+        }
+    }
+}
