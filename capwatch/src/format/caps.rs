@@ -1,8 +1,6 @@
 //! `capwatch caps`: a mask's capabilities set and not set beside Docker's default set, a
 //! process's live sets, and a container's granted beside used.
 
-use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
-
 use super::layout;
 use crate::{
     advice::{Report, Verdict, DOCKER_DEFAULT_CAPS},
@@ -61,8 +59,7 @@ pub fn against_docker(mask: u64) -> String {
 }
 
 pub fn side_by_side(report: &Report) -> String {
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header(["capability", "granted", "used by the application"]);
+    let mut table = layout::table(["capability", "granted", "used by the application"]);
     for cap in &report.capabilities {
         table.add_row([
             cap.capability.as_str(),

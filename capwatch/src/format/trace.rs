@@ -1,7 +1,5 @@
 //! `capwatch trace`'s lines: one per new observation, and the totals table at the end.
 
-use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
-
 use crate::{attribution::Observation, journal::noaudit, names};
 
 /// One line per first occurrence and loss, stamped with the seconds since tracing began.
@@ -55,8 +53,7 @@ pub fn lines(observations: &[Observation], at: f64) -> String {
 
 /// Every aggregate's count, and what was lost.
 pub fn totals(observations: &[Observation], losses: &[u64]) -> String {
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header(["cgroup", "observed", "in syscall", "by", "noaudit", "count"]);
+    let mut table = super::layout::table(["cgroup", "observed", "in syscall", "by", "noaudit", "count"]);
     for observation in observations {
         match observation {
             Observation::Check(c) => table.add_row([
