@@ -1,5 +1,5 @@
 //! A process's capability sets as capget(2) gives them and capset(2) takes them, for the
-//! self-test's child and the commands `capwatch run` starts. Raw syscalls on plain data: usable
+//! self-test's child, the commands `capwatch run` starts and the tests' workload. Raw syscalls on plain data: usable
 //! between fork and exec.
 
 /// capget(2)'s and capset(2)'s header (linux/capability.h).
@@ -61,6 +61,10 @@ impl CapSets {
 
     pub fn permitted(&self) -> u64 {
         u64::from(self.data[0].permitted) | u64::from(self.data[1].permitted) << 32
+    }
+
+    pub fn inheritable(&self) -> u64 {
+        u64::from(self.data[0].inheritable) | u64::from(self.data[1].inheritable) << 32
     }
 
     /// The same sets without `cap` in the effective one.

@@ -38,6 +38,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use capwatch::capsets::CapSets;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // Actions separated by `+` run one after the other in this process; the last one decides.
@@ -394,31 +396,18 @@ fn mmap_low() -> i64 {
     0
 }
 
-/// capget(2)/capset(2)'s header and one word of each set (linux/capability.h, version 3).
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
+/// This thread's capability sets, or the errno of capget(2).
+fn capget() -> Result<CapSets, i32> {
+    CapSets::get().ok_or_else(errno)
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-fn capget() -> Result<[CapData; 2], i32> {
-    let mut header = CapHeader { version: 0x2008_0522, pid: 0 };
-    let mut data = [CapData::default(); 2];
-    check(unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) })?;
-    Ok(data)
-}
-
-fn capset_to(data: &[CapData; 2]) -> i64 {
-    let mut header = CapHeader { version: 0x2008_0522, pid: 0 };
-    unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) }
+/// capset(2): 0, or -1 with errno set.
+fn capset_to(sets: &CapSets) -> i64 {
+    if sets.set() {
+        0
+    } else {
+        -1
+    }
 }
 
 /// capset(2) with the sets it has: changes nothing, and the kernel asks for CAP_SETPCAP each time.
@@ -430,13 +419,8 @@ fn capset(n: Option<u64>) -> Result<(), i32> {
 /// capset(2) narrowing the permitted and effective sets to the one capability numbered `cap`,
 /// whether or not this process holds it, as a daemon that sheds what it does not need does.
 fn keep(cap: u64) -> Result<(), i32> {
-    let mut data = capget()?;
-    for (half, set) in data.iter_mut().enumerate() {
-        let bits = (1u64 << cap >> (32 * half)) as u32;
-        set.permitted = bits;
-        set.effective = bits;
-    }
-    check(capset_to(&data))
+    let sets = capget()?;
+    check(capset_to(&CapSets::of(1 << cap, 1 << cap, sets.inheritable())))
 }
 
 /// Opens a child's /proc/PID/environ N times (PTRACE_MODE_READ_FSCREDS) with the lowest
@@ -445,13 +429,11 @@ fn keep(cap: u64) -> Result<(), i32> {
 fn ptrace_read(n: Option<u64>) -> Result<(), i32> {
     let Some(n) = n else { return Err(libc::EINVAL) };
     let data = capget()?;
-    let permitted = u64::from(data[0].permitted) | u64::from(data[1].permitted) << 32;
+    let permitted = data.permitted();
     if permitted == 0 {
         return Err(libc::EPERM);
     }
-    let aside = permitted.trailing_zeros();
-    let mut lowered = data;
-    lowered[(aside / 32) as usize].effective &= !(1 << (aside % 32));
+    let lowered = data.without_effective(permitted.trailing_zeros());
     let mut pipe = [0; 2];
     check(unsafe { libc::pipe(pipe.as_mut_ptr()) }.into())?;
     let pid = unsafe { libc::fork() };
