@@ -68,6 +68,9 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    #[error("{0} observed operation(s) would fail under this set: give it what the table lists")]
+    WouldFail(usize),
+
     #[error("{path}: {key}: {reason}")]
     Config { path: PathBuf, key: String, reason: String },
 

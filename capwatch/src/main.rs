@@ -25,6 +25,7 @@ fn main() -> ExitCode {
             Command::Ps(args) => cli::ps::run(args),
             Command::Config(args) => cli::config::run(args),
             Command::Report(args) => cli::report::run(args),
+            Command::Whatif(args) => cli::whatif::run(args),
             Command::Caps(args) => cli::caps::run(args),
             Command::Explain(args) => cli::explain::run(args),
             Command::SelftestChild => Ok(()),

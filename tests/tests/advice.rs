@@ -64,6 +64,64 @@ fn check(test: &str, label: &str, command: &[&str], expected: &[&str]) {
     prove(&env, &flags, command);
 }
 
+/// `capwatch whatif` on the store of a run: (exit code, its JSON answer).
+fn whatif(state_dir: &str, name: &str, set: &[&str]) -> (Option<i32>, Value) {
+    let mut args = vec!["whatif", name, "--format", "json", "--state-dir", state_dir];
+    args.extend_from_slice(set);
+    let (code, out, stderr) = capwatch(&args);
+    let answer = serde_json::from_str(&out).unwrap_or_else(|e| panic!("whatif {set:?}: {e}: {out}{stderr}"));
+    (code, answer)
+}
+
+/// What-if answers from the store alone: a raw socket opened by a program that carries
+/// cap_net_raw=ep and a chown, each failing under a set without its capability.
+#[test]
+fn whatif_names_what_would_fail_from_the_store_including_execs_of_file_capabilities() {
+    let Some(env) =
+        docker_available("whatif_names_what_would_fail_from_the_store_including_execs_of_file_capabilities")
+    else {
+        return;
+    };
+    let state = tempdir("whatif");
+    let state_dir = state.to_str().unwrap().to_string();
+    let daemon = env.daemon(&state);
+    let name = container_name("whatif");
+    let script = "cw-workload-net-raw raw-socket && touch /tmp/f && chown 1000:1000 /tmp/f";
+    let id = env.start(&["--name", &name], &["sh", "-c", script]);
+    assert_eq!(env.wait(&id), 0);
+    wait_stored(&state, &name);
+    daemon.stop(libc::SIGKILL);
+
+    let (code, answer) = whatif(&state_dir, &name, &["--cap-add", "NET_RAW,CHOWN"]);
+    assert_eq!(code, Some(0), "{answer}");
+    assert_eq!(answer["breaks"], false, "{answer}");
+
+    let (code, answer) = whatif(&state_dir, &name, &["--cap-add", "NET_RAW"]);
+    assert_eq!(code, Some(1), "{answer}");
+    let lacking: Vec<&Value> = answer["operations"].as_array().unwrap().iter().collect();
+    assert_eq!(lacking.len(), 1, "{answer}");
+    assert_eq!(lacking[0]["capability"], "CHOWN", "{answer}");
+    assert!(
+        lacking[0]["syscalls"].as_array().unwrap().iter().any(|s| s.as_str().unwrap().contains("chown")),
+        "{answer}"
+    );
+    assert!(answer["execs"].as_array().unwrap().is_empty(), "{answer}");
+
+    // Relative to what it holds now (Docker's defaults, without NET_RAW): the exec fails.
+    let (code, answer) = whatif(&state_dir, &name, &["--cap-drop", "NET_RAW"]);
+    assert_eq!(code, Some(1), "{answer}");
+    let execs = answer["execs"].as_array().unwrap();
+    assert_eq!(execs.len(), 1, "{answer}");
+    assert_eq!(execs[0]["path"], "/bin/cw-workload-net-raw", "{answer}");
+    assert_eq!(execs[0]["lacking"], serde_json::json!(["NET_RAW"]), "{answer}");
+
+    let (code, table, stderr) = capwatch(&["whatif", &name, "--cap-drop", "ALL", "--state-dir", &state_dir]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(table.contains("CHOWN") && table.contains("cw-workload-net-raw"), "{table}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("would fail under this set"), "{stderr}");
+}
+
 #[test]
 fn a_raw_socket_needs_net_raw_only() {
     check("a_raw_socket_needs_net_raw_only", "rawsock", &["cw-workload", "raw-socket"], &["NET_RAW"]);

@@ -3,6 +3,7 @@
 //! `rules`.
 
 pub mod rules;
+pub mod whatif;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,7 +14,7 @@ use self::rules::{CAP_DAC_OVERRIDE, FALLBACKS};
 use crate::{
     cause::{self, Cause, Profile},
     containers::Container,
-    evidence::{CheckEvidence, Evidence, FailureEvidence},
+    evidence::{CheckEvidence, Evidence, ExecEvidence, FailureEvidence},
     filecaps::{self, FileCaps, Found},
     names,
     seccomp_profile::SeccompProfile,
@@ -106,14 +107,8 @@ pub fn report(container: Container, evidence: &Evidence) -> Report {
         numbers.extend(names::mask_bits(mask));
     }
     let app_execs = || execs.iter().filter(|e| e.origin == Origin::App);
-    // security/commoncap.c bprm_caps_from_vfs_caps: with the effective bit, execve fails with
-    // EPERM unless every capability in the file's permitted set is in the bounding set.
-    let exec_needs: Vec<ExecNeed<'_>> = app_execs()
-        .filter_map(|e| match &e.found {
-            Found::Caps(caps) if caps.effective && caps.permitted != 0 => Some(ExecNeed { path: &e.path, caps: *caps }),
-            _ => None,
-        })
-        .collect();
+    let exec_needs: Vec<ExecNeed<'_>> =
+        exec_needs(execs).into_iter().map(|(e, caps)| ExecNeed { path: &e.path, caps }).collect();
     numbers.extend(exec_needs.iter().flat_map(|n| names::mask_bits(n.caps.permitted)));
     let missing = missing_caps(failures, &Profile::of(&container), kernel_checks);
     // A call refused before any check (seccomp) leaves its capability in no check.
@@ -196,9 +191,23 @@ pub fn report(container: Container, evidence: &Evidence) -> Report {
     }
 }
 
+/// The application's execs of programs whose file capabilities make execve need them in the
+/// bounding set. security/commoncap.c bprm_caps_from_vfs_caps: with the effective bit, execve
+/// fails with EPERM unless every capability in the file's permitted set is in the bounding set.
+pub fn exec_needs(execs: &[ExecEvidence]) -> Vec<(&ExecEvidence, FileCaps)> {
+    execs
+        .iter()
+        .filter(|e| e.origin == Origin::App)
+        .filter_map(|e| match &e.found {
+            Found::Caps(caps) if caps.effective && caps.permitted != 0 => Some((e, *caps)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The container's capabilities at start: the init process's effective set, or what its
 /// runtime configuration implies.
-fn granted_mask(container: &Container) -> Option<u64> {
+pub fn granted_mask(container: &Container) -> Option<u64> {
     let granted = container.granted.as_ref()?;
     if let Some(eff) = granted.cap_eff {
         return Some(eff);

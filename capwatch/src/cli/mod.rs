@@ -10,6 +10,7 @@ pub mod ps;
 pub mod report;
 pub mod status;
 pub mod trace;
+pub mod whatif;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,8 @@ pub enum Command {
     Report(report::Args),
     /// Why a container's syscalls failed with EPERM/EACCES: capability, file permissions, seccomp…
     Explain(explain::Args),
+    /// Which observed operations would fail under another capability set (exit status 1 if any).
+    Whatif(whatif::Args),
     /// Decode a capability mask, or show a container's granted and used capabilities.
     Caps(caps::Args),
     /// List the containers capwatch has seen (running ones; --all for exited ones too).

@@ -6,6 +6,7 @@ pub mod caps;
 pub mod explain;
 pub mod ps;
 pub mod trace;
+pub mod whatif;
 
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 
