@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             Command::Config(args) => cli::config::run(args),
             Command::Report(args) => cli::report::run(args),
             Command::Whatif(args) => cli::whatif::run(args),
+            Command::Verify(args) => cli::verify::run(args).await,
             Command::Caps(args) => cli::caps::run(args),
             Command::Explain(args) => cli::explain::run(args),
             Command::SelftestChild => Ok(()),

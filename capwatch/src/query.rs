@@ -8,7 +8,7 @@ use crate::{
     advice::{
         self,
         whatif::{self, WhatIf},
-        Report,
+        Report, Verified,
     },
     containers::{self, Container},
     daemon::Status,
@@ -47,6 +47,11 @@ pub fn report(state_dir: &Path, query: &str) -> Result<Report, Error> {
     let (store, container) = open(state_dir, query)?;
     let mut report = advice::report(container.clone(), &evidence(&store, &container)?);
     report.uncertain.extend(sight(state_dir).iter().flat_map(Sight::warnings));
+    report.verified = store.latest_verification(&container.id)?.map(|v| Verified {
+        verdict: v.summary,
+        capabilities: v.capabilities,
+        at: v.at,
+    });
     Ok(report)
 }
 

@@ -80,6 +80,18 @@ pub struct Report {
     pub uncertain: Vec<String>,
     /// Ways around a capability of the least privilege, beside it (never instead of it).
     pub alternatives: Vec<Alternative>,
+    /// The latest `capwatch verify` of the container, if it had one.
+    pub verified: Option<Verified>,
+}
+
+/// What `capwatch verify` last concluded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    /// `proven minimal`, `sufficient, not minimal (X can go)`, `not sufficient (…)`.
+    pub verdict: String,
+    /// The set it tried, as in `cap_add`.
+    pub capabilities: Vec<String>,
+    pub at: String,
 }
 
 /// A way to run without one capability of the least privilege.
@@ -188,6 +200,7 @@ pub fn report(container: Container, evidence: &Evidence) -> Report {
         cap_add,
         uncertain,
         alternatives,
+        verified: None,
     }
 }
 

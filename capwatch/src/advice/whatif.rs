@@ -53,7 +53,7 @@ pub struct FailingExec {
 /// the advice's flags. Names with or without `CAP_`, any case, or `ALL`.
 pub fn set_of(container: &Container, add: &[String], drop: &[String]) -> Result<u64, String> {
     let mask = |list: &[String]| -> Result<u64, String> {
-        list.iter().try_fold(0u64, |mask, name| {
+        list.iter().filter(|name| !name.is_empty()).try_fold(0u64, |mask, name| {
             if name.eq_ignore_ascii_case("ALL") {
                 return Ok(names::all_capabilities());
             }

@@ -10,6 +10,7 @@ pub mod ps;
 pub mod report;
 pub mod status;
 pub mod trace;
+pub mod verify;
 pub mod whatif;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,8 @@ pub enum Command {
     Explain(explain::Args),
     /// Which observed operations would fail under another capability set (exit status 1 if any).
     Whatif(whatif::Args),
+    /// Prove the advice: rerun the container with it, then without each capability (exit status 0 only when proven).
+    Verify(verify::Args),
     /// Decode a capability mask, or show a container's granted and used capabilities.
     Caps(caps::Args),
     /// List the containers capwatch has seen (running ones; --all for exited ones too).

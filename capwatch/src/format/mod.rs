@@ -6,6 +6,7 @@ pub mod caps;
 pub mod explain;
 pub mod ps;
 pub mod trace;
+pub mod verify;
 pub mod whatif;
 
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
@@ -130,6 +131,13 @@ fn table(report: &Report) -> String {
     }
     out.push_str(&table.to_string());
     out.push_str(&format!("\nleast privilege: {}\n", docker(&report.cap_add)));
+    if let Some(verified) = &report.verified {
+        let set = match verified.capabilities == report.cap_add {
+            true => String::new(),
+            false => format!(" (of {})", docker(&verified.capabilities)),
+        };
+        out.push_str(&format!("verified: {}, {}{set}\n", verified.verdict, verified.at));
+    }
     for note in notes(report) {
         out.push_str(&format!("{note}\n"));
     }

@@ -29,13 +29,14 @@ use crate::{
     containers::Container,
     error::Error,
     evidence::{CheckEvidence, ExecEvidence, FailureEvidence},
+    verify::Verification,
 };
 
 /// The database file in the state directory.
 pub const FILE: &str = "capwatch.db";
 
 /// Bumped when the schema changes; older stores are migrated, newer ones refused.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -86,6 +87,10 @@ CREATE TABLE IF NOT EXISTS execs (
     pid INTEGER NOT NULL, comm TEXT NOT NULL, found TEXT NOT NULL,
     PRIMARY KEY (run_id, cgroup_id, origin, path)
 );
+CREATE TABLE IF NOT EXISTS verifications (
+    container_id TEXT NOT NULL, at_ns INTEGER NOT NULL, json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS verifications_by_container ON verifications (container_id);
 ";
 
 /// Schema 1 kept failures without the evidence of their cause: they are kept, with the failing
@@ -567,6 +572,42 @@ impl Store {
             .query_row("SELECT backend FROM runs ORDER BY run_id DESC LIMIT 1", [], |r| r.get(0))
             .optional()
             .map_err(|e| corrupt(&self.path, e))
+    }
+
+    /// Keeps a verification beside the daemon's records (`capwatch verify` runs while the daemon
+    /// writes: one more writer for a row, never the daemon's lock).
+    pub fn record_verification(state_dir: &Path, verification: &Verification) -> Result<(), Error> {
+        let store = Self::open_read_only(state_dir)?;
+        let conn = Connection::open_with_flags(&store.path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|e| corrupt(&store.path, e))?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(|e| corrupt(&store.path, e))?;
+        let json = serde_json::to_string(verification).expect("verifications serialize");
+        conn.execute(
+            "INSERT INTO verifications (container_id, at_ns, json) VALUES (?1, ?2, ?3)",
+            params![verification.container_id, unix_ns(SystemTime::now()), json],
+        )
+        .map_err(|e| corrupt(&store.path, e))?;
+        Ok(())
+    }
+
+    /// The container's latest verification, if it had one.
+    pub fn latest_verification(&self, container_id: &str) -> Result<Option<Verification>, Error> {
+        let json: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT json FROM verifications WHERE container_id = ?1 ORDER BY at_ns DESC LIMIT 1",
+                [container_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| corrupt(&self.path, e))?;
+        json.map(|json| {
+            serde_json::from_str(&json).map_err(|e| Error::CorruptStore {
+                path: self.path.clone(),
+                reason: format!("a verification record: {e}"),
+            })
+        })
+        .transpose()
     }
 }
 
