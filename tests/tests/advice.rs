@@ -330,3 +330,51 @@ fn ctrl_c_mid_verify_leaves_no_container_behind() {
     assert!(stderr.contains("interrupted: every verification container was removed"), "{stderr}");
     assert_no_copies_left(&env, &id);
 }
+
+/// Greedy elimination from the granted set (Docker's defaults) finds the one capability a chown
+/// needs, and proves it.
+#[test]
+fn minimize_finds_the_least_privilege_from_the_granted_set() {
+    let Some(env) = docker_available("minimize_finds_the_least_privilege_from_the_granted_set") else { return };
+    let state = tempdir("verify-minimize");
+    let daemon = env.daemon(&state);
+    let name = container_name("minimize");
+    let id = env.start(&["--name", &name], &["sh", "-c", "touch /tmp/f && chown 1000:1000 /tmp/f"]);
+    assert_eq!(env.wait(&id), 0);
+    wait_stored(&state, &name);
+    let (code, verification) = verify(&env, &state, &name, &["--minimize"]);
+    daemon.stop(libc::SIGTERM);
+    assert_no_copies_left(&env, &id);
+    assert_eq!(code, Some(0), "{verification:#}");
+    assert_eq!(verification["verdict"], "proven_minimal", "{verification:#}");
+    assert_eq!(verification["capabilities"], serde_json::json!(["CHOWN"]), "{verification:#}");
+}
+
+/// A container whose image is gone cannot be recreated, and verify says so; without a running
+/// daemon nothing would watch the copies, and verify says that.
+#[test]
+fn verify_says_why_it_cannot_run() {
+    let Some(env) = docker_available("verify_says_why_it_cannot_run") else { return };
+    let state = tempdir("verify-cannot");
+    let state_dir = state.to_str().unwrap();
+    let daemon = env.daemon(&state);
+    let name = container_name("imagegone");
+    let tag = format!("capwatch-test-gone:{}", std::process::id());
+    env.docker(&["tag", &env.image, &tag]);
+    let id = env.docker(&["run", "--detach", "--network", "none", "--name", &name, &tag, "true"]);
+    assert_eq!(env.wait(&id), 0);
+    wait_stored(&state, &name);
+    env.docker(&["rmi", &tag]);
+    let args = ["verify", &name, "--state-dir", state_dir, "--docker-socket", &env.socket];
+    let (code, _, stderr) = capwatch(&args);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&format!("{name} cannot be recreated: its image {tag} is gone")), "{stderr}");
+
+    daemon.stop(libc::SIGTERM);
+    let (code, _, stderr) = capwatch(&args);
+    env.docker(&["rm", &id]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no capwatch daemon is running with this state directory"), "{stderr}");
+}
