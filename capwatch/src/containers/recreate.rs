@@ -189,11 +189,13 @@ fn message(e: &bollard::errors::Error) -> String {
 }
 
 /// The creation request: the original's configuration with only its capabilities changed. What
-/// would clash with the original, which may still run, is left out: its host port bindings, and
-/// the host name Docker derived from its id.
+/// would clash with the original, which may still run, is left out: its host port bindings, the
+/// host name Docker derived from its id, and Compose's labels (Compose would count the copy as
+/// one of its project's containers).
 fn copy(original: &Original, run: &str, caps: &[String]) -> ContainerCreateBody {
     let c = original.config.clone();
     let mut labels = c.labels.unwrap_or_default();
+    labels.retain(|key, _| !key.starts_with("com.docker.compose."));
     labels.insert(LABEL.to_string(), original.id.clone());
     labels.insert(RUN_LABEL.to_string(), run.to_string());
     let derived_hostname = c.hostname.as_deref().is_some_and(|h| !h.is_empty() && original.id.starts_with(h));
@@ -231,5 +233,61 @@ fn copy(original: &Original, run: &str, caps: &[String]) -> ContainerCreateBody 
         shell: c.shell,
         host_config: Some(host),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bollard::models::{PortBinding, RestartPolicy};
+
+    use super::*;
+
+    #[test]
+    fn a_copy_changes_only_its_capabilities_and_what_would_clash_with_the_original() {
+        let id = format!("abcdef123456{}", "0".repeat(52));
+        let labels = HashMap::from([
+            ("app".to_string(), "web".to_string()),
+            ("com.docker.compose.project".to_string(), "shop".to_string()),
+        ]);
+        let ports = HashMap::from([("80/tcp".to_string(), Some(vec![PortBinding::default()]))]);
+        let original = Original {
+            id: id.clone(),
+            name: "web".into(),
+            config: ContainerConfig {
+                hostname: Some("abcdef123456".into()),
+                image: Some("nginx".into()),
+                user: Some("101".into()),
+                cmd: Some(vec!["nginx".into()]),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            host: HostConfig {
+                privileged: Some(true),
+                cap_add: Some(vec!["SYS_ADMIN".into()]),
+                network_mode: Some("none".into()),
+                sysctls: Some(HashMap::from([("net.ipv4.ip_unprivileged_port_start".into(), "0".into())])),
+                port_bindings: Some(ports),
+                restart_policy: Some(RestartPolicy::default()),
+                ..Default::default()
+            },
+            running: true,
+            exit_code: None,
+        };
+        let body = copy(&original, "run-1", &["NET_RAW".to_string()]);
+        let host = body.host_config.unwrap();
+        assert_eq!(host.cap_add, Some(vec!["NET_RAW".to_string()]));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.port_bindings, None);
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.sysctls, original.host.sysctls);
+        assert_eq!((body.image.as_deref(), body.user.as_deref()), (Some("nginx"), Some("101")));
+        assert_eq!(body.cmd, Some(vec!["nginx".to_string()]));
+        assert_eq!(body.hostname, None);
+        let labels = body.labels.unwrap();
+        assert_eq!(labels.get(LABEL), Some(&id));
+        assert_eq!(labels.get(RUN_LABEL).map(String::as_str), Some("run-1"));
+        assert_eq!(labels.get("app").map(String::as_str), Some("web"));
+        assert!(!labels.contains_key("com.docker.compose.project"));
     }
 }
