@@ -549,6 +549,7 @@ impl Store {
                 .map_err(fail)?;
             }
             tx.execute("DELETE FROM cgroups WHERE container_id = ?1", [id]).map_err(fail)?;
+            tx.execute("DELETE FROM verifications WHERE container_id = ?1", [id]).map_err(fail)?;
             tx.execute("DELETE FROM containers WHERE id = ?1", [id]).map_err(fail)?;
         }
         tx.commit().map_err(fail)?;
@@ -808,6 +809,35 @@ mod tests {
             .unwrap();
         assert_eq!(store.forget_exited_before(Duration::from_secs(86400)).unwrap(), 1);
         assert_eq!(store.containers().unwrap().iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["live"]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_containers_latest_verification_is_kept_while_the_daemon_writes_and_forgotten_with_it() {
+        let dir = tempdir("verifications");
+        let mut store = Store::open(&dir).unwrap();
+        let run = store.begin_run("tracepoint", None).unwrap();
+        let old = Arc::new(container(&"b".repeat(64), "old", Some("2020-01-01T00:00:00Z")));
+        let batch = Batch { cgroups: &[], containers: &[old], checks: &[], failures: &[], execs: &[], losses: &[] };
+        store.write(run, &batch).unwrap();
+        let verification = |summary: &str| Verification {
+            container_id: "b".repeat(64),
+            container_name: "old".into(),
+            at: "2026-11-30T18:00:00.000Z".into(),
+            capabilities: vec!["CHOWN".into()],
+            verdict: crate::verify::Outcome::ProvenMinimal,
+            summary: summary.into(),
+            can_go: vec![],
+            trials: vec![],
+        };
+        // Written beside the daemon's open, locked store.
+        Store::record_verification(&dir, &verification("first")).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        Store::record_verification(&dir, &verification("second")).unwrap();
+        let latest = Store::open_read_only(&dir).unwrap().latest_verification(&"b".repeat(64)).unwrap();
+        assert_eq!(latest.map(|v| v.summary).as_deref(), Some("second"));
+        store.forget_exited_before(Duration::from_secs(86400)).unwrap();
+        assert!(store.latest_verification(&"b".repeat(64)).unwrap().is_none());
         let _ = std::fs::remove_dir_all(dir);
     }
 
