@@ -7,15 +7,18 @@
 //! the run's label, and the run removes whatever carries it.
 
 use std::{
+    collections::BTreeSet,
     path::PathBuf,
     sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant, SystemTime},
 };
 
+use capwatch_common::Origin;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     advice::{self, whatif, Report, Verdict},
+    cause::Cause,
     clock,
     containers::recreate::{Engine, Original},
     daemon::Status,
@@ -71,10 +74,11 @@ pub struct Trial {
     /// The capability left out, if one was.
     pub without: Option<String>,
     pub capabilities: Vec<String>,
-    /// Whether the copy worked as the original did, with no new operation refused.
+    /// Whether the copy worked as the original did, with no new operation refused and no
+    /// syscall failing that never failed in the original.
     pub worked: bool,
-    /// What happened: its exit or its --check, and each operation refused for want of a
-    /// capability.
+    /// What happened: its exit or its --check, each operation refused for want of a capability,
+    /// and each syscall failing that never failed in the original.
     pub evidence: String,
 }
 
@@ -88,6 +92,8 @@ pub async fn verify(options: &Options) -> Result<Verification, Error> {
     let report = query::report(&options.state_dir, &options.container)?;
     let engine = Engine::connect(&options.docker_socket).await?;
     let original = engine.original(&report.container.id, &report.container.name).await?;
+    let (_, explanations) = query::explanations(&options.state_dir, &report.container.id)?;
+    let failed_before = explanations.into_iter().map(|e| (e.syscall, e.errno)).collect();
     let run = Run {
         options,
         report: &report,
@@ -95,6 +101,7 @@ pub async fn verify(options: &Options) -> Result<Verification, Error> {
         original: &original,
         run: format!("{}-{}", std::process::id(), clock::rfc3339(SystemTime::now())),
         serial: AtomicUsize::new(0),
+        failed_before,
     };
     let interrupted = signals::shutdown();
     let result = tokio::select! {
@@ -121,6 +128,8 @@ struct Run<'a> {
     run: String,
     /// Numbers the copies' names.
     serial: AtomicUsize,
+    /// The (syscall, errno) of each of the original's failing syscalls.
+    failed_before: BTreeSet<(String, String)>,
 }
 
 impl Run<'_> {
@@ -203,8 +212,18 @@ impl Run<'_> {
             .filter(|c| c.verdict == Verdict::Missing && !refused_before(c.number))
             .map(|c| format!("{} refused: {}", c.capability.trim_start_matches("CAP_"), c.reason))
             .collect();
-        let worked = ran.is_ok() && refused.is_empty();
-        let evidence = std::iter::once(ran.unwrap_or_else(|e| e)).chain(refused).collect::<Vec<_>>().join("; ");
+        // A syscall of the application failing where the original's never did, for another
+        // reason than a capability denied in it (those are refused operations, above).
+        let (_, explanations) = query::explanations(&self.options.state_dir, &id)?;
+        let failing: Vec<String> = explanations
+            .iter()
+            .filter(|e| e.origin == Origin::App.name() && !matches!(e.cause, Cause::Capability { .. }))
+            .filter(|e| !self.failed_before.contains(&(e.syscall.clone(), e.errno.clone())))
+            .map(|e| format!("{} failed with {} in {}: {}", e.syscall, e.errno, e.program, e.text))
+            .collect();
+        let worked = ran.is_ok() && refused.is_empty() && failing.is_empty();
+        let evidence =
+            std::iter::once(ran.unwrap_or_else(|e| e)).chain(refused).chain(failing).collect::<Vec<_>>().join("; ");
         Ok(Trial { without: without.cloned(), capabilities: caps.to_vec(), worked, evidence })
     }
 
@@ -235,7 +254,12 @@ impl Run<'_> {
                 let code = self.engine.wait(id, Duration::from_secs(1)).await?.unwrap_or(-1);
                 return Ok(Err(format!("exited {code} before --check passed")));
             }
-            let (code, output) = self.engine.exec(id, check).await?;
+            let (code, output) = match self.engine.exec(id, check).await {
+                Ok(result) => result,
+                // Exited meanwhile: said above, on the next turn.
+                Err(_) if !self.engine.running(id).await => continue,
+                Err(e) => return Err(e),
+            };
             if code == 0 {
                 return Ok(Ok(format!("--check passed after {}s", started.elapsed().as_secs())));
             }
