@@ -47,6 +47,15 @@ pub struct Usage {
     pub last_seen: String,
     pub syscalls: Vec<String>,
     pub programs: Vec<String>,
+    /// The same, syscall by syscall.
+    pub by_syscall: Vec<SyscallUsage>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyscallUsage {
+    pub syscall: String,
+    pub count: u64,
+    pub programs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -415,12 +424,23 @@ fn usage(rows: &[&CheckEvidence]) -> Option<Usage> {
         return None;
     }
     let programs: BTreeMap<String, ()> = rows.iter().map(|r| (names::comm(&r.sample.comm), ())).collect();
+    let mut by_syscall: BTreeMap<String, (u64, BTreeSet<String>)> = BTreeMap::new();
+    for r in rows {
+        let entry = by_syscall.entry(names::syscall(r.key.syscall).into_owned()).or_default();
+        entry.0 += r.count;
+        entry.1.insert(names::comm(&r.sample.comm));
+    }
+    let by_syscall = by_syscall
+        .into_iter()
+        .map(|(syscall, (count, programs))| SyscallUsage { syscall, count, programs: programs.into_iter().collect() })
+        .collect();
     Some(Usage {
         count: rows.iter().map(|r| r.count).sum(),
         first_seen: crate::clock::rfc3339(rows.iter().map(|r| r.first_seen).min().expect("not empty")),
         last_seen: crate::clock::rfc3339(rows.iter().map(|r| r.last_seen).max().expect("not empty")),
         syscalls: syscalls(rows),
         programs: programs.into_keys().collect(),
+        by_syscall,
     })
 }
 

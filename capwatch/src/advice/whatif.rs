@@ -5,6 +5,8 @@
 //! bounding set, under Docker) lacks any of them. Checks the advice does not count (the
 //! runtime's, moot, advisory, optional ones) break nothing here either.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::Serialize;
 
 use super::{exec_needs, granted_mask, CapabilityReport, Report, Verdict};
@@ -24,13 +26,14 @@ pub struct WhatIf {
     pub execs: Vec<FailingExec>,
 }
 
-/// Operations that would fail for want of one capability.
+/// Operations that would fail for want of one capability: one syscall's, or, where no check was
+/// recorded (a call Docker's seccomp profile refused without it), the capability's.
 #[derive(Debug, Clone, Serialize)]
 pub struct Lacking {
     /// As in `cap_add`.
     pub capability: String,
+    pub syscall: Option<String>,
     pub count: u64,
-    pub syscalls: Vec<String>,
     pub programs: Vec<String>,
     /// The advice's reason for the capability.
     pub why: String,
@@ -87,20 +90,26 @@ pub fn whatif(report: &Report, evidence: &Evidence, set: u64) -> WhatIf {
         .filter(|c| set & (1 << c.number) == 0)
         // Needed only by an exec: listed with the execs.
         .filter(|c| !exec_only(c))
-        .map(|c| {
-            let usages = [c.used.as_ref(), c.denied.as_ref(), c.kept.as_ref()];
-            let mut syscalls: Vec<String> = usages.iter().flatten().flat_map(|u| u.syscalls.clone()).collect();
-            let mut programs: Vec<String> = usages.iter().flatten().flat_map(|u| u.programs.clone()).collect();
-            syscalls.sort();
-            syscalls.dedup();
-            programs.sort();
-            programs.dedup();
-            Lacking {
+        .flat_map(|c| {
+            let mut calls: BTreeMap<String, (u64, BTreeSet<String>)> = BTreeMap::new();
+            for call in [&c.used, &c.denied, &c.kept].into_iter().flatten().flat_map(|u| &u.by_syscall) {
+                let entry = calls.entry(call.syscall.clone()).or_default();
+                entry.0 += call.count;
+                entry.1.extend(call.programs.iter().cloned());
+            }
+            let lacking = |syscall: Option<String>, count: u64, programs: BTreeSet<String>| Lacking {
                 capability: short(c.number),
-                count: usages.iter().flatten().map(|u| u.count).sum(),
-                syscalls,
-                programs,
+                syscall,
+                count,
+                programs: programs.into_iter().collect(),
                 why: c.reason.clone(),
+            };
+            match calls.is_empty() {
+                true => vec![lacking(None, 0, BTreeSet::new())],
+                false => calls
+                    .into_iter()
+                    .map(|(syscall, (count, programs))| lacking(Some(syscall), count, programs))
+                    .collect(),
             }
         })
         .collect();
@@ -200,7 +209,7 @@ mod tests {
         assert_eq!(answer.operations.len(), 1, "{answer:?}");
         let chown = &answer.operations[0];
         assert_eq!((chown.capability.as_str(), chown.count), ("CHOWN", 3));
-        assert_eq!(chown.syscalls, ["chown"]);
+        assert_eq!(chown.syscall.as_deref(), Some("chown"));
         assert!(answer.execs.is_empty(), "{answer:?}");
 
         let answer = ask(&[], &["NET_RAW"]);

@@ -38,7 +38,7 @@ fn table(answer: &WhatIf) -> String {
         for op in &answer.operations {
             table.add_row([
                 op.capability.clone(),
-                op.syscalls.join(","),
+                op.syscall.clone().unwrap_or_default(),
                 op.programs.join(","),
                 op.count.to_string(),
                 op.why.clone(),
