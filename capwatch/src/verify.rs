@@ -263,10 +263,10 @@ impl Run<'_> {
             if code == 0 {
                 return Ok(Ok(format!("--check passed after {}s", started.elapsed().as_secs())));
             }
-            last = format!(
-                "--check exited {code}{}",
-                if output.is_empty() { String::new() } else { format!(": {output}") }
-            );
+            last = match output.lines().next() {
+                Some(line) => format!("--check exited {code}: {}", line.chars().take(200).collect::<String>()),
+                None => format!("--check exited {code}"),
+            };
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         Ok(Err(format!("--check did not pass within {}s ({last})", timeout.as_secs())))
