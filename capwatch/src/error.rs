@@ -68,6 +68,27 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    #[error("{}: no capwatch daemon is running with this state directory: verify needs one to watch its containers (start `capwatch daemon`, or pass the --state-dir it uses)", .state_dir.display())]
+    NoDaemon { state_dir: PathBuf },
+
+    #[error("Docker: {doing}: {reason}")]
+    Docker { doing: String, reason: String },
+
+    #[error("{container} cannot be recreated: {reason}")]
+    Recreate { container: String, reason: String },
+
+    #[error("the daemon of {} never recorded the verification container {name}: is it following the same Docker engine (--docker-socket)?", .state_dir.display())]
+    NotRecorded { name: String, state_dir: PathBuf },
+
+    #[error("interrupted: every verification container was removed")]
+    Interrupted,
+
+    #[error("not proven: {0}")]
+    NotProven(String),
+
+    #[error("{0} observed operation(s) would fail under this set: give it what the table lists")]
+    WouldFail(usize),
+
     #[error("{path}: {key}: {reason}")]
     Config { path: PathBuf, key: String, reason: String },
 

@@ -48,5 +48,6 @@ pub mod service;
 pub mod signals;
 pub mod store;
 pub mod symbols;
+pub mod verify;
 
 pub use error::Error;

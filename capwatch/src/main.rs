@@ -29,6 +29,8 @@ fn main() -> ExitCode {
             Command::Report(args) => done(cli::report::run(args)),
             Command::Caps(args) => done(cli::caps::run(args)),
             Command::Explain(args) => done(cli::explain::run(args)),
+            Command::Whatif(args) => done(cli::whatif::run(args)),
+            Command::Verify(args) => done(cli::verify::run(args).await),
             Command::SelftestChild => Ok(ExitCode::SUCCESS),
         }
     });

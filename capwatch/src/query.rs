@@ -5,7 +5,11 @@
 use std::{collections::HashMap, path::Path};
 
 use crate::{
-    advice::{self, Report},
+    advice::{
+        self,
+        whatif::{self, WhatIf},
+        Report, Verified,
+    },
     containers::{self, Container},
     daemon::Status,
     error::Error,
@@ -43,7 +47,21 @@ pub fn report(state_dir: &Path, query: &str) -> Result<Report, Error> {
     let (store, container) = open(state_dir, query)?;
     let mut report = advice::report(container.clone(), &evidence(&store, &container)?);
     report.uncertain.extend(sight(state_dir).iter().flat_map(Sight::warnings));
+    report.verified = store.latest_verification(&container.id)?.map(|v| Verified {
+        verdict: v.summary,
+        capabilities: v.capabilities,
+        at: v.at,
+    });
     Ok(report)
+}
+
+/// Which of the container's observed operations and execs would have failed under the set
+/// `--cap-add add --cap-drop drop` gives (advice/whatif.rs).
+pub fn whatif(state_dir: &Path, query: &str, add: &[String], drop: &[String]) -> Result<WhatIf, Error> {
+    let (store, container) = open(state_dir, query)?;
+    let set = whatif::set_of(&container, add, drop).map_err(Error::Usage)?;
+    let evidence = evidence(&store, &container)?;
+    Ok(whatif::whatif(&advice::report(container, &evidence), &evidence, set))
 }
 
 /// What the daemon of `state_dir` proved it can and cannot see (its `status.json`); None where no

@@ -13,8 +13,19 @@ const COLUMNS: u16 = 100;
 
 #[test]
 fn the_help_reads_as_its_snapshots() {
-    let commands: &[&[&str]] =
-        &[&[], &["report"], &["explain"], &["caps"], &["caps", "decode"], &["ps"], &["run"], &["daemon"], &["trace"]];
+    let commands: &[&[&str]] = &[
+        &[],
+        &["report"],
+        &["explain"],
+        &["whatif"],
+        &["verify"],
+        &["caps"],
+        &["caps", "decode"],
+        &["ps"],
+        &["run"],
+        &["daemon"],
+        &["trace"],
+    ];
     for command in commands {
         let mut args = command.to_vec();
         args.push("--help");

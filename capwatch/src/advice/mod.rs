@@ -3,6 +3,7 @@
 //! `rules`.
 
 pub mod rules;
+pub mod whatif;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,7 +14,7 @@ use self::rules::{CAP_DAC_OVERRIDE, FALLBACKS};
 use crate::{
     cause::{self, Cause, Profile},
     containers::Container,
-    evidence::{CheckEvidence, Evidence, FailureEvidence},
+    evidence::{CheckEvidence, Evidence, ExecEvidence, FailureEvidence},
     filecaps::{self, FileCaps, Found},
     names,
     seccomp_profile::SeccompProfile,
@@ -48,6 +49,15 @@ pub struct Usage {
     pub first_seen: String,
     pub last_seen: String,
     pub syscalls: Vec<String>,
+    pub programs: Vec<String>,
+    /// The same, syscall by syscall.
+    pub by_syscall: Vec<SyscallUsage>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyscallUsage {
+    pub syscall: String,
+    pub count: u64,
     pub programs: Vec<String>,
 }
 
@@ -85,6 +95,18 @@ pub struct Report {
     /// The programs the application exec'd whose files carry capabilities: they gain them at
     /// exec, which `no_new_privs` (systemd's NoNewPrivileges=) would stop.
     pub file_capabilities: Vec<String>,
+    /// The latest `capwatch verify` of the container, if it had one.
+    pub verified: Option<Verified>,
+}
+
+/// What `capwatch verify` last concluded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    /// `proven minimal`, `sufficient, not minimal (X can go)`, `not sufficient (…)`.
+    pub verdict: String,
+    /// The set it tried, as in `cap_add`.
+    pub capabilities: Vec<String>,
+    pub at: String,
 }
 
 /// A way to run without one capability of the least privilege.
@@ -112,14 +134,8 @@ pub fn report(container: Container, evidence: &Evidence) -> Report {
         numbers.extend(names::mask_bits(mask));
     }
     let app_execs = || execs.iter().filter(|e| e.origin == Origin::App);
-    // security/commoncap.c bprm_caps_from_vfs_caps: with the effective bit, execve fails with
-    // EPERM unless every capability in the file's permitted set is in the bounding set.
-    let exec_needs: Vec<ExecNeed<'_>> = app_execs()
-        .filter_map(|e| match &e.found {
-            Found::Caps(caps) if caps.effective && caps.permitted != 0 => Some(ExecNeed { path: &e.path, caps: *caps }),
-            _ => None,
-        })
-        .collect();
+    let exec_needs: Vec<ExecNeed<'_>> =
+        exec_needs(execs).into_iter().map(|(e, caps)| ExecNeed { path: &e.path, caps }).collect();
     numbers.extend(exec_needs.iter().flat_map(|n| names::mask_bits(n.caps.permitted)));
     let missing = missing_caps(failures, &Profile::of(&container), kernel_checks);
     // A call refused before any check (seccomp) leaves its capability in no check.
@@ -204,12 +220,27 @@ pub fn report(container: Container, evidence: &Evidence) -> Report {
         uncertain,
         alternatives,
         file_capabilities: file_capabilities.into_iter().collect(),
+        verified: None,
     }
+}
+
+/// The application's execs of programs whose file capabilities make execve need them in the
+/// bounding set. security/commoncap.c bprm_caps_from_vfs_caps: with the effective bit, execve
+/// fails with EPERM unless every capability in the file's permitted set is in the bounding set.
+pub fn exec_needs(execs: &[ExecEvidence]) -> Vec<(&ExecEvidence, FileCaps)> {
+    execs
+        .iter()
+        .filter(|e| e.origin == Origin::App)
+        .filter_map(|e| match &e.found {
+            Found::Caps(caps) if caps.effective && caps.permitted != 0 => Some((e, *caps)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The container's capabilities at start: the init process's effective set, or what its
 /// runtime configuration implies.
-fn granted_mask(container: &Container) -> Option<u64> {
+pub fn granted_mask(container: &Container) -> Option<u64> {
     let granted = container.granted.as_ref()?;
     if let Some(eff) = granted.cap_eff {
         return Some(eff);
@@ -400,12 +431,23 @@ fn usage(rows: &[&CheckEvidence]) -> Option<Usage> {
         return None;
     }
     let programs: BTreeMap<String, ()> = rows.iter().map(|r| (names::comm(&r.sample.comm), ())).collect();
+    let mut by_syscall: BTreeMap<String, (u64, BTreeSet<String>)> = BTreeMap::new();
+    for r in rows {
+        let entry = by_syscall.entry(names::syscall(r.key.syscall).into_owned()).or_default();
+        entry.0 += r.count;
+        entry.1.insert(names::comm(&r.sample.comm));
+    }
+    let by_syscall = by_syscall
+        .into_iter()
+        .map(|(syscall, (count, programs))| SyscallUsage { syscall, count, programs: programs.into_iter().collect() })
+        .collect();
     Some(Usage {
         count: rows.iter().map(|r| r.count).sum(),
         first_seen: crate::clock::rfc3339(rows.iter().map(|r| r.first_seen).min().expect("not empty")),
         last_seen: crate::clock::rfc3339(rows.iter().map(|r| r.last_seen).max().expect("not empty")),
         syscalls: syscalls(rows),
         programs: programs.into_keys().collect(),
+        by_syscall,
     })
 }
 

@@ -11,6 +11,8 @@ pub mod report;
 pub mod run;
 pub mod status;
 pub mod trace;
+pub mod verify;
+pub mod whatif;
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +40,10 @@ pub enum Command {
     Explain(explain::Args),
     /// Run a command under capwatch, with no daemon, and print what it needs when it ends.
     Run(run::Args),
+    /// Which observed operations would fail under another capability set (exit status 1 if any).
+    Whatif(whatif::Args),
+    /// Prove the advice: rerun the container with it, then without each capability (exit status 0 only when proven).
+    Verify(verify::Args),
     /// Decode a capability mask, or show a container's granted and used capabilities.
     Caps(caps::Args),
     /// List the containers capwatch has seen (running ones; --all for exited ones too).

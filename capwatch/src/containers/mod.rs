@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod docker;
 pub mod identity;
 pub mod kubernetes;
+pub mod recreate;
 pub mod systemd;
 
 pub use identity::{Identity, Runtime};

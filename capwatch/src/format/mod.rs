@@ -7,6 +7,8 @@ pub mod explain;
 pub mod layout;
 pub mod ps;
 pub mod trace;
+pub mod verify;
+pub mod whatif;
 
 use comfy_table::{Cell, Color};
 
@@ -136,6 +138,13 @@ fn table(report: &Report, verbose: bool) -> String {
     });
     out.push('\n');
     out.push_str(&layout::paragraph(&format!("least privilege: {}", docker(&report.cap_add)), "  "));
+    if let Some(verified) = &report.verified {
+        let set = match verified.capabilities == report.cap_add {
+            true => String::new(),
+            false => format!(" (of {})", docker(&verified.capabilities)),
+        };
+        out.push_str(&layout::paragraph(&format!("verified: {}, {}{set}", verified.verdict, verified.at), "  "));
+    }
     for alternative in &report.alternatives {
         let text = format!("or, instead of {}: {} ({})", alternative.capability, alternative.instead, alternative.why);
         out.push_str(&format!("  {}", layout::paragraph(&text, "    ")));

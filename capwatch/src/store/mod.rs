@@ -29,13 +29,14 @@ use crate::{
     containers::Container,
     error::Error,
     evidence::{CheckEvidence, ExecEvidence, FailureEvidence},
+    verify::Verification,
 };
 
 /// The database file in the state directory.
 pub const FILE: &str = "capwatch.db";
 
 /// Bumped when the schema changes; older stores are migrated, newer ones refused.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -86,6 +87,10 @@ CREATE TABLE IF NOT EXISTS execs (
     pid INTEGER NOT NULL, comm TEXT NOT NULL, found TEXT NOT NULL,
     PRIMARY KEY (run_id, cgroup_id, origin, path)
 );
+CREATE TABLE IF NOT EXISTS verifications (
+    container_id TEXT NOT NULL, at_ns INTEGER NOT NULL, json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS verifications_by_container ON verifications (container_id);
 ";
 
 /// Schema 1 kept failures without the evidence of their cause: they are kept, with the failing
@@ -544,6 +549,7 @@ impl Store {
                 .map_err(fail)?;
             }
             tx.execute("DELETE FROM cgroups WHERE container_id = ?1", [id]).map_err(fail)?;
+            tx.execute("DELETE FROM verifications WHERE container_id = ?1", [id]).map_err(fail)?;
             tx.execute("DELETE FROM containers WHERE id = ?1", [id]).map_err(fail)?;
         }
         tx.commit().map_err(fail)?;
@@ -567,6 +573,42 @@ impl Store {
             .query_row("SELECT backend FROM runs ORDER BY run_id DESC LIMIT 1", [], |r| r.get(0))
             .optional()
             .map_err(|e| corrupt(&self.path, e))
+    }
+
+    /// Keeps a verification beside the daemon's records (`capwatch verify` runs while the daemon
+    /// writes: one more writer for a row, never the daemon's lock).
+    pub fn record_verification(state_dir: &Path, verification: &Verification) -> Result<(), Error> {
+        let store = Self::open_read_only(state_dir)?;
+        let conn = Connection::open_with_flags(&store.path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+            .map_err(|e| corrupt(&store.path, e))?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(|e| corrupt(&store.path, e))?;
+        let json = serde_json::to_string(verification).expect("verifications serialize");
+        conn.execute(
+            "INSERT INTO verifications (container_id, at_ns, json) VALUES (?1, ?2, ?3)",
+            params![verification.container_id, unix_ns(SystemTime::now()), json],
+        )
+        .map_err(|e| corrupt(&store.path, e))?;
+        Ok(())
+    }
+
+    /// The container's latest verification, if it had one.
+    pub fn latest_verification(&self, container_id: &str) -> Result<Option<Verification>, Error> {
+        let json: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT json FROM verifications WHERE container_id = ?1 ORDER BY at_ns DESC LIMIT 1",
+                [container_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| corrupt(&self.path, e))?;
+        json.map(|json| {
+            serde_json::from_str(&json).map_err(|e| Error::CorruptStore {
+                path: self.path.clone(),
+                reason: format!("a verification record: {e}"),
+            })
+        })
+        .transpose()
     }
 }
 
@@ -768,6 +810,35 @@ mod tests {
             .unwrap();
         assert_eq!(store.forget_exited_before(Duration::from_secs(86400)).unwrap(), 1);
         assert_eq!(store.containers().unwrap().iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["live"]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_containers_latest_verification_is_kept_while_the_daemon_writes_and_forgotten_with_it() {
+        let dir = tempdir("verifications");
+        let mut store = Store::open(&dir).unwrap();
+        let run = store.begin_run("tracepoint", None).unwrap();
+        let old = Arc::new(container(&"b".repeat(64), "old", Some("2020-01-01T00:00:00Z")));
+        let batch = Batch { cgroups: &[], containers: &[old], checks: &[], failures: &[], execs: &[], losses: &[] };
+        store.write(run, &batch).unwrap();
+        let verification = |summary: &str| Verification {
+            container_id: "b".repeat(64),
+            container_name: "old".into(),
+            at: "2026-11-30T18:00:00.000Z".into(),
+            capabilities: vec!["CHOWN".into()],
+            verdict: crate::verify::Outcome::ProvenMinimal,
+            summary: summary.into(),
+            can_go: vec![],
+            trials: vec![],
+        };
+        // Written beside the daemon's open, locked store.
+        Store::record_verification(&dir, &verification("first")).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        Store::record_verification(&dir, &verification("second")).unwrap();
+        let latest = Store::open_read_only(&dir).unwrap().latest_verification(&"b".repeat(64)).unwrap();
+        assert_eq!(latest.map(|v| v.summary).as_deref(), Some("second"));
+        store.forget_exited_before(Duration::from_secs(86400)).unwrap();
+        assert!(store.latest_verification(&"b".repeat(64)).unwrap().is_none());
         let _ = std::fs::remove_dir_all(dir);
     }
 
