@@ -48,6 +48,7 @@ pub mod service;
 pub mod signals;
 pub mod store;
 pub mod symbols;
+pub mod verification;
 pub mod verify;
 
 pub use error::Error;

@@ -3,13 +3,7 @@
 
 use std::time::Duration;
 
-use crate::{
-    cli::StateDir,
-    containers::docker,
-    error::Error,
-    format,
-    verify::{self, Outcome},
-};
+use crate::{cli::StateDir, containers::docker, error::Error, format, verification::Outcome, verify};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

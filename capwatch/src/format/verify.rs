@@ -2,7 +2,7 @@
 
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 
-use crate::verify::Verification;
+use crate::verification::Verification;
 
 /// Table for people, or the whole verification as JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -39,7 +39,7 @@ fn table(v: &Verification) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::{Outcome, Trial};
+    use crate::verification::{Outcome, Trial};
 
     #[test]
     fn the_proof_table_has_a_row_per_run_and_the_verdict() {

@@ -29,7 +29,7 @@ use crate::{
     containers::Container,
     error::Error,
     evidence::{CheckEvidence, ExecEvidence, FailureEvidence},
-    verify::Verification,
+    verification::Verification,
 };
 
 /// The database file in the state directory.
@@ -826,7 +826,7 @@ mod tests {
             container_name: "old".into(),
             at: "2026-11-30T18:00:00.000Z".into(),
             capabilities: vec!["CHOWN".into()],
-            verdict: crate::verify::Outcome::ProvenMinimal,
+            verdict: crate::verification::Outcome::ProvenMinimal,
             summary: summary.into(),
             can_go: vec![],
             trials: vec![],
