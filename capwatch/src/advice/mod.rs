@@ -461,10 +461,7 @@ mod tests {
     };
 
     use super::{rules::advisory, *};
-    use crate::{
-        containers::{Granted, Runtime},
-        evidence::ExecEvidence,
-    };
+    use crate::{containers::Granted, evidence::ExecEvidence};
 
     fn checks_only(container: Container, caps: &[CheckEvidence], failures: &[FailureEvidence]) -> Report {
         with_execs(container, caps, failures, &[])
@@ -488,20 +485,7 @@ mod tests {
     }
 
     fn container(granted: Option<Granted>) -> Container {
-        Container {
-            id: "a".repeat(64),
-            name: "app".into(),
-            image: None,
-            runtime: Runtime::Docker,
-            pod_uid: None,
-            cgroup: String::new(),
-            init_pid: None,
-            created_at: None,
-            started_at: None,
-            exited_at: None,
-            granted,
-            layers: Vec::new(),
-        }
+        Container::for_tests("a", "app", granted)
     }
 
     fn row(cap: u32, syscall: u32, verdict: Answer, origin: Origin, call_site: Option<&str>) -> CheckEvidence {

@@ -142,26 +142,14 @@ mod tests {
     use super::*;
     use crate::{
         advice,
-        containers::{Granted, Runtime},
+        containers::Granted,
         evidence::{CheckEvidence, ExecEvidence},
         filecaps::{FileCaps, Found},
     };
 
     fn container() -> Container {
-        Container {
-            id: "c".repeat(64),
-            name: "web".into(),
-            image: None,
-            runtime: Runtime::Docker,
-            pod_uid: None,
-            cgroup: String::new(),
-            init_pid: None,
-            created_at: None,
-            started_at: None,
-            exited_at: None,
-            granted: Some(Granted { cap_eff: Some(advice::DOCKER_DEFAULT_CAPS), ..Default::default() }),
-            layers: Vec::new(),
-        }
+        let granted = Granted { cap_eff: Some(advice::DOCKER_DEFAULT_CAPS), ..Default::default() };
+        Container::for_tests("c", "web", Some(granted))
     }
 
     fn chown() -> CheckEvidence {

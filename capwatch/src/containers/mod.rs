@@ -73,6 +73,22 @@ impl Container {
         }
     }
 
+    /// A Docker container of the unit tests: `id` repeated to 64 digits, named `name`.
+    #[cfg(test)]
+    pub fn for_tests(id: &str, name: &str, granted: Option<Granted>) -> Self {
+        Self {
+            id: id.repeat(64 / id.len()),
+            name: name.into(),
+            granted,
+            ..Self::from_identity(&Identity {
+                runtime: Runtime::Docker,
+                id: String::new(),
+                pod_uid: None,
+                cgroup: String::new(),
+            })
+        }
+    }
+
     pub fn short_id(&self) -> &str {
         short_id(&self.id)
     }
@@ -151,20 +167,7 @@ mod tests {
     use super::*;
 
     fn container(id: &str, name: &str, started: &str) -> Container {
-        Container {
-            id: id.repeat(64 / id.len()),
-            name: name.into(),
-            image: None,
-            runtime: Runtime::Docker,
-            pod_uid: None,
-            cgroup: String::new(),
-            init_pid: None,
-            created_at: None,
-            started_at: Some(started.into()),
-            exited_at: None,
-            granted: None,
-            layers: Vec::new(),
-        }
+        Container { started_at: Some(started.into()), ..Container::for_tests(id, name, None) }
     }
 
     #[test]
