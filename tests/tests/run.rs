@@ -145,12 +145,18 @@ fn a_daemon_it_forks_is_covered_and_ctrl_c_still_prints_the_report() {
         .spawn()
         .unwrap();
     let cgroup = Hierarchy::find().unwrap().mount().join(format!("capwatch-run-{}", child.id()));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(cgroup.join("cgroup.procs")).is_ok_and(|p| p.lines().count() > 0) {
+    // Once ping is done and the command sleeps (ping itself ends quietly on SIGINT).
+    let sleeping = || {
+        let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+        procs.lines().any(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == b"sleep"))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !sleeping() {
         assert!(Instant::now() < deadline, "the command never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(500));
     unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "the command's status: killed by SIGINT");
