@@ -216,8 +216,9 @@ fn container_of(launch: &Launch, cgroup: &str) -> Container {
     }
 }
 
-/// Starts the command: the child enters the cgroup, keeps only the bounding set asked for,
-/// becomes the user (holding the asked capabilities as ambient ones), then execs.
+/// Starts the command: the child restores every signal's default action, enters the cgroup,
+/// keeps only the bounding set asked for, becomes the user (holding the asked capabilities as
+/// ambient ones), then execs.
 fn spawn(launch: &Launch, procs: &Path) -> Result<Child, Error> {
     let procs = CString::new(procs.as_os_str().as_encoded_bytes())
         .map_err(|_| Error::Usage("a cgroup path with a NUL byte".into()))?;
@@ -231,6 +232,11 @@ fn spawn(launch: &Launch, procs: &Path) -> Result<Child, Error> {
     // before the fork.
     unsafe {
         command.pre_exec(move || {
+            // The command starts with every signal's default action, as a container's does:
+            // a capwatch started in the background (signals ignored) passes Ctrl-C on all the same.
+            for signal in 1..libc::SIGRTMIN() {
+                libc::signal(signal, libc::SIG_DFL);
+            }
             let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
             if fd < 0 || libc::write(fd, b"0\n".as_ptr().cast(), 2) != 2 {
                 return Err(std::io::Error::last_os_error());
