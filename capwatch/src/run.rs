@@ -45,6 +45,30 @@ pub struct Launch {
     pub probe: probe::Choice,
 }
 
+impl Launch {
+    fn non_root(&self) -> bool {
+        self.user.as_ref().is_some_and(|u| u.uid != 0)
+    }
+
+    /// The ambient set: what a non-root user holds, only where `--caps` asked for it.
+    fn ambient(&self) -> u64 {
+        if self.non_root() && self.caps_asked {
+            self.caps
+        } else {
+            0
+        }
+    }
+
+    /// The effective set the command starts with: root's bounding set, or a user's ambient set.
+    fn effective(&self) -> u64 {
+        if self.non_root() {
+            self.ambient()
+        } else {
+            self.caps
+        }
+    }
+}
+
 /// A user to run as, resolved before the fork.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -189,12 +213,6 @@ fn container_of(launch: &Launch, cgroup: &str) -> Container {
     let program = Path::new(&launch.command[0])
         .file_name()
         .map_or_else(|| launch.command[0].to_string_lossy().into_owned(), |name| name.to_string_lossy().into_owned());
-    let non_root = launch.user.as_ref().is_some_and(|u| u.uid != 0);
-    let effective = match (non_root, launch.caps_asked) {
-        (false, _) => launch.caps,
-        (true, true) => launch.caps,
-        (true, false) => 0,
-    };
     Container {
         id: format!("{:08x}{nanos:056x}", std::process::id()),
         name: program,
@@ -207,7 +225,7 @@ fn container_of(launch: &Launch, cgroup: &str) -> Container {
         started_at: Some(clock::rfc3339(now)),
         exited_at: None,
         granted: Some(Granted {
-            cap_eff: Some(effective),
+            cap_eff: Some(launch.effective()),
             cap_bnd: Some(launch.caps),
             user: launch.user.as_ref().map(|u| u.name.clone()),
             ..Granted::default()
@@ -226,7 +244,7 @@ fn spawn(launch: &Launch, procs: &Path) -> Result<Child, Error> {
     command.args(&launch.command[1..]);
     let last_cap = names::mask_bits(names::all_capabilities()).max().unwrap_or(40);
     let (caps, user) = (launch.caps, launch.user.clone());
-    let ambient = if user.as_ref().is_some_and(|u| u.uid != 0) && launch.caps_asked { caps } else { 0 };
+    let ambient = launch.ambient();
     let sets = CapSets::of(ambient, ambient, ambient);
     // SAFETY: between fork and exec the closure makes only raw syscalls on memory prepared
     // before the fork.
