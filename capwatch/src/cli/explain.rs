@@ -1,12 +1,11 @@
 //! `capwatch explain <container>`: why each of its syscalls failed with EPERM or EACCES.
 
-use crate::{cli::StateDir, error::Error, format, query};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
+use crate::{
+    cli::StateDir,
+    error::Error,
+    format::{self, TableOrJson as Format},
+    query,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -22,8 +22,8 @@ pub struct Args {
     #[arg(long)]
     pub minimize: bool,
     /// table (for people) or json (see docs/report-format.md).
-    #[arg(long, value_enum, default_value_t = format::verify::Format::Table)]
-    pub format: format::verify::Format,
+    #[arg(long, value_enum, default_value_t = format::TableOrJson::Table)]
+    pub format: format::TableOrJson,
     /// Docker's API socket, where the container is recreated.
     #[arg(long = "docker-socket", env = "CAPWATCH_DOCKER_SOCKET", default_value = docker::DEFAULT_SOCKET)]
     pub docker_socket: String,

@@ -14,8 +14,8 @@ pub struct Args {
     #[arg(long = "cap-drop", value_delimiter = ',')]
     pub cap_drop: Vec<String>,
     /// table (for people) or json (see docs/report-format.md).
-    #[arg(long, value_enum, default_value_t = format::whatif::Format::Table)]
-    pub format: format::whatif::Format,
+    #[arg(long, value_enum, default_value_t = format::TableOrJson::Table)]
+    pub format: format::TableOrJson,
     #[command(flatten)]
     pub state_dir: StateDir,
 }

@@ -17,6 +17,13 @@ use crate::{
     containers::Runtime,
 };
 
+/// `explain`, `whatif` and `verify`: a table for people, or everything as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableOrJson {
+    Table,
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Table,

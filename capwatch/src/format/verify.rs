@@ -1,15 +1,7 @@
 //! `capwatch verify`: the proof table, or JSON.
 
-use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
-
+use super::{layout, TableOrJson as Format};
 use crate::verification::Verification;
-
-/// Table for people, or the whole verification as JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
 
 pub fn render(verification: &Verification, format: Format) -> String {
     match format {
@@ -20,8 +12,7 @@ pub fn render(verification: &Verification, format: Format) -> String {
 
 fn table(v: &Verification) -> String {
     let mut out = format!("container {}: {}\n", v.container_name, super::docker(&v.capabilities));
-    let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header(["run", "worked", "evidence"]);
+    let mut table = layout::table(["run", "worked", "evidence"]);
     for trial in &v.trials {
         table.add_row([
             match &trial.without {

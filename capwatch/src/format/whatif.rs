@@ -1,15 +1,7 @@
 //! `capwatch whatif`: what would fail under a capability set, as a table or JSON.
 
-use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
-
+use super::{layout, TableOrJson as Format};
 use crate::advice::whatif::WhatIf;
-
-/// Table for people, or the whole answer as JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
 
 pub fn render(answer: &WhatIf, format: Format) -> String {
     match format {
@@ -27,14 +19,7 @@ fn table(answer: &WhatIf) -> String {
         return out;
     }
     if !answer.operations.is_empty() {
-        let mut table = Table::new();
-        table.load_preset(UTF8_BORDERS_ONLY).set_header([
-            "lacking",
-            "syscalls",
-            "programs",
-            "times",
-            "why it is needed",
-        ]);
+        let mut table = layout::table(["lacking", "syscalls", "programs", "times", "why it is needed"]);
         for op in &answer.operations {
             table.add_row([
                 op.capability.clone(),
@@ -47,8 +32,7 @@ fn table(answer: &WhatIf) -> String {
         out.push_str(&format!("these operations would have failed:\n{table}\n"));
     }
     if !answer.execs.is_empty() {
-        let mut table = Table::new();
-        table.load_preset(UTF8_BORDERS_ONLY).set_header(["program", "file capabilities", "lacking", "times"]);
+        let mut table = layout::table(["program", "file capabilities", "lacking", "times"]);
         for exec in &answer.execs {
             table.add_row([
                 exec.path.clone(),
