@@ -110,6 +110,9 @@ wire_enum! {
         /// A program on one of `cap_capable`'s direct callers could not read the credentials it
         /// judges the check from; that check was not counted.
         CallerUnjudged = 8 => "caller_unjudged",
+        /// A syscall set found `CW_CALLS` full: that cgroup's syscalls of one origin go
+        /// unrecorded, and a profile written from them would lack them.
+        CallsMapFull = 9 => "calls_map_full",
     }
 }
 
@@ -308,6 +311,63 @@ pub struct ExecKey {
     pub path: [u8; EXEC_PATH_LEN],
 }
 
+/// Syscall numbers a syscall set holds: every native x86-64 syscall (the table ends below 512;
+/// x32 numbers, with bit 30 set, are not recorded).
+pub const CALL_SET_BITS: u32 = 512;
+
+/// Whose syscalls a set holds: a cgroup's processes of one origin. The runtime's are split by
+/// whether a seccomp filter was in force: what it calls after installing the container's filter
+/// (`filtered`), the filter must allow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallsKey {
+    pub cgroup_id: u64,
+    pub origin: Origin,
+    /// 1 where the calling thread ran under a seccomp filter (recorded for the runtime only).
+    pub filtered: u16,
+    pub _pad: u32,
+}
+
+/// The syscalls made, a bit per syscall number (`CALL_SET_BITS`). A syscall a seccomp filter may
+/// have refused (it returned the errno a profile answers with) is not in it: it is a failure.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallSet {
+    pub bits: [u64; (CALL_SET_BITS / 64) as usize],
+}
+
+impl CallSet {
+    pub const EMPTY: CallSet = CallSet { bits: [0; (CALL_SET_BITS / 64) as usize] };
+
+    pub fn contains(&self, syscall: u32) -> bool {
+        syscall < CALL_SET_BITS && self.bits[(syscall / 64) as usize] & (1 << (syscall % 64)) != 0
+    }
+
+    pub fn insert(&mut self, syscall: u32) {
+        if syscall < CALL_SET_BITS {
+            self.bits[(syscall / 64) as usize] |= 1 << (syscall % 64);
+        }
+    }
+
+    /// The syscalls in `self` that `other` lacks.
+    pub fn minus(&self, other: &CallSet) -> CallSet {
+        let mut bits = self.bits;
+        for (word, theirs) in bits.iter_mut().zip(other.bits) {
+            *word &= !theirs;
+        }
+        CallSet { bits }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|w| *w == 0)
+    }
+
+    /// The syscall numbers held, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..CALL_SET_BITS).filter(|&n| self.contains(n))
+    }
+}
+
 /// The thread that made a key's first occurrence.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,6 +482,8 @@ mod user {
     unsafe impl aya::Pod for FailKey {}
     unsafe impl aya::Pod for ExecKey {}
     unsafe impl aya::Pod for Totals {}
+    unsafe impl aya::Pod for CallsKey {}
+    unsafe impl aya::Pod for CallSet {}
 }
 
 #[cfg(test)]
@@ -435,6 +497,8 @@ mod tests {
         assert_eq!(size_of::<CapKey>(), 8 + 3 * 4 + 2 * 2);
         assert_eq!(size_of::<FailKey>(), 32);
         assert_eq!(size_of::<ExecKey>(), 16 + EXEC_PATH_LEN);
+        assert_eq!(size_of::<CallsKey>(), 16);
+        assert_eq!(size_of::<CallSet>(), CALL_SET_BITS as usize / 8);
         assert_eq!(size_of::<Sample>(), 4 * 4 + COMM_LEN);
         assert_eq!(size_of::<Totals>(), 3 * 8 + 2 * 4 + size_of::<Sample>());
         assert_eq!(size_of::<Announcement<CapKey>>(), 8 + size_of::<CapKey>() + size_of::<Totals>());

@@ -51,10 +51,21 @@ pub fn on_exit(regs: *const pt_regs, ret: i64, denied: u64) {
     aggregate::record(&CW_FAILURES, &key, || (-1, 0), Loss::FailureMapFull);
 }
 
+/// Whether the current thread runs under a seccomp filter.
+pub fn under_filter() -> bool {
+    let mode_at = unsafe { read_volatile(&CW_TASK_SECCOMP_MODE_OFFSET) };
+    if mode_at == 0 {
+        return false;
+    }
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    unsafe { bpf_probe_read_kernel(task.wrapping_add(mode_at as usize) as *const i32) }
+        .is_ok_and(|mode| mode == SECCOMP_MODE_FILTER)
+}
+
 /// What the current thread's seccomp filter says of `syscall`. The kernel caches, per filter
 /// chain, the syscalls it allows whatever their arguments; one outside that set may have been
 /// refused by the filter before it ran.
-fn seccomp_state(syscall: u32) -> Seccomp {
+pub fn seccomp_state(syscall: u32) -> Seccomp {
     let (mode_at, filter_at, allow_at, bits) = unsafe {
         (
             read_volatile(&CW_TASK_SECCOMP_MODE_OFFSET),

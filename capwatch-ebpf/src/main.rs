@@ -6,6 +6,7 @@
 
 mod aggregate;
 mod callers;
+mod calls;
 mod cap;
 mod consequence;
 mod exec;
@@ -17,6 +18,10 @@ mod scope;
 
 use aya_ebpf::{
     bindings::pt_regs,
+    helpers::{
+        bpf_probe_read_kernel,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
     macros::{btf_tracepoint, fexit, kprobe, kretprobe},
     programs::{BtfTracePointContext, FExitContext, ProbeContext, RetProbeContext},
 };
@@ -126,12 +131,14 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         cap::on_kept(left.syscall, left.kept);
     }
     failure::on_exit(regs, ret, left.denied);
+    calls::on_exit(left.syscall, ret);
     0
 }
 
 /// `tp_btf/sched_process_fork(parent, child)`: the child inherits its parent's origin.
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn process_fork(ctx: BtfTracePointContext) -> i32 {
+    calls::invalidate();
     if scope::watched_cgroup().is_some() {
         let child: *const u8 = ctx.arg(1);
         origin::on_fork(child);
@@ -146,6 +153,7 @@ pub fn process_exec(ctx: BtfTracePointContext) -> i32 {
     if let Some(cgroup_id) = scope::watched_cgroup() {
         let bprm: *const u8 = ctx.arg(2);
         origin::on_exec(cgroup_id, bprm);
+        calls::invalidate();
         exec::on_exec(cgroup_id, bprm);
     }
     0
@@ -155,6 +163,7 @@ pub fn process_exec(ctx: BtfTracePointContext) -> i32 {
 /// cgroup from outside (the runtime placing its init) sets it up until it execs a program.
 #[btf_tracepoint(function = "cgroup_attach_task")]
 pub fn cgroup_attach(ctx: BtfTracePointContext) -> i32 {
+    calls::invalidate();
     let task: *const u8 = ctx.arg(2);
     origin::on_attach(task);
     0
@@ -165,11 +174,22 @@ pub fn cgroup_attach(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
     if let Some(cgroup_id) = scope::watched_cgroup() {
+        calls::on_thread_exit(current_syscall());
         pending::forget();
         cap::forget_kprobe_stash();
         origin::on_exit(cgroup_id);
     }
     0
+}
+
+/// The syscall the current thread is in (its saved `orig_rax`), or `NO_SYSCALL`.
+fn current_syscall() -> u32 {
+    let task = unsafe { bpf_get_current_task_btf() };
+    let regs = unsafe { bpf_task_pt_regs(task as *mut _) } as *const pt_regs;
+    if regs.is_null() {
+        return capwatch_common::NO_SYSCALL;
+    }
+    unsafe { bpf_probe_read_kernel(&(*regs).orig_rax) }.map_or(capwatch_common::NO_SYSCALL, |nr| nr as u32)
 }
 
 #[cfg(not(test))]

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use capwatch_common::{CapKey, ExecKey, FailKey, Loss, Totals};
+use capwatch_common::{CallSet, CallsKey, CapKey, ExecKey, FailKey, Loss, Totals};
 
 use crate::intake::{Announced, Snapshot};
 
@@ -15,12 +15,22 @@ pub enum Change {
     Check(Grown<CapKey>),
     Failure(Grown<FailKey>),
     Exec(Grown<ExecKey>),
+    /// Syscalls a cgroup's processes of one origin made for the first time.
+    Calls(NewCalls),
     /// `total` occurrences of `loss` so far, `added` of them since the previous report.
     Lost {
         loss: Loss,
         total: u64,
         added: u64,
     },
+}
+
+/// A syscall set that grew: every syscall it holds (`made`) and those new since the previous step.
+#[derive(Debug, Clone, Copy)]
+pub struct NewCalls {
+    pub key: CallsKey,
+    pub made: CallSet,
+    pub added: CallSet,
 }
 
 /// An aggregate that is new or whose count grew.
@@ -39,6 +49,7 @@ pub struct Aggregates {
     caps: BTreeMap<CapKey, Totals>,
     failures: BTreeMap<FailKey, Totals>,
     execs: BTreeMap<ExecKey, Totals>,
+    calls: BTreeMap<CallsKey, CallSet>,
     losses: Vec<u64>,
 }
 
@@ -70,6 +81,14 @@ impl Aggregates {
         for &(key, totals) in &snapshot.execs {
             let totals = Totals { last_ns: seen_by(&totals, read_ns), ..totals };
             changes.extend(merge(&mut self.execs, key, totals).map(Change::Exec));
+        }
+        for &(key, made) in &snapshot.calls {
+            let known = self.calls.entry(key).or_insert(CallSet::EMPTY);
+            let added = made.minus(known);
+            if !added.is_empty() {
+                *known = made;
+                changes.push(Change::Calls(NewCalls { key, made, added }));
+            }
         }
         self.losses.resize(Loss::SLOTS as usize, 0);
         for (slot, (&total, previous)) in snapshot.losses.iter().zip(self.losses.iter_mut()).enumerate() {
@@ -105,11 +124,15 @@ impl Aggregates {
         self.caps.retain(|k, _| !cgroups.contains(&k.cgroup_id));
         self.failures.retain(|k, _| !cgroups.contains(&k.cgroup_id));
         self.execs.retain(|k, _| !cgroups.contains(&k.cgroup_id));
+        self.calls.retain(|k, _| !cgroups.contains(&k.cgroup_id));
     }
 
     /// Every cgroup something was seen in.
     pub fn cgroups(&self) -> BTreeSet<u64> {
-        self.caps.keys().map(|k| k.cgroup_id).chain(self.failures.keys().map(|k| k.cgroup_id)).collect()
+        let caps = self.caps.keys().map(|k| k.cgroup_id);
+        let failures = self.failures.keys().map(|k| k.cgroup_id);
+        let execs = self.execs.keys().map(|k| k.cgroup_id);
+        caps.chain(failures).chain(execs).chain(self.calls.keys().map(|k| k.cgroup_id)).collect()
     }
 }
 

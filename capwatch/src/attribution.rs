@@ -16,10 +16,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use capwatch_common::{CapKey, ExecKey, FailKey, Loss, Totals};
+use capwatch_common::{CallSet, CallsKey, CapKey, ExecKey, FailKey, Loss, Totals};
 
 use crate::{
-    aggregate::{Change, Grown},
+    aggregate::{Change, Grown, NewCalls},
     cause::{self, Explained},
     cgroup::Hierarchy,
     containers::{catalog::Catalog, docker, Container, Runtime},
@@ -65,6 +65,15 @@ pub type Failure = Observed<FailKey, Arc<Explained>>;
 /// A program exec'd, with the capabilities its file carries.
 pub type Exec = Observed<ExecKey, Arc<ExecFile>>;
 
+/// Syscalls a cgroup's processes of one origin made: all so far (`made`), and those new.
+#[derive(Debug, Clone)]
+pub struct Calls {
+    pub key: CallsKey,
+    pub made: CallSet,
+    pub added: CallSet,
+    pub place: Place,
+}
+
 /// An exec'd program's file, as read when it was first exec'd.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecFile {
@@ -77,6 +86,7 @@ pub enum Observation {
     Check(Check),
     Failure(Failure),
     Exec(Exec),
+    Calls(Calls),
     /// `total` occurrences of `loss` so far, `added` of them since the previous report.
     Lost {
         loss: Loss,
@@ -301,6 +311,9 @@ impl Attribution {
                 let detail = self.exec_file(&grown);
                 Observation::Exec(self.observed(grown, detail))
             }
+            Change::Calls(NewCalls { key, made, added }) => {
+                Observation::Calls(Calls { key, made, added, place: self.place(key.cgroup_id) })
+            }
             Change::Lost { loss, total, added } => Observation::Lost { loss, total, added },
         }
     }
@@ -400,12 +413,24 @@ fn cgroup_of(change: &Change) -> Option<u64> {
         Change::Check(grown) => Some(grown.key.cgroup_id),
         Change::Failure(grown) => Some(grown.key.cgroup_id),
         Change::Exec(grown) => Some(grown.key.cgroup_id),
+        Change::Calls(calls) => Some(calls.key.cgroup_id),
         Change::Lost { .. } => None,
     }
 }
 
 /// Holds a change, folding it into one already held for the same key.
 fn hold(held: &mut Vec<Change>, change: Change) {
+    if let Change::Calls(newer) = &change {
+        let same = held.iter_mut().find_map(|h| match h {
+            Change::Calls(h) if h.key == newer.key => Some(h),
+            _ => None,
+        });
+        if let Some(same) = same {
+            same.made = newer.made;
+            newer.added.iter().for_each(|n| same.added.insert(n));
+            return;
+        }
+    }
     let same = held.iter_mut().find_map(|h| match (h, &change) {
         (Change::Check(h), Change::Check(c)) if h.key == c.key => {
             Some((&mut h.totals, &mut h.added, c.totals, c.added))

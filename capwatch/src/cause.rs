@@ -60,6 +60,9 @@ pub enum Profile {
     DockerDefault,
     Unconfined,
     Custom,
+    /// A profile `capwatch report --format seccomp` wrote: it allows what the container made
+    /// when it was written, and refuses the rest.
+    Capwatch,
     Unknown,
 }
 
@@ -79,6 +82,8 @@ impl Profile {
             None if !granted.privileged => Profile::DockerDefault,
             None => Profile::Unconfined,
             Some("unconfined") => Profile::Unconfined,
+            // docker passes the profile's contents, not its path.
+            Some(profile) if profile.contains(crate::format::seccomp::MARKER) => Profile::Capwatch,
             Some(_) => Profile::Custom,
         }
     }
@@ -181,6 +186,9 @@ fn sentence(
             }
             text
         }
+        Cause::Seccomp { .. } if *profile == Profile::Capwatch => format!(
+            "blocked by seccomp: capwatch's least-privilege profile refused {syscall} ({who}): the container did not make it while the profile was written"
+        ),
         Cause::Seccomp { .. } => format!(
             "blocked by seccomp: the container's seccomp filter refused {syscall} before it ran ({who}); no capability would change that, the profile would"
         ),

@@ -127,6 +127,10 @@ settings! {
     metrics_listen: String = DEFAULT_METRICS_LISTEN.into(), env "CAPWATCH_METRICS_LISTEN", AtRestart;
     /// Seconds between per-container summary lines, 0 for none.
     summary_interval: u64 = 300, env "CAPWATCH_SUMMARY_INTERVAL", AtReload;
+    /// Record the syscalls each container makes, for the seccomp profile `capwatch report --format
+    /// seccomp` writes. It costs every syscall in a watched cgroup a per-CPU cache lookup
+    /// (docs/performance.md).
+    syscall_sets: bool = true, env "CAPWATCH_SYSCALL_SETS", AtRestart;
     /// The host name every line carries; "" for the system's (set it to the node's name in a pod).
     host_name: String = String::new(), env "CAPWATCH_HOST_NAME", AtRestart;
     /// Entries of the kernel's map of capability-check aggregates: distinct (cgroup, capability,
@@ -168,6 +172,7 @@ pub struct Settings {
     pub summary_interval: Option<Duration>,
     pub host_name: String,
     pub maps: MapSizes,
+    pub syscall_sets: bool,
     /// The settings as given, to compare with a reread.
     pub given: File,
 }
@@ -246,6 +251,7 @@ impl Settings {
             summary_interval: (given.summary_interval > 0).then(|| Duration::from_secs(given.summary_interval)),
             host_name: if given.host_name.is_empty() { system_host_name() } else { given.host_name.clone() },
             maps,
+            syscall_sets: given.syscall_sets,
             given,
         })
     }

@@ -81,7 +81,12 @@ pub async fn run(mut service: Service) -> Result<(), Error> {
     let catalog = Catalog::load(store.containers()?, cgroup_exists, &now);
     let mut attribution = Attribution::new(hierarchy.clone(), catalog, store.kernel_checks()?);
     let mut monitor = Monitor::start(
-        probe::Options { scope, backend: settings.probe.backend(), maps: settings.maps },
+        probe::Options {
+            scope,
+            backend: settings.probe.backend(),
+            maps: settings.maps,
+            syscall_sets: settings.syscall_sets,
+        },
         hierarchy.clone(),
     )?;
     for attempt in monitor.probe().attempts().iter().filter(|a| a.refused.is_some()) {

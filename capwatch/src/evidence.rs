@@ -48,12 +48,23 @@ pub struct ExecEvidence {
     pub found: Found,
 }
 
+/// A syscall the container's processes made (one that returned, or exit and exit_group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CallEvidence {
+    pub origin: Origin,
+    /// The runtime made it under the container's seccomp filter (after installing it).
+    pub filtered: bool,
+    pub syscall: u32,
+}
+
 /// Everything the store holds of one container.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Evidence {
     pub checks: Vec<CheckEvidence>,
     pub failures: Vec<FailureEvidence>,
     pub execs: Vec<ExecEvidence>,
+    /// The syscalls made, where they were recorded (`syscall_sets`).
+    pub calls: Vec<CallEvidence>,
     /// What the kernel side could not deliver while the container was observed, by kind.
     pub losses: Vec<(Loss, u64)>,
     /// (capability, syscall) pairs the kernel was seen checking, in any container.

@@ -148,6 +148,9 @@ fn fix(
                 "Docker's default profile allows {syscall} with no capability: run with a profile that allows it (--security-opt seccomp=PROFILE.json, Docker's default.json with {syscall} added)"
             ),
             Profile::Custom => format!("allow {syscall} in the container's seccomp profile (its --security-opt seccomp=…)"),
+            Profile::Capwatch => format!(
+                "write the profile again from a run that makes {syscall} (capwatch report --format seccomp), or add {syscall} to its allowed syscalls"
+            ),
             Profile::Unconfined | Profile::Unknown => format!(
                 "allow {syscall} in the seccomp filter that refused it: the container's profile, or one the program installs itself"
             ),

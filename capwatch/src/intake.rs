@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 
 use aya::maps::{Array, HashMap, MapData, RingBuf, StackTraceMap};
-use capwatch_common::{AnnouncedKey, Announcement, CapKey, EventKind, ExecKey, FailKey, Loss, Totals};
+use capwatch_common::{
+    AnnouncedKey, Announcement, CallSet, CallsKey, CapKey, EventKind, ExecKey, FailKey, Loss, Totals,
+};
 use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{error::Error, probe::KernelMaps};
@@ -33,6 +35,8 @@ pub struct Snapshot {
     pub caps: Vec<(CapKey, Totals)>,
     pub failures: Vec<(FailKey, Totals)>,
     pub execs: Vec<(ExecKey, Totals)>,
+    /// The syscalls made, by cgroup and origin.
+    pub calls: Vec<(CallsKey, CallSet)>,
     /// By `Loss` slot.
     pub losses: Vec<u64>,
 }
@@ -45,16 +49,17 @@ pub struct Intake {
     losses: Array<MapData, u64>,
     stacks: StackTraceMap<MapData>,
     started: HashMap<MapData, u64, u64>,
+    calls: HashMap<MapData, CallsKey, CallSet>,
 }
 
 impl Intake {
     /// Needs a tokio runtime (the ring buffer is registered with its reactor).
     pub fn new(maps: KernelMaps) -> Result<Self, Error> {
-        let KernelMaps { events, caps, failures, execs, losses, stacks, started } = maps;
+        let KernelMaps { events, caps, failures, execs, losses, stacks, started, calls } = maps;
         // SAFETY: the RingBuf owns its map's descriptor for as long as the AsyncFd owns it.
         let events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
             .map_err(|e| Error::io("ring buffer", e.into()))?;
-        Ok(Self { events, caps, failures, execs, losses, stacks, started })
+        Ok(Self { events, caps, failures, execs, losses, stacks, started, calls })
     }
 
     /// Waits for the kernel to announce something and returns all that is announced.
@@ -80,6 +85,7 @@ impl Intake {
             caps: self.caps.iter().collect::<Result<_, _>>()?,
             failures: self.failures.iter().collect::<Result<_, _>>()?,
             execs: self.execs.iter().collect::<Result<_, _>>()?,
+            calls: self.calls.iter().collect::<Result<_, _>>()?,
             losses: (0..Loss::SLOTS).map(|i| self.losses.get(&i, 0)).collect::<Result<_, _>>()?,
         })
     }
@@ -117,6 +123,11 @@ impl Intake {
             self.execs.keys().filter_map(Result::ok).filter(|k| cgroups.contains(&k.cgroup_id)).collect();
         for key in execs {
             self.execs.remove(&key)?;
+        }
+        let calls: Vec<CallsKey> =
+            self.calls.keys().filter_map(Result::ok).filter(|k| cgroups.contains(&k.cgroup_id)).collect();
+        for key in calls {
+            self.calls.remove(&key)?;
         }
         for id in cgroups {
             // Absent when the cgroup's command never started while watched.

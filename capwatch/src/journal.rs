@@ -61,7 +61,7 @@ pub fn totals(observations: &[Observation]) {
         match observation {
             Observation::Check(check) => capability_check(check, "totals"),
             Observation::Failure(failure) => syscall_failure(failure, "totals"),
-            Observation::Exec(_) | Observation::Lost { .. } => {}
+            Observation::Exec(_) | Observation::Calls(_) | Observation::Lost { .. } => {}
         }
     }
 }

@@ -12,6 +12,12 @@ fn main() -> ExitCode {
         // A short, single-threaded child: no runtime, no logging.
         return capwatch::selftest::child();
     }
+    if !matches!(cli.command, Command::Daemon(_) | Command::Run(_)) {
+        // An answer piped into `head` ends quietly when the reader has had enough, as other
+        // command-line tools do, rather than failing on the closed pipe.
+        // SAFETY: setting a signal's disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     init_logging(&cli.command);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,

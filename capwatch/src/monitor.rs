@@ -83,23 +83,17 @@ impl Monitor {
         let pending = self.intake.pending();
         let pending = self.admitted(pending);
         let mut changes = self.aggregates.apply(&pending);
+        // Gone before the read: everything their processes did is in it.
+        let gone: HashSet<u64> =
+            self.aggregates.cgroups().into_iter().filter(|&id| !self.hierarchy.exists(id)).collect();
         let mut snapshot = self.intake.snapshot()?;
         if !self.forgotten.is_empty() {
             snapshot.caps.retain(|(k, _)| !self.forgotten.contains(&k.cgroup_id));
             snapshot.failures.retain(|(k, _)| !self.forgotten.contains(&k.cgroup_id));
             snapshot.execs.retain(|(k, _)| !self.forgotten.contains(&k.cgroup_id));
+            snapshot.calls.retain(|(k, _)| !self.forgotten.contains(&k.cgroup_id));
         }
         changes.extend(self.aggregates.merge(&snapshot, crate::clock::monotonic_now_ns()));
-        let gone: HashSet<u64> = snapshot
-            .caps
-            .iter()
-            .map(|(k, _)| k.cgroup_id)
-            .chain(snapshot.failures.iter().map(|(k, _)| k.cgroup_id))
-            .chain(snapshot.execs.iter().map(|(k, _)| k.cgroup_id))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .filter(|&id| !self.hierarchy.exists(id))
-            .collect();
         if !gone.is_empty() {
             self.intake.forget(&gone)?;
             self.aggregates.forget(&gone);

@@ -55,6 +55,34 @@ pub fn report(state_dir: &Path, query: &str) -> Result<Report, Error> {
     Ok(report)
 }
 
+/// The least privilege of every container of `image` capwatch saw, merged (advice/image.rs).
+pub fn image_report(state_dir: &Path, image: &str) -> Result<Report, Error> {
+    let store = Store::open_read_only(state_dir)?;
+    let same = |seen: &str| {
+        let tagged = |name: &str| {
+            if name.rsplit('/').next().is_some_and(|n| n.contains(':')) {
+                name.to_string()
+            } else {
+                format!("{name}:latest")
+            }
+        };
+        seen == image || tagged(seen) == tagged(image)
+    };
+    let mut parts = Vec::new();
+    for container in store.containers()?.into_iter().filter(|c| c.image.as_deref().is_some_and(same)) {
+        let evidence = evidence(&store, &container)?;
+        parts.push((advice::report(container, &evidence), evidence));
+    }
+    if parts.is_empty() {
+        return Err(Error::Usage(format!(
+            "no container of image {image} was seen: `capwatch ps --all` lists the containers seen, with their images"
+        )));
+    }
+    let mut report = advice::image::merge(image, &parts);
+    report.uncertain.extend(sight(state_dir).iter().flat_map(Sight::warnings));
+    Ok(report)
+}
+
 /// Which of the container's observed operations and execs would have failed under the set
 /// `--cap-add add --cap-drop drop` gives (advice/whatif.rs).
 pub fn whatif(state_dir: &Path, query: &str, add: &[String], drop: &[String]) -> Result<WhatIf, Error> {
@@ -79,6 +107,7 @@ fn evidence(store: &Store, container: &Container) -> Result<Evidence, Error> {
         checks,
         failures,
         execs,
+        calls: store.calls(&container.id)?,
         losses: Vec::new(),
         kernel_checks: store.kernel_checks()?,
         host_bounding: store.host_bounding()?,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The rules of a Docker seccomp profile that matter here: which syscalls it allows only with
 /// a capability.
@@ -17,6 +17,8 @@ pub struct SeccompProfile {
 struct Rule {
     names: Vec<String>,
     action: String,
+    #[serde(default, rename = "errnoRet")]
+    errno_ret: Option<u32>,
     #[serde(default)]
     args: Option<Vec<serde_json::Value>>,
     #[serde(default)]
@@ -31,6 +33,20 @@ struct Filter {
     caps: Vec<String>,
     #[serde(default)]
     arches: Vec<String>,
+}
+
+/// A rule of a profile capwatch writes, in the format Docker and runc load: unconditional on
+/// capabilities and architecture (those were resolved when it was written).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WrittenRule {
+    pub names: Vec<String>,
+    pub action: String,
+    #[serde(rename = "errnoRet", skip_serializing_if = "Option::is_none")]
+    pub errno_ret: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub comment: String,
 }
 
 /// Docker's names for this architecture in a profile's `arches`.
@@ -79,6 +95,37 @@ impl SeccompProfile {
             .filter(|r| r.includes.caps.len() == 1 && required.contains(&r.includes.caps[0]))
             .min_by_key(|r| r.names.len())
             .map(|r| r.includes.caps[0].clone())
+    }
+
+    /// The profile's rules for the syscalls in `names`, as they apply on this architecture to a
+    /// container holding `caps` (names as `CAP_SYS_ADMIN`), each narrowed to those syscalls.
+    /// moby profiles/seccomp/seccomp_linux.go setupSeccomp: a rule is skipped when the container
+    /// holds any capability of its `excludes.caps` or lacks one of its `includes.caps`, or when
+    /// its architectures leave this one out.
+    pub fn rules_for(&self, names: &BTreeSet<String>, caps: &BTreeSet<String>) -> Vec<WrittenRule> {
+        let native = |f: &Filter| f.arches.iter().any(|a| NATIVE_ARCHES.contains(&a.as_str()));
+        self.syscalls
+            .iter()
+            .filter(|r| r.includes.arches.is_empty() || native(&r.includes))
+            .filter(|r| !native(&r.excludes))
+            .filter(|r| r.includes.caps.iter().all(|c| caps.contains(c)))
+            .filter(|r| !r.excludes.caps.iter().any(|c| caps.contains(c)))
+            .filter_map(|r| {
+                let names: Vec<String> = r.names.iter().filter(|n| names.contains(*n)).cloned().collect();
+                (!names.is_empty()).then(|| WrittenRule {
+                    names,
+                    action: r.action.clone(),
+                    errno_ret: r.errno_ret,
+                    args: r.args.clone().unwrap_or_default(),
+                    comment: String::new(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every syscall the profile names.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.syscalls.iter().flat_map(|r| r.names.iter().cloned()).collect()
     }
 
     /// The profile's rules that allow `syscall` on this architecture.

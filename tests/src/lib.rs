@@ -75,8 +75,13 @@ pub fn test_backend() -> Backend {
     *BACKEND.get_or_init(|| {
         test_probe().backend().unwrap_or_else(|| {
             let cgroup = TestCgroup::new("auto");
-            let probe = Probe::start(probe::Options { scope: cgroup.scope(), backend: None, maps: Default::default() })
-                .unwrap_or_else(|e| panic!("no capability backend attaches on this kernel: {e}"));
+            let probe = Probe::start(probe::Options {
+                scope: cgroup.scope(),
+                backend: None,
+                maps: Default::default(),
+                syscall_sets: true,
+            })
+            .unwrap_or_else(|e| panic!("no capability backend attaches on this kernel: {e}"));
             probe.backend()
         })
     })
@@ -178,7 +183,12 @@ impl TestCgroup {
     /// `monitor`, and what its self-test found. Nothing of the self-test is left in the monitor.
     pub fn proven_monitor(&self) -> (Monitor, Sight) {
         let choice = test_probe();
-        let options = probe::Options { scope: self.scope(), backend: choice.backend(), maps: Default::default() };
+        let options = probe::Options {
+            scope: self.scope(),
+            backend: choice.backend(),
+            maps: Default::default(),
+            syscall_sets: true,
+        };
         let hierarchy = Hierarchy::find().expect("cgroup2");
         let mut monitor = Monitor::start(options, hierarchy.clone())
             .unwrap_or_else(|e| panic!("attach capwatch's probe ({choice}): {e}"));

@@ -38,7 +38,30 @@ fn advise(env: &DockerEnv, label: &str, command: &[&str]) -> (Vec<String>, Value
     assert!(table.contains("verified: proven minimal, "), "{table}");
     let flags: Vec<String> = flags.split_whitespace().map(String::from).collect();
     assert_eq!(&flags[..2], ["--cap-drop", "ALL"], "{flags:?}");
+    let profile = seccomp_profile(&state, &name);
+    let mut options: Vec<&str> = vec!["--security-opt", &profile];
+    options.extend(flags.iter().map(String::as_str));
+    let again = env.start(&options, command);
+    assert_eq!(
+        env.wait(&again),
+        0,
+        "{label} should work with its advice and its seccomp profile: {}",
+        env.docker(&["logs", &again])
+    );
     (flags, verification)
+}
+
+/// `capwatch report NAME --format seccomp` written to a file beside the store: the
+/// `--security-opt` that loads it.
+fn seccomp_profile(state: &Path, name: &str) -> String {
+    let (code, profile, stderr) =
+        capwatch(&["report", name, "--format", "seccomp", "--state-dir", state.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let parsed: Value = serde_json::from_str(&profile).unwrap_or_else(|e| panic!("{e}: {profile}"));
+    assert_eq!(parsed["defaultAction"], "SCMP_ACT_ERRNO", "{profile}");
+    let file = state.join(format!("{name}.seccomp.json"));
+    std::fs::write(&file, &profile).expect("write the profile");
+    format!("seccomp={}", file.display())
 }
 
 /// `capwatch verify NAME ARGS --format json` against the test engine: (exit code, its JSON).

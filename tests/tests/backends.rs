@@ -55,7 +55,12 @@ fn offered_here() -> Plan {
     let cgroup = TestCgroup::new("offered");
     let (mut attach, mut refused) = (Vec::new(), Vec::new());
     for backend in Backend::PREFERENCE {
-        match Probe::start(probe::Options { scope: cgroup.scope(), backend: Some(backend), maps: Default::default() }) {
+        match Probe::start(probe::Options {
+            scope: cgroup.scope(),
+            backend: Some(backend),
+            maps: Default::default(),
+            syscall_sets: true,
+        }) {
             Ok(_) => attach.push(backend),
             Err(_) => refused.push(backend),
         }

@@ -2,7 +2,9 @@
 //! the least privilege it can run with. The rules for checks that are not needs are in
 //! `rules`.
 
+pub mod image;
 pub mod rules;
+pub mod seccomp;
 pub mod whatif;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,6 +13,7 @@ use capwatch_common::{Origin, Site, Verdict as Answer, CAP_FLAG_FOREIGN_CRED, CA
 use serde::Serialize;
 
 use self::rules::{CAP_DAC_OVERRIDE, FALLBACKS};
+pub use self::seccomp::SyscallAdvice;
 use crate::{
     cause::{self, Cause, Profile},
     containers::Container,
@@ -95,8 +98,13 @@ pub struct Report {
     /// The programs the application exec'd whose files carry capabilities: they gain them at
     /// exec, which `no_new_privs` (systemd's NoNewPrivileges=) would stop.
     pub file_capabilities: Vec<String>,
+    /// The least privilege in syscalls, where they were recorded: a seccomp profile.
+    pub syscalls: Option<SyscallAdvice>,
     /// The latest `capwatch verify` of the container, if it had one.
     pub verified: Option<Verified>,
+    /// For an image's report: the containers it merges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged: Option<image::Merged>,
 }
 
 /// What `capwatch verify` last concluded.
@@ -127,7 +135,7 @@ struct ExecNeed<'a> {
 
 /// Builds a container's report from what the store recorded of it.
 pub fn report(container: Container, evidence: &Evidence) -> Report {
-    let Evidence { checks: caps, failures, execs, losses, kernel_checks, host_bounding } = evidence;
+    let Evidence { checks: caps, failures, execs, calls, losses, kernel_checks, host_bounding } = evidence;
     let granted_mask = granted_mask(&container);
     let mut numbers: BTreeSet<u32> = caps.iter().map(|r| r.key.cap).collect();
     if let Some(mask) = granted_mask {
@@ -140,13 +148,20 @@ pub fn report(container: Container, evidence: &Evidence) -> Report {
     let missing = missing_caps(failures, &Profile::of(&container), kernel_checks);
     // A call refused before any check (seccomp) leaves its capability in no check.
     numbers.extend(missing.keys());
+    // Nor does a call Docker's default profile let through only for a capability.
+    let opening = match Profile::of(&container) {
+        Profile::DockerDefault => seccomp::opening_caps(calls, granted_mask, kernel_checks),
+        _ => BTreeMap::new(),
+    };
+    numbers.extend(opening.keys());
     let capabilities: Vec<CapabilityReport> = numbers
         .into_iter()
         .map(|cap| {
             let rows: Vec<&CheckEvidence> = caps.iter().filter(|r| r.key.cap == cap).collect();
             let needed_by: Vec<&ExecNeed<'_>> =
                 exec_needs.iter().filter(|n| n.caps.permitted & (1 << cap) != 0).collect();
-            let mut report = judge(cap, granted_mask.map(|m| m & (1 << cap) != 0), &rows, caps, missing.get(&cap));
+            let granted = granted_mask.map(|m| m & (1 << cap) != 0);
+            let mut report = judge(cap, granted, &rows, caps, missing.get(&cap), opening.get(&cap));
             if !needed_by.is_empty() {
                 let files: Vec<String> =
                     needed_by.iter().map(|n| format!("{} carries {}", n.path, filecaps::describe(&n.caps))).collect();
@@ -208,6 +223,9 @@ pub fn report(container: Container, evidence: &Evidence) -> Report {
         .filter(|e| matches!(&e.found, Found::Caps(caps) if caps.permitted != 0))
         .map(|e| e.path.clone())
         .collect();
+    let cap_add: Vec<String> = cap_add;
+    let refused = seccomp::refused(failures, |f| cause_of(f, &profile));
+    let syscalls = seccomp::advise(calls, &refused, profile == Profile::DockerDefault, &cap_add);
     let observed = evidence.observed();
     let observed_seconds = observed.map_or(0, |(from, to)| to.duration_since(from).map_or(0, |d| d.as_secs()));
     Report {
@@ -220,7 +238,9 @@ pub fn report(container: Container, evidence: &Evidence) -> Report {
         uncertain,
         alternatives,
         file_capabilities: file_capabilities.into_iter().collect(),
+        syscalls,
         verified: None,
+        merged: None,
     }
 }
 
@@ -316,6 +336,7 @@ fn judge(
     rows: &[&CheckEvidence],
     all: &[CheckEvidence],
     missing: Option<&BTreeSet<String>>,
+    opening: Option<&BTreeSet<String>>,
 ) -> CapabilityReport {
     let app: Vec<&CheckEvidence> = rows.iter().copied().filter(|r| r.key.origin == Origin::App).collect();
     let (kept, app): (Vec<&CheckEvidence>, Vec<&CheckEvidence>) = app.into_iter().partition(|r| r.key.kept());
@@ -336,6 +357,8 @@ fn judge(
         (Verdict::Optional, format!("used in {}, but optional: it {lost}", syscalls(&consequential).join(", ")))
     } else if !consequential.is_empty() {
         (Verdict::Needed, format!("used in {}", syscalls(&consequential).join(", ")))
+    } else if let Some(opened) = opening {
+        (Verdict::Needed, opened.iter().cloned().collect::<Vec<_>>().join("; "))
     } else if let Some(failed) = missing.filter(|_| outer_ns.is_empty() || !denied_rows.is_empty()) {
         let all_oom = !denied_rows.is_empty() && denied_rows.iter().all(|r| rules::at(r, Site::OomAdjust));
         match all_oom {

@@ -6,6 +6,7 @@ pub mod caps;
 pub mod explain;
 pub mod layout;
 pub mod ps;
+pub mod seccomp;
 pub mod trace;
 pub mod verify;
 pub mod whatif;
@@ -31,7 +32,19 @@ pub enum Format {
     Compose,
     K8s,
     Systemd,
+    /// A seccomp profile for `docker run --security-opt seccomp=FILE`.
+    Seccomp,
+    /// The seccomp profile as a Security Profiles Operator object, with the securityContext
+    /// that uses it.
+    SeccompK8s,
     Json,
+}
+
+impl Format {
+    /// Whether it is written from the syscalls recorded rather than the capabilities alone.
+    pub fn needs_syscalls(self) -> bool {
+        matches!(self, Format::Seccomp | Format::SeccompK8s)
+    }
 }
 
 /// The report in `format`; `verbose` adds each capability's syscalls and programs to the table.
@@ -49,6 +62,8 @@ pub fn render(report: &Report, format: Format, verbose: bool) -> String {
         Format::Compose => commented(compose(&report.cap_add)),
         Format::K8s => commented(k8s(&report.cap_add)),
         Format::Systemd => commented(systemd(report)),
+        Format::Seccomp => seccomp::docker(report),
+        Format::SeccompK8s => seccomp::k8s(report),
         Format::Json => serde_json::to_string_pretty(report).expect("reports serialize"),
     }
 }
@@ -69,7 +84,10 @@ pub fn notes(report: &Report) -> Vec<String> {
         .filter(|c| c.verdict == Verdict::Unavailable)
         .map(|c| format!("left out: {} ({})", c.capability.trim_start_matches("CAP_"), c.reason));
     let uncertain = report.uncertain.iter().map(|u| format!("uncertain: {u}"));
-    alternatives.chain(optional).chain(unavailable).chain(uncertain).collect()
+    let merged = report.merged.iter().map(|m| {
+        format!("merged from {} container(s) of {}: {}", m.containers.len(), m.image, m.containers.join(", "))
+    });
+    merged.chain(alternatives).chain(optional).chain(unavailable).chain(uncertain).collect()
 }
 
 /// `--cap-drop ALL --cap-add NET_RAW …`
@@ -128,11 +146,16 @@ pub fn k8s(add: &[String]) -> String {
 fn table(report: &Report, verbose: bool) -> String {
     let c = &report.container;
     let subject = match c.runtime {
+        _ if report.merged.is_some() => c.name.clone(),
         Runtime::Command => format!("command {}", c.name),
         Runtime::Systemd => format!("unit {}", c.name),
         _ => format!("container {} ({}), image {}", c.name, c.short_id(), c.image.as_deref().unwrap_or("unknown")),
     };
-    let mut out = layout::paragraph(&format!("{subject}, {}", ps::state(c)), "  ");
+    let state = match &report.merged {
+        Some(m) => format!("merged from {} container(s): {}", m.containers.len(), m.containers.join(", ")),
+        None => ps::state(c).to_string(),
+    };
+    let mut out = layout::paragraph(&format!("{subject}, {state}"), "  ");
     out.push_str(&match (&report.observed_from, &report.observed_to) {
         (Some(from), Some(to)) => layout::paragraph(
             &format!(
@@ -155,6 +178,9 @@ fn table(report: &Report, verbose: bool) -> String {
     for alternative in &report.alternatives {
         let text = format!("or, instead of {}: {} ({})", alternative.capability, alternative.instead, alternative.why);
         out.push_str(&format!("  {}", layout::paragraph(&text, "    ")));
+    }
+    if let Some(syscalls) = &report.syscalls {
+        out.push_str(&layout::paragraph(&seccomp::summary(syscalls), "  "));
     }
     if c.granted.as_ref().is_some_and(|g| g.privileged) {
         out.push_str(&layout::paragraph(

@@ -72,7 +72,7 @@ pub fn totals(observations: &[Observation], losses: &[u64]) -> String {
                 String::new(),
                 f.totals.count.to_string(),
             ]),
-            Observation::Exec(_) | Observation::Lost { .. } => continue,
+            Observation::Exec(_) | Observation::Calls(_) | Observation::Lost { .. } => continue,
         };
     }
     let lost: Vec<String> = capwatch_common::Loss::ALL

@@ -16,7 +16,7 @@ use aya::{
     programs::BtfTracePoint,
     Btf, Ebpf, EbpfLoader,
 };
-use capwatch_common::{CapKey, ExecKey, FailKey, Totals, CALL_SITES};
+use capwatch_common::{CallSet, CallsKey, CapKey, ExecKey, FailKey, Totals, CALL_SITES};
 use serde::{Deserialize, Serialize};
 
 pub use self::{
@@ -138,6 +138,8 @@ pub struct Options {
     /// None: the first backend of `Backend::PREFERENCE` that attaches.
     pub backend: Option<Backend>,
     pub maps: MapSizes,
+    /// Whether the syscalls each watched cgroup makes are recorded (`CW_CALLS`).
+    pub syscall_sets: bool,
 }
 
 /// The sizes of the kernel side's maps and ring buffer. What does not fit is counted as lost,
@@ -191,13 +193,14 @@ pub struct KernelMaps {
     pub losses: Array<MapData, u64>,
     pub stacks: StackTraceMap<MapData>,
     pub started: HashMap<MapData, u64, u64>,
+    pub calls: HashMap<MapData, CallsKey, CallSet>,
 }
 
 impl Probe {
     /// Loads the programs for `options.scope` and attaches the failing-syscall hook and the
     /// first capability backend that the kernel accepts.
     pub fn start(options: Options) -> Result<Self, Error> {
-        let (mut ebpf, btf) = open(options.scope, options.maps)?;
+        let (mut ebpf, btf) = open(options.scope, options.maps, options.syscall_sets)?;
         attach_common(&mut ebpf, &btf)?;
         let candidates: &[Backend] = match &options.backend {
             Some(forced) => std::slice::from_ref(forced),
@@ -218,7 +221,7 @@ impl Probe {
     /// would run on this kernel's verifier even where the attach point is missing.
     pub fn verify(backend: Backend) -> Result<(), Error> {
         let (mut ebpf, btf) =
-            open(Scope { root_id: crate::cgroup::ROOT_ID, level: 0, include_root: false }, MapSizes::default())?;
+            open(Scope { root_id: crate::cgroup::ROOT_ID, level: 0, include_root: false }, MapSizes::default(), true)?;
         backend.load(&mut ebpf, &btf).map_err(|reason| Error::Program { program: backend.name(), reason })
     }
 
@@ -241,6 +244,7 @@ impl Probe {
             losses: Array::try_from(take("CW_LOSSES")?)?,
             stacks: StackTraceMap::try_from(take("CW_STACKS")?)?,
             started: HashMap::try_from(take("CW_STARTED")?)?,
+            calls: HashMap::try_from(take("CW_CALLS")?)?,
         })
     }
 }
@@ -255,7 +259,7 @@ fn describe(attempts: &[Attempt]) -> String {
 }
 
 /// Checks what every backend needs, then loads the object with the scope in its globals.
-fn open(scope: Scope, maps: MapSizes) -> Result<(Ebpf, Btf), Error> {
+fn open(scope: Scope, maps: MapSizes, syscall_sets: bool) -> Result<(Ebpf, Btf), Error> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(Error::NoBtf);
     }
@@ -267,6 +271,7 @@ fn open(scope: Scope, maps: MapSizes) -> Result<(Ebpf, Btf), Error> {
     };
     let btf = Btf::from_sys_fs().map_err(|_| Error::NoBtf)?;
     let include_root = u32::from(scope.include_root);
+    let syscall_sets = u32::from(syscall_sets);
     let ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .map_max_entries("CW_CAPS", maps.caps)
@@ -279,6 +284,7 @@ fn open(scope: Scope, maps: MapSizes) -> Result<(Ebpf, Btf), Error> {
         .override_global("CW_WATCH_ROOT_ID", &scope.root_id, true)
         .override_global("CW_WATCH_ROOT_LEVEL", &scope.level, true)
         .override_global("CW_WATCH_ROOT_INCLUDED", &include_root, true)
+        .override_global("CW_CALLS_ENABLED", &syscall_sets, true)
         .override_global("CW_TASK_TGID_OFFSET", &offsets.task_tgid, true)
         .override_global("CW_TASK_REAL_CRED_OFFSET", &offsets.task_real_cred, true)
         .override_global("CW_CRED_USER_NS_OFFSET", &offsets.cred_user_ns, true)

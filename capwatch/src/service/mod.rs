@@ -193,7 +193,7 @@ impl Service {
                         names::errno(failure.key.errno)
                     ));
                 }
-                Observation::Exec(_) | Observation::Lost { .. } => {}
+                Observation::Exec(_) | Observation::Calls(_) | Observation::Lost { .. } => {}
             }
         }
     }

@@ -23,12 +23,12 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 pub use self::writer::Writer;
 use crate::{
-    attribution::{Check, Exec, Failure},
+    attribution::{Calls, Check, Exec, Failure},
     cause::Explained,
     clock,
     containers::Container,
     error::Error,
-    evidence::{CheckEvidence, ExecEvidence, FailureEvidence},
+    evidence::{CallEvidence, CheckEvidence, ExecEvidence, FailureEvidence},
     verification::Verification,
 };
 
@@ -36,7 +36,7 @@ use crate::{
 pub const FILE: &str = "capwatch.db";
 
 /// Bumped when the schema changes; older stores are migrated, newer ones refused.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -86,6 +86,11 @@ CREATE TABLE IF NOT EXISTS execs (
     count INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
     pid INTEGER NOT NULL, comm TEXT NOT NULL, found TEXT NOT NULL,
     PRIMARY KEY (run_id, cgroup_id, origin, path)
+);
+CREATE TABLE IF NOT EXISTS calls (
+    run_id INTEGER NOT NULL, cgroup_id INTEGER NOT NULL, origin INTEGER NOT NULL, filtered INTEGER NOT NULL,
+    syscall INTEGER NOT NULL,
+    PRIMARY KEY (run_id, cgroup_id, origin, filtered, syscall)
 );
 CREATE TABLE IF NOT EXISTS verifications (
     container_id TEXT NOT NULL, at_ns INTEGER NOT NULL, json TEXT NOT NULL
@@ -144,6 +149,7 @@ pub struct Batch<'a> {
     pub checks: &'a [&'a Check],
     pub failures: &'a [&'a Failure],
     pub execs: &'a [&'a Exec],
+    pub calls: &'a [&'a Calls],
     /// What the kernel side could not deliver since the previous write: (kind, how many).
     pub losses: &'a [(Loss, u64)],
 }
@@ -343,6 +349,18 @@ impl Store {
                 ])
                 .map_err(fail)?;
             }
+            let mut call = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO calls (run_id, cgroup_id, origin, filtered, syscall) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(fail)?;
+            for c in batch.calls {
+                // Every syscall made so far: the writer keeps only the latest observation of a key.
+                for syscall in c.made.iter() {
+                    call.execute(params![run.0, c.key.cgroup_id as i64, c.key.origin.raw(), c.key.filtered, syscall])
+                        .map_err(fail)?;
+                }
+            }
         }
         tx.commit().map_err(fail)
     }
@@ -478,6 +496,31 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(fail)
     }
 
+    /// The syscalls a container's processes made, over every run and cgroup: (origin, made under
+    /// a seccomp filter, syscall number).
+    pub fn calls(&self, container_id: &str) -> Result<Vec<CallEvidence>, Error> {
+        let fail = |e| corrupt(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT c.origin, c.filtered, c.syscall
+                 FROM calls c JOIN cgroups g ON g.run_id = c.run_id AND g.cgroup_id = c.cgroup_id
+                 WHERE g.container_id = ?1
+                 ORDER BY c.origin, c.filtered, c.syscall",
+            )
+            .map_err(fail)?;
+        let rows = stmt
+            .query_map([container_id], |r| {
+                Ok(CallEvidence {
+                    origin: decode(r, 0, Origin::from_raw)?,
+                    filtered: r.get::<_, i64>(1)? != 0,
+                    syscall: r.get(2)?,
+                })
+            })
+            .map_err(fail)?;
+        rows.collect::<Result<_, _>>().map_err(fail)
+    }
+
     /// What the kernel side could not deliver between two times, by kind.
     pub fn losses_between(&self, from: SystemTime, to: SystemTime) -> Result<Vec<(Loss, u64)>, Error> {
         let fail = |e| corrupt(&self.path, e);
@@ -541,7 +584,7 @@ impl Store {
         let fail = |e| corrupt(&path, e);
         let tx = self.conn.transaction().map_err(fail)?;
         for id in &old {
-            for table in ["cap_checks", "failures", "execs"] {
+            for table in ["cap_checks", "failures", "execs", "calls"] {
                 tx.execute(
                     &format!("DELETE FROM {table} WHERE (run_id, cgroup_id) IN (SELECT run_id, cgroup_id FROM cgroups WHERE container_id = ?1)"),
                     [id],
@@ -779,6 +822,7 @@ mod tests {
                     checks: &[&check],
                     failures: &[],
                     execs: &[],
+                    calls: &[],
                     losses: &[],
                 };
                 store.write(run, &batch).unwrap();
@@ -805,7 +849,15 @@ mod tests {
         store
             .write(
                 run,
-                &Batch { cgroups: &[], containers: &[old, live], checks: &[], failures: &[], execs: &[], losses: &[] },
+                &Batch {
+                    cgroups: &[],
+                    containers: &[old, live],
+                    checks: &[],
+                    failures: &[],
+                    execs: &[],
+                    calls: &[],
+                    losses: &[],
+                },
             )
             .unwrap();
         assert_eq!(store.forget_exited_before(Duration::from_secs(86400)).unwrap(), 1);
@@ -819,7 +871,8 @@ mod tests {
         let mut store = Store::open(&dir).unwrap();
         let run = store.begin_run("tracepoint", None).unwrap();
         let old = Arc::new(container(&"b".repeat(64), "old", Some("2020-01-01T00:00:00Z")));
-        let batch = Batch { cgroups: &[], containers: &[old], checks: &[], failures: &[], execs: &[], losses: &[] };
+        let batch =
+            Batch { cgroups: &[], containers: &[old], checks: &[], failures: &[], execs: &[], calls: &[], losses: &[] };
         store.write(run, &batch).unwrap();
         let verification = |summary: &str| Verification {
             container_id: "b".repeat(64),

@@ -7,11 +7,11 @@ use std::{
     sync::Arc,
 };
 
-use capwatch_common::{CapKey, ExecKey, FailKey, Loss};
+use capwatch_common::{CallsKey, CapKey, ExecKey, FailKey, Loss};
 
 use super::{Batch, CgroupRow, RunId, Store};
 use crate::{
-    attribution::{Check, Exec, Failure, Observation, Place},
+    attribution::{Calls, Check, Exec, Failure, Observation, Place},
     containers::Container,
     error::Error,
 };
@@ -21,6 +21,7 @@ pub struct Writer {
     checks: BTreeMap<CapKey, Check>,
     failures: BTreeMap<FailKey, Failure>,
     execs: BTreeMap<ExecKey, Exec>,
+    calls: BTreeMap<CallsKey, Calls>,
     containers: Vec<Arc<Container>>,
     losses: Vec<(Loss, u64)>,
     /// Cgroups whose row this run has written.
@@ -34,6 +35,7 @@ impl Writer {
             checks: BTreeMap::new(),
             failures: BTreeMap::new(),
             execs: BTreeMap::new(),
+            calls: BTreeMap::new(),
             containers: Vec::new(),
             losses: Vec::new(),
             cgroups: HashSet::new(),
@@ -47,6 +49,7 @@ impl Writer {
                 Observation::Check(check) => drop(self.checks.insert(check.key, check.clone())),
                 Observation::Failure(failure) => drop(self.failures.insert(failure.key, failure.clone())),
                 Observation::Exec(exec) => drop(self.execs.insert(exec.key, exec.clone())),
+                Observation::Calls(calls) => drop(self.calls.insert(calls.key, calls.clone())),
                 Observation::Lost { loss, added, .. } => self.losses.push((*loss, *added)),
             }
         }
@@ -70,6 +73,7 @@ impl Writer {
             .map(|c| &c.place)
             .chain(self.failures.values().map(|f| &f.place))
             .chain(self.execs.values().map(|e| &e.place))
+            .chain(self.calls.values().map(|c| &c.place))
             .collect();
         let mut cgroups: Vec<CgroupRow<'_>> = Vec::new();
         for place in places {
@@ -85,6 +89,7 @@ impl Writer {
             && self.checks.is_empty()
             && self.failures.is_empty()
             && self.execs.is_empty()
+            && self.calls.is_empty()
             && self.containers.is_empty()
             && self.losses.is_empty()
         {
@@ -93,12 +98,14 @@ impl Writer {
         let checks: Vec<&Check> = self.checks.values().collect();
         let failures: Vec<&Failure> = self.failures.values().collect();
         let execs: Vec<&Exec> = self.execs.values().collect();
+        let calls: Vec<&Calls> = self.calls.values().collect();
         let batch = Batch {
             cgroups: &cgroups,
             containers: &self.containers,
             checks: &checks,
             failures: &failures,
             execs: &execs,
+            calls: &calls,
             losses: &self.losses,
         };
         store.write(self.run, &batch)?;
@@ -107,6 +114,7 @@ impl Writer {
         self.checks.clear();
         self.failures.clear();
         self.execs.clear();
+        self.calls.clear();
         self.containers.clear();
         self.losses.clear();
         Ok(())
