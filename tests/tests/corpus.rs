@@ -318,6 +318,7 @@ fn check(test: &str, program: &Program) {
         let every = s.spawn(|| observe(corpus, program, test, &Grant::Every));
         (join(first), join(second), join(defaults), join(every))
     });
+    let confined_run = confined(corpus, program, test, &defaults.name, &defaults.advice);
     let seconds = started.elapsed().as_secs_f64();
 
     let mut summary = format!("{test}: least privilege {}", first.describe());
@@ -352,6 +353,11 @@ fn check(test: &str, program: &Program) {
             );
         }
     }
+    assert!(
+        confined_run.works,
+        "{test}: it does not work with its advice and capwatch's seccomp profile: {}",
+        confined_run.detail
+    );
     assert!(
         failures.is_empty(),
         "{test}: capwatch's advice is not the least privilege\n{}\n{}",
@@ -571,6 +577,8 @@ impl<'a> Search<'a> {
 
 /// One run of the program under the daemon, and what capwatch made of it.
 struct Observed {
+    /// The container's name (removed; the store keeps what it did).
+    name: String,
     grant: Grant,
     trial: Trial,
     advice: Caps,
@@ -634,7 +642,18 @@ fn observe(corpus: &Corpus, program: &Program, label: &str, grant: &Grant) -> Ob
             cap_index(pair[1]).unwrap_or_else(|| panic!("capwatch advised an unknown capability {:?}", pair[1]))
         })
         .collect();
-    Observed { grant: grant.clone(), trial, advice, flags, table, explain }
+    Observed { name: name.clone(), grant: grant.clone(), trial, advice, flags, table, explain }
+}
+
+/// The program, run again with its advice and the seccomp profile capwatch wrote from its run
+/// `name`: it must work as it did.
+fn confined(corpus: &Corpus, program: &Program, label: &str, name: &str, advice: &Caps) -> Trial {
+    let state = corpus.state.to_str().expect("utf-8 path");
+    let (code, profile, stderr) = capwatch(&["report", name, "--format", "seccomp", "--state-dir", state]);
+    assert_eq!(code, Some(0), "capwatch report {name} --format seccomp: {stderr}");
+    let file = corpus.state.join(format!("{name}.seccomp.json"));
+    fs::write(&file, profile).expect("write the profile");
+    corpus.trial(program, &Grant::Confined(advice.clone(), file), &container_name(label), None)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -649,6 +668,8 @@ enum Grant {
     Defaults,
     /// `--cap-add ALL`, less what the host's bounding set lacks.
     Every,
+    /// `--cap-drop ALL`, these, and the seccomp profile in this file.
+    Confined(Caps, PathBuf),
 }
 
 impl std::fmt::Display for Grant {
@@ -657,6 +678,7 @@ impl std::fmt::Display for Grant {
             Grant::Exactly(caps) => write!(f, "exactly {}", show(caps)),
             Grant::Defaults => f.write_str("Docker's default capabilities"),
             Grant::Every => f.write_str("every capability"),
+            Grant::Confined(caps, _) => write!(f, "exactly {} and capwatch's seccomp profile", show(caps)),
         }
     }
 }
@@ -665,7 +687,7 @@ impl Grant {
     /// Whether a container given these holds capability `cap` (`Every` holds all there are).
     fn holds(&self, cap: u8) -> bool {
         match self {
-            Grant::Exactly(caps) => caps.contains(&cap),
+            Grant::Exactly(caps) | Grant::Confined(caps, _) => caps.contains(&cap),
             Grant::Defaults => capwatch::advice::DOCKER_DEFAULT_CAPS & 1 << cap != 0,
             Grant::Every => true,
         }
@@ -801,6 +823,11 @@ impl Corpus {
             }
             Grant::Defaults => Vec::new(),
             Grant::Every => self.every.clone(),
+            Grant::Confined(caps, profile) => {
+                let mut options = self.grant_options(&Grant::Exactly(caps.clone()));
+                options.extend(["--security-opt".to_string(), format!("seccomp={}", profile.display())]);
+                options
+            }
         }
     }
 
