@@ -3,7 +3,11 @@
 //! job), several rounds, then the daemon under sustained load. Prints the measurements as one
 //! JSON document on stdout; `cargo xtask bench` turns them into a table and a chart.
 //!
-//! Usage: cw-bench [--rounds N] [--calls N] [--sustain-seconds S]
+//! Usage: cw-bench [--rounds N | --min-rounds N --max-rounds N --budget-seconds S] [--calls N]
+//!                 [--sustain-seconds S]
+//! Without `--rounds`, rounds go on past `--min-rounds` until every difference the report draws
+//! is resolved (its median's 95% interval excludes zero), or `--max-rounds` or the time budget
+//! is reached.
 //! Needs root, BTF, cgroup2, the `capability:cap_capable` tracepoint and bpftrace; runs
 //! `capwatch` and `cw-workload` from its own directory.
 
@@ -43,10 +47,25 @@ const RATES: [u64; 2] = [1_000_000, 100_000];
 const DELAY_SAMPLES: usize = 5;
 
 struct Options {
-    rounds: usize,
+    min_rounds: usize,
+    max_rounds: usize,
+    /// Seconds the alternating rounds may take before the bench stops adding rounds.
+    budget_seconds: u64,
     calls: u64,
     sustain_seconds: u64,
 }
+
+/// The differences the report draws conclusions from, (workload, config, baseline): the rounds
+/// go on until each is resolved.
+const DECISIVE: [(&str, &str, &str); 7] = [
+    ("cap_check", "floor", "bare"),
+    ("cap_check", "capwatch", "bare"),
+    ("cap_check", "bpftrace", "bare"),
+    ("cap_check", "capwatch", "floor"),
+    ("syscall", "floor", "bare"),
+    ("syscall", "capwatch", "bare"),
+    ("syscall", "capwatch", "floor"),
+];
 
 fn main() {
     if let Err(e) = run() {
@@ -81,14 +100,34 @@ fn run() -> Result<()> {
     for (name, ..) in &workloads {
         samples.insert(name.to_string(), json!({ "bare": [], "floor": [], "capwatch": [], "bpftrace": [] }));
     }
+    let mut wall = samples.clone();
     let mut backend = String::new();
     let mut bpftrace_seen = Vec::new();
-    for round in 0..options.rounds {
+    let began = Instant::now();
+    let mut round = 0;
+    let stopped = loop {
+        if round >= options.min_rounds {
+            let open: Vec<String> = DECISIVE
+                .iter()
+                .filter(|(w, c, b)| !resolved(&samples[*w][*c], &samples[*w][*b]))
+                .map(|(w, c, b)| format!("{w} {c}−{b}"))
+                .collect();
+            if open.is_empty() {
+                break "every difference the report draws on is resolved".to_string();
+            }
+            if round >= options.max_rounds || began.elapsed() >= Duration::from_secs(options.budget_seconds) {
+                break format!(
+                    "the round or time budget ran out ({round} rounds, {:.0} s) with {} not resolved",
+                    began.elapsed().as_secs_f64(),
+                    open.join(", ")
+                );
+            }
+        }
         // Each round starts with another configuration, so that slow drifts of the machine
         // (other work, frequency) do not always fall on the same one.
         for i in 0..CONFIGS.len() {
             let config = CONFIGS[(round + i) % CONFIGS.len()];
-            eprintln!("cw-bench: round {}/{}: {config}", round + 1, options.rounds);
+            eprintln!("cw-bench: round {}: {config}", round + 1);
             let running = Running::start(config, &state)?;
             if let Running::Capwatch(daemon) = &running {
                 backend = daemon.backend.clone();
@@ -97,13 +136,18 @@ fn run() -> Result<()> {
                 let output = workload(cgroup, args)?;
                 let ns =
                     field(&output, "ns_per_call").ok_or_else(|| format!("cw-workload {args:?} printed {output:?}"))?;
+                let wall_ns = field(&output, "wall_ns_per_call")
+                    .ok_or_else(|| format!("cw-workload {args:?} printed {output:?}"))?;
                 samples[*name][config].as_array_mut().expect("array").push(json!(ns));
+                wall[*name][config].as_array_mut().expect("array").push(json!(wall_ns));
             }
             if let Some(seen) = running.stop(watched.id)? {
                 bpftrace_seen.push(seen);
             }
         }
-    }
+        round += 1;
+    };
+    eprintln!("cw-bench: {stopped}");
     // bpftrace must have seen every check of the watched loop, or its numbers mean nothing.
     if let Some(short) = bpftrace_seen.iter().find(|&&n| n < options.calls) {
         return Err(format!(
@@ -123,11 +167,14 @@ fn run() -> Result<()> {
         "loadavg_start": loadavg_start,
         "loadavg_end": loadavg(),
         "calls": options.calls,
-        "rounds": options.rounds,
+        "rounds": round,
+        "rounds_stopped": stopped,
+        "alternating_seconds": began.elapsed().as_secs_f64(),
         "backend": backend,
         "bpftrace_version": command_output("bpftrace", &["--version"]).unwrap_or_default().trim(),
         "bpftrace_program": BPFTRACE_PROGRAM,
         "samples": samples,
+        "wall": wall,
         "sustained": sustained,
     });
     drop(watched);
@@ -138,7 +185,8 @@ fn run() -> Result<()> {
 }
 
 fn parse_args() -> Result<Options> {
-    let mut options = Options { rounds: 7, calls: 1_000_000, sustain_seconds: 5 };
+    let mut options =
+        Options { min_rounds: 8, max_rounds: 60, budget_seconds: 420, calls: 500_000, sustain_seconds: 5 };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || -> Result<u64> {
@@ -146,18 +194,42 @@ fn parse_args() -> Result<Options> {
             Ok(text.parse().map_err(|_| format!("{flag}: {text:?} is not a number"))?)
         };
         match flag.as_str() {
-            "--rounds" => options.rounds = value()?.max(1) as usize,
+            "--rounds" => {
+                let rounds = value()?.max(1) as usize;
+                (options.min_rounds, options.max_rounds) = (rounds, rounds);
+            }
+            "--min-rounds" => options.min_rounds = value()?.max(1) as usize,
+            "--max-rounds" => options.max_rounds = value()?.max(1) as usize,
+            "--budget-seconds" => options.budget_seconds = value()?,
             "--calls" => options.calls = value()?.max(1),
             "--sustain-seconds" => options.sustain_seconds = value()?.max(1),
             _ => {
                 return Err(format!(
-                    "unknown argument {flag:?}; usage: cw-bench [--rounds N] [--calls N] [--sustain-seconds S]"
+                    "unknown argument {flag:?}; usage: cw-bench [--rounds N | --min-rounds N --max-rounds N \
+                     --budget-seconds S] [--calls N] [--sustain-seconds S]"
                 )
                 .into())
             }
         }
     }
+    options.max_rounds = options.max_rounds.max(options.min_rounds);
     Ok(options)
+}
+
+/// Whether the median of the rounds' paired differences `config − baseline` is resolved: its
+/// 95% interval (order statistics, sign-test style) lies wholly on one side of zero.
+fn resolved(config: &Value, baseline: &Value) -> bool {
+    let values = |v: &Value| -> Vec<f64> { v.as_array().into_iter().flatten().filter_map(Value::as_f64).collect() };
+    let mut diffs: Vec<f64> = values(config).iter().zip(values(baseline)).map(|(c, b)| c - b).collect();
+    if diffs.len() < 6 {
+        return false;
+    }
+    diffs.sort_by(f64::total_cmp);
+    let n = diffs.len() as f64;
+    let half = 0.98 * n.sqrt();
+    let lo = ((n / 2.0 - half).floor() as usize).clamp(1, diffs.len()) - 1;
+    let hi = ((n / 2.0 + 1.0 + half).ceil() as usize).clamp(1, diffs.len()) - 1;
+    diffs[lo] > 0.0 || diffs[hi] < 0.0
 }
 
 /// One configuration, running.
@@ -435,6 +507,9 @@ fn workload(cgroup: &Path, args: &[&str]) -> Result<String> {
     // SAFETY: between fork and exec only raw syscalls on memory prepared before the fork.
     unsafe {
         command.pre_exec(move || {
+            // Ahead of other work on the machine, so that it takes the CPU from the loop less
+            // often (it still shows in wall time, and in what it leaves in the caches).
+            libc::setpriority(libc::PRIO_PROCESS, 0, -20);
             let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
             if fd < 0 || libc::write(fd, b"0\n".as_ptr().cast(), 2) != 2 {
                 return Err(io::Error::last_os_error());
