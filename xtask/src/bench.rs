@@ -29,6 +29,36 @@ const WORKLOADS: [(&str, &str); 4] = [
 ];
 const CONFIGS: [&str; 4] = ["bare", "floor", "capwatch", "bpftrace"];
 
+/// The breakdown: per watched workload, the configurations that stop after each step of its
+/// path (capwatch::probe::Step), from the floor to the daemon, and what each step adds.
+const BREAKDOWN: [(&str, &[(&str, &str)]); 2] = [
+    (
+        "cap_check",
+        &[
+            ("floor", "the floor: empty programs"),
+            ("to_scope", "scope test (`bpf_get_current_cgroup_id`, a compare)"),
+            ("to_syscall", "syscall number (`bpf_task_pt_regs`, `orig_ax`)"),
+            (
+                "to_judge",
+                "credential flags (`real_cred`, `cred->user_ns`) and the syscall's arguments \
+                 (`consequence::judge`, `port`)",
+            ),
+            ("to_origin", "origin lookup (`origin::current`)"),
+            ("to_key", "key lookup and add (`CW_CAPS`): the whole check"),
+            ("capwatch", "the daemon: all of capwatch's programs attached"),
+        ],
+    ),
+    (
+        "syscall",
+        &[
+            ("floor", "the floor: empty programs"),
+            ("exit_args", "`sys_exit`'s arguments read, the EPERM/EACCES test"),
+            ("exit_all", "pending denials (`pending::take`): the whole exit"),
+            ("capwatch", "the daemon: all of capwatch's programs attached"),
+        ],
+    ),
+];
+
 /// The targets, from the issue that asked for this benchmark (issue 18).
 const CAP_OVER_FLOOR_NS: f64 = 30.0;
 const CAP_VS_BPFTRACE: f64 = 0.15;
@@ -220,6 +250,52 @@ impl<'a> Results<'a> {
         Spread::of(&ours.iter().zip(&base).map(|(c, b)| c - b).collect::<Vec<_>>())
     }
 
+    /// Where the cost lies: programs that stop after each step, measured in the same rounds.
+    fn breakdown(&self, md: &mut String) {
+        let _ = writeln!(md, "## Where the cost lies\n");
+        let _ = writeln!(
+            md,
+            "capwatch's own code, built into programs that stop after each step of its path \
+             (`capwatch-ebpf/src/steps.rs`, `cap::check_until`), attached with the floor's empty \
+             program on the other hook the loop passes, and measured in the same alternating rounds, \
+             on the watched workload only. `over the floor` is the paired difference to the floor in \
+             the same round; `this step` the paired difference to the step before it. Thread CPU time, \
+             ns per call.\n"
+        );
+        for (workload, steps) in BREAKDOWN {
+            let label = WORKLOADS.iter().find(|(w, _)| *w == workload).map_or(workload, |(_, l)| l);
+            let _ = writeln!(md, "{label}:\n");
+            let _ =
+                writeln!(md, "| up to | ns per call: median (IQR; min–max) | over the floor [95%] | this step [95%] |");
+            let _ = writeln!(md, "|---|---:|---:|---:|");
+            let mut previous: Option<&str> = None;
+            for (config, what) in steps.iter() {
+                let Some(ns) = self.ns(Clock::Cpu, workload, config) else {
+                    let _ = writeln!(md, "| {what} | not measured | | |");
+                    continue;
+                };
+                let shown = |d: Option<Spread>| {
+                    d.map_or_else(String::new, |d| {
+                        format!("{}{}", d.difference(), if d.resolved() { "" } else { " not resolved" })
+                    })
+                };
+                let over = if *config == "floor" {
+                    String::new()
+                } else {
+                    shown(self.diff(Clock::Cpu, workload, config, "floor"))
+                };
+                let step = match previous {
+                    Some(before) if before != "floor" => shown(self.diff(Clock::Cpu, workload, config, before)),
+                    Some(_) => over.clone(),
+                    None => String::new(),
+                };
+                let _ = writeln!(md, "| {what} | {} | {over} | {step} |", ns.cell());
+                previous = Some(config);
+            }
+            let _ = writeln!(md);
+        }
+    }
+
     /// Added over bare, CPU time, median of the paired differences.
     fn added(&self, workload: &str, config: &str) -> f64 {
         self.diff(Clock::Cpu, workload, config, "bare").map_or(f64::NAN, |s| s.median)
@@ -334,13 +410,16 @@ impl<'a> Results<'a> {
             );
         }
 
+        self.breakdown(&mut md);
+
         let sustained = &run["sustained"];
         let _ = writeln!(md, "\n## The daemon under sustained load\n");
         let _ = writeln!(
             md,
-            "One daemon, `cw-workload paced RATE SECONDS setuid` in a container-named cgroup per rate. \
-             `reported` is CAP_SETUID's `used.count` in `capwatch report`, `totals` the daemon's final \
-             totals line; both must equal the checks made. CPU is the daemon's (all threads) over the \
+            "One daemon, `cw-workload as-user 1000 paced RATE SECONDS setuid-denied` in a \
+             container-named cgroup per rate: setuid(0) as uid 1000, each call a denied CAP_SETUID \
+             check and a syscall failing with EPERM. `reported` is CAP_SETUID's `denied.count` in \
+             `capwatch report`, `totals` the daemon's final totals line; both must equal the checks made. CPU is the daemon's (all threads) over the \
              loop's wall time.\n"
         );
         let _ = writeln!(md, "| rate (checks/s) | achieved | checks made | reported | totals | daemon CPU |");

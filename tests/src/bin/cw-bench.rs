@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use capwatch::cgroup::Hierarchy;
+use capwatch::{cgroup::Hierarchy, probe::Step};
 use serde_json::{json, Value};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -36,6 +36,12 @@ tracepoint:capability:cap_capable { @caps[cgroup, args->cap, args->ret] = count(
 tracepoint:raw_syscalls:sys_exit /args->ret == -1 || args->ret == -13/ { @fails[cgroup, args->id] = count(); }"#;
 
 const CONFIGS: [&str; 4] = ["bare", "floor", "capwatch", "bpftrace"];
+
+/// The breakdown's configurations (`capwatch::probe::Step`), each measured on the one watched
+/// workload whose path it stops on, in the same rounds.
+fn configs() -> Vec<&'static str> {
+    CONFIGS.into_iter().chain(Step::ALL.iter().map(|s| s.name)).collect()
+}
 
 /// The daemon's default `cap` number of CAP_SETUID, as the kernel numbers it.
 const CAP_SETUID: u64 = 7;
@@ -98,8 +104,15 @@ fn run() -> Result<()> {
     ];
     let mut samples = serde_json::Map::new();
     for (name, ..) in &workloads {
-        samples.insert(name.to_string(), json!({ "bare": [], "floor": [], "capwatch": [], "bpftrace": [] }));
+        let series: serde_json::Map<String, Value> = configs()
+            .into_iter()
+            .filter(|config| runs(config, name))
+            .map(|config| (config.to_string(), json!([])))
+            .collect();
+        samples.insert(name.to_string(), Value::Object(series));
     }
+    // Loaded once through the verifier; each step attaches in its turn.
+    let mut steps = capwatch::probe::Steps::load(hierarchy.scope(hierarchy.mount(), false)?)?;
     let mut wall = samples.clone();
     let mut backend = String::new();
     let mut bpftrace_seen = Vec::new();
@@ -125,14 +138,15 @@ fn run() -> Result<()> {
         }
         // Each round starts with another configuration, so that slow drifts of the machine
         // (other work, frequency) do not always fall on the same one.
-        for i in 0..CONFIGS.len() {
-            let config = CONFIGS[(round + i) % CONFIGS.len()];
+        let configs = configs();
+        for i in 0..configs.len() {
+            let config = configs[(round + i) % configs.len()];
             eprintln!("cw-bench: round {}: {config}", round + 1);
-            let running = Running::start(config, &state)?;
+            let running = Running::start(config, &state, &mut steps)?;
             if let Running::Capwatch(daemon) = &running {
                 backend = daemon.backend.clone();
             }
-            for (name, cgroup, args) in &workloads {
+            for (name, cgroup, args) in workloads.iter().filter(|(name, ..)| runs(config, name)) {
                 let output = workload(cgroup, args)?;
                 let ns =
                     field(&output, "ns_per_call").ok_or_else(|| format!("cw-workload {args:?} printed {output:?}"))?;
@@ -141,12 +155,13 @@ fn run() -> Result<()> {
                 samples[*name][config].as_array_mut().expect("array").push(json!(ns));
                 wall[*name][config].as_array_mut().expect("array").push(json!(wall_ns));
             }
-            if let Some(seen) = running.stop(watched.id)? {
+            if let Some(seen) = running.stop(watched.id, &mut steps)? {
                 bpftrace_seen.push(seen);
             }
         }
         round += 1;
     };
+    let alternating_seconds = began.elapsed().as_secs_f64();
     eprintln!("cw-bench: {stopped}");
     // bpftrace must have seen every check of the watched loop, or its numbers mean nothing.
     if let Some(short) = bpftrace_seen.iter().find(|&&n| n < options.calls) {
@@ -169,7 +184,7 @@ fn run() -> Result<()> {
         "calls": options.calls,
         "rounds": round,
         "rounds_stopped": stopped,
-        "alternating_seconds": began.elapsed().as_secs_f64(),
+        "alternating_seconds": alternating_seconds,
         "backend": backend,
         "bpftrace_version": command_output("bpftrace", &["--version"]).unwrap_or_default().trim(),
         "bpftrace_program": BPFTRACE_PROGRAM,
@@ -186,7 +201,7 @@ fn run() -> Result<()> {
 
 fn parse_args() -> Result<Options> {
     let mut options =
-        Options { min_rounds: 8, max_rounds: 60, budget_seconds: 420, calls: 500_000, sustain_seconds: 5 };
+        Options { min_rounds: 8, max_rounds: 60, budget_seconds: 420, calls: 1_000_000, sustain_seconds: 5 };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || -> Result<u64> {
@@ -232,29 +247,47 @@ fn resolved(config: &Value, baseline: &Value) -> bool {
     diffs[lo] > 0.0 || diffs[hi] < 0.0
 }
 
+/// Whether `config` is measured on `workload`: every workload under the four main
+/// configurations, each breakdown step on the watched workload whose path it stops on.
+fn runs(config: &str, workload: &str) -> bool {
+    match Step::ALL.iter().find(|s| s.name == config) {
+        Some(step) => workload == if step.on_check() { "cap_check" } else { "syscall" },
+        None => true,
+    }
+}
+
 /// One configuration, running.
 enum Running {
     Bare,
     Floor(capwatch::probe::Floor),
     Capwatch(Daemon),
     Bpftrace(Bpftrace),
+    Step,
 }
 
 impl Running {
-    fn start(config: &str, state: &Path) -> Result<Self> {
+    fn start(config: &str, state: &Path, steps: &mut capwatch::probe::Steps) -> Result<Self> {
         Ok(match config {
             "bare" => Running::Bare,
             "floor" => Running::Floor(capwatch::probe::attach_floor()?),
             "capwatch" => Running::Capwatch(Daemon::start(state)?),
             "bpftrace" => Running::Bpftrace(Bpftrace::start()?),
-            _ => unreachable!("CONFIGS holds {config}"),
+            _ => {
+                let step = Step::ALL.iter().find(|s| s.name == config).expect("configs() holds it");
+                steps.attach(step)?;
+                Running::Step
+            }
         })
     }
 
     /// Stops it; for bpftrace, the CAP_SETUID checks it counted in `cgroup_id`.
-    fn stop(self, cgroup_id: u64) -> Result<Option<u64>> {
+    fn stop(self, cgroup_id: u64, steps: &mut capwatch::probe::Steps) -> Result<Option<u64>> {
         match self {
             Running::Bare => Ok(None),
+            Running::Step => {
+                steps.detach();
+                Ok(None)
+            }
             Running::Floor(floor) => {
                 drop(floor); // detaches the programs
                 Ok(None)
@@ -325,7 +358,7 @@ impl Daemon {
         Ok(self.lines.iter().filter_map(|line| serde_json::from_str(&line).ok()).collect())
     }
 
-    /// `used.count` of CAP_SETUID in `capwatch report` of a container, if it is there yet.
+    /// `denied.count` of CAP_SETUID in `capwatch report` of a container, if it is there yet.
     fn reported_setuid(&self, container: &str) -> Option<u64> {
         let output = Command::new(sibling("capwatch").ok()?)
             .args(["report", &container[..12], "--format", "json", "--state-dir"])
@@ -334,7 +367,7 @@ impl Daemon {
             .output()
             .ok()?;
         let report: Value = serde_json::from_slice(&output.stdout).ok()?;
-        report["capabilities"].as_array()?.iter().find(|c| c["capability"] == "CAP_SETUID")?["used"]["count"].as_u64()
+        report["capabilities"].as_array()?.iter().find(|c| c["capability"] == "CAP_SETUID")?["denied"]["count"].as_u64()
     }
 }
 
@@ -376,8 +409,9 @@ impl Bpftrace {
     }
 }
 
-/// The daemon at sustained rates: in a fresh container cgroup per rate, `cw-workload` checks
-/// CAP_SETUID at the rate; the daemon's CPU time over the window, its peak RSS, whether its
+/// The daemon at sustained rates: in a fresh container cgroup per rate, `cw-workload` makes
+/// CAP_SETUID checks at the rate, as uid 1000 so that each is denied and counted by `capwatch
+/// report` (as root, setuid(0) changes nothing, and the report counts no use of it); the daemon's CPU time over the window, its peak RSS, whether its
 /// totals equal the checks made, what it reported lost, and how long a check takes to appear in
 /// `capwatch report`.
 fn sustained(hierarchy: &Hierarchy, bench: &Cgroup, state: &Path, seconds: u64) -> Result<Value> {
@@ -389,7 +423,10 @@ fn sustained(hierarchy: &Hierarchy, bench: &Cgroup, state: &Path, seconds: u64) 
         let cgroup = Cgroup::make(hierarchy, bench.dir.join(&id))?;
         let cpu_before = cpu_ns(daemon.pid());
         let start = Instant::now();
-        let output = workload(&cgroup.dir, &["paced", &rate.to_string(), &seconds.to_string(), "setuid"])?;
+        let output = workload(
+            &cgroup.dir,
+            &["as-user", "1000", "paced", &rate.to_string(), &seconds.to_string(), "setuid-denied"],
+        )?;
         let wall = start.elapsed();
         let cpu = cpu_ns(daemon.pid()).saturating_sub(cpu_before);
         let made = field(&output, "calls").ok_or_else(|| format!("cw-workload paced printed {output:?}"))? as u64;
@@ -419,7 +456,7 @@ fn sustained(hierarchy: &Hierarchy, bench: &Cgroup, state: &Path, seconds: u64) 
         let cgroup = Cgroup::make(hierarchy, bench.dir.join(&id))?;
         // Taken before the check (the process start adds a millisecond at most): an upper bound.
         let start = Instant::now();
-        workload(&cgroup.dir, &["setuid", "1"])?;
+        workload(&cgroup.dir, &["as-user", "1000", "setuid-tries", "1"])?;
         let deadline = start + Duration::from_secs(10);
         while daemon.reported_setuid(&id).is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -443,7 +480,7 @@ fn sustained(hierarchy: &Hierarchy, bench: &Cgroup, state: &Path, seconds: u64) 
                 v["message"] == "totals"
                     && v["cgroup_id"] == cgroup_id
                     && v["cap"] == CAP_SETUID
-                    && v["verdict"] == "granted"
+                    && v["verdict"] == "denied"
             })
             .map(|v| v["count"].as_u64().unwrap_or(0))
             .sum()
