@@ -201,7 +201,7 @@ fn run() -> Result<()> {
 
 fn parse_args() -> Result<Options> {
     let mut options =
-        Options { min_rounds: 8, max_rounds: 60, budget_seconds: 420, calls: 1_000_000, sustain_seconds: 5 };
+        Options { min_rounds: 10, max_rounds: 150, budget_seconds: 420, calls: 200_000, sustain_seconds: 5 };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || -> Result<u64> {
@@ -402,8 +402,17 @@ impl Bpftrace {
     /// Stops it the way a user does (Ctrl-C), and reads its CAP_SETUID count for `cgroup_id`
     /// from the maps it prints on the way out.
     fn stop(mut self, cgroup_id: u64) -> Result<u64> {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        self.child.wait()?;
+        // bpftrace 0.17 now and then lets a SIGINT pass without stopping: ask again.
+        loop {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while self.child.try_wait()?.is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if self.child.try_wait()?.is_some() {
+                break;
+            }
+        }
         let key = format!("@caps[{cgroup_id}, {CAP_SETUID}, 0]: ");
         Ok(self.lines.iter().find_map(|line| line.strip_prefix(&key).and_then(|n| n.trim().parse().ok())).unwrap_or(0))
     }
