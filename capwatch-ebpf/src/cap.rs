@@ -16,7 +16,8 @@ use capwatch_common::{
 };
 
 use crate::{
-    aggregate, consequence,
+    aggregate,
+    consequence::{self, Direct, Probed},
     maps::{KprobeStash, CW_CAPS, CW_KPROBE_STASH, CW_STACKS},
     origin, pending, scope,
 };
@@ -155,12 +156,13 @@ pub fn on_kept(syscall: u32, kept: u64) {
 /// `consequence::judge`).
 #[inline(always)]
 fn judge(checked: Checked, cap: u32, syscall: u32, regs: *const pt_regs) -> u32 {
-    let cred = match checked {
-        Checked::Typed(cred, _) | Checked::Raw(cred, _) | Checked::Current(cred) => cred,
+    let moot = match checked {
+        Checked::Typed(cred, _) => consequence::judge::<Direct>(cap, syscall, regs, cred),
+        Checked::Raw(cred, _) | Checked::Current(cred) => consequence::judge::<Probed>(cap, syscall, regs, cred),
         Checked::Judged => return 0,
     };
     cred_flags(checked)
-        | consequence::judge(cap, syscall, regs, cred).raw() << CAP_FLAG_MOOT_SHIFT
+        | moot.raw() << CAP_FLAG_MOOT_SHIFT
         | consequence::port(cap, syscall, regs) << CAP_FLAG_PORT_SHIFT
 }
 
