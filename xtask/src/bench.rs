@@ -561,15 +561,14 @@ impl<'a> Results<'a> {
         }
         target(
             &mut md,
-            "daemon ≤ 30 MiB RSS, start-up included",
+            "daemon ≤ 30 MiB RSS, start-up included (peak, VmHWM)",
             format!("{:.1} MiB", peak_kib / 1024.0),
             peak_kib <= RSS_LIMIT_KIB,
             &format!(
-                "the peak is reached at start-up; after the sustained load the daemon held {:.1} MiB. \
-                 At start-up aya parses the kernel's whole BTF (5.5 MB of it here) to load the \
-                 programs; the field offsets are read before that, from a mapped BTF, and the \
-                 kallsyms table is kept compact. What would close it: loading in a short-lived \
-                 process that pins the programs and maps for the daemon, or a BTF read lazily by the loader",
+                "after the sustained load the daemon held {:.1} MiB. The programs are loaded \
+                 without a full parse of the kernel's BTF (capwatch/src/probe/sparse.rs: a sparse BTF \
+                 for aya, read from the mapped one the offsets come from); what is left is the \
+                 daemon's own: its store, the kallsyms table, the eBPF object's parse",
                 sustained["rss_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0
             ),
         );
@@ -668,25 +667,26 @@ impl<'a> Results<'a> {
 }
 
 /// Why capwatch's capability check costs more than an empty program, where it does.
-const CAP_CHECK_WHY: &str = "beyond the floor, every watched check pays for the scope test \
-    (`bpf_get_current_cgroup_id`), two loads for the credential flags (`real_cred`, \
-    `cred->user_ns`; plain loads on the tracepoint and fexit, `bpf_probe_read_kernel` on the \
-    kprobe), `bpf_task_pt_regs` for the syscall number, the origin lookup in `CW_ORIGINS` (an LRU \
-    hash) and the lookup of its key in `CW_CAPS` with an atomic add (no clock read: `last_seen` is \
-    stamped at drain time). What would close it: the origin in task storage instead of a hash keyed \
-    by tgid (aya-ebpf 0.2 has no task-storage map), and a per-CPU array of recent keys in front of \
-    the hash map. Note the floor itself: empty \
-    programs cost far more here than the +12 ns measured on a quiet machine of this kind, so the \
-    ratio wants remeasuring there";
+const CAP_CHECK_WHY: &str = "a watched check runs the steps of the breakdown above: the scope \
+    test (`bpf_get_current_cgroup_id`), `bpf_task_pt_regs` for the syscall number, the credential \
+    flags (two plain loads on the tracepoint and fexit; the setuid/setgid judgement's two more, \
+    plain loads too where the credentials are typed), the origin (a per-CPU cache of the last \
+    process's, valid while `CW_ORIGINS` is unchanged, in front of that LRU hash), and the lookup \
+    of its key in `CW_CAPS` with an atomic add. What is left to cut: the key's hash lookup, which \
+    a per-CPU cache of the last key cannot skip while the counts live in the hash map's values \
+    (a program cannot keep a pointer into it between runs: the counts would have to move to an \
+    array indexed by a slot the hash map gives); task-local storage for the origin is not offered \
+    by aya-ebpf 0.2.1. On a machine where other work runs, every program's CPU time is inflated \
+    (see the floor's own added cost, and the intervals): the ratios want a quiet machine";
 const SYSCALL_WHY: &str = "beyond the floor's empty program, every syscall exit reads the \
-    tracepoint's two arguments, compares the result with -EPERM and -EACCES, and looks up \
-    `CW_DENIED_COUNT` (whether any thread has a denied check pending). What would close it: the \
-    pending count in a global variable instead of a map";
+    tracepoint's two arguments and the syscall number, loads the count of pending denials (a \
+    global) and compares the result with -EPERM and -EACCES: a few instructions, which the \
+    breakdown cannot tell from the floor on this machine; the difference left is within the \
+    spread of other work's interference (see the interval)";
 const HOST_WHY: &str = "outside the watched subtree capwatch's programs stop at the scope test \
     (`bpf_get_current_cgroup_id` and a compare; for syscall exits the EPERM/EACCES test and the \
-    pending-denial lookup come first), a few ns over an empty program. A gap well beyond that, \
-    inside the fastest–slowest range of the same rows, is the machine's noise (see the load \
-    average): rerun on a quiet machine, or with more rounds";
+    pending-denial count come first), a few ns over an empty program; a gap beyond the interval \
+    is the machine's noise: rerun on a quiet machine, or with more rounds";
 
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
