@@ -16,7 +16,8 @@ use capwatch_common::{
 };
 
 use crate::{
-    aggregate, consequence,
+    aggregate,
+    consequence::{self, Direct, Probed},
     maps::{KprobeStash, CW_CAPS, CW_KPROBE_STASH, CW_STACKS},
     origin, pending, scope,
 };
@@ -42,22 +43,63 @@ const STACK_FRAMES: usize = 16;
 /// the credentials and namespace it was made on, where not already judged into `flags`.
 #[inline(always)]
 pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, checked: Checked) {
+    check_until::<{ step::ALL }, C>(ctx, cap, ret, flags, checked);
+}
+
+/// The steps of a check, in the order `check_until` takes them: the benchmark's breakdown
+/// measures programs that stop after each (steps.rs).
+pub mod step {
+    /// Whether the current task's cgroup is watched.
+    pub const SCOPE: u8 = 1;
+    /// The syscall the check is made in (the task's saved registers).
+    pub const SYSCALL: u8 = 2;
+    /// What the checked credentials and the syscall's arguments say (`judge`).
+    pub const JUDGE: u8 = 3;
+    /// Who in the cgroup is acting (origin.rs).
+    pub const ORIGIN: u8 = 4;
+    /// Everything: the key's lookup and count.
+    pub const ALL: u8 = u8::MAX;
+}
+
+/// `on_check` up to and including step `UNTIL`; what the last step taken found, so that a
+/// program stopping there cannot have its work optimised away.
+#[inline(always)]
+pub fn check_until<const UNTIL: u8, C: StackIdContext>(
+    ctx: &C,
+    cap: u32,
+    ret: i32,
+    flags: u32,
+    checked: Checked,
+) -> u64 {
     let Some(cgroup_id) = scope::watched_cgroup() else {
-        return;
+        return 0;
     };
+    if UNTIL == step::SCOPE {
+        return cgroup_id;
+    }
     let regs = current_regs();
     let syscall = unsafe { (*regs).orig_rax } as u32;
+    if UNTIL == step::SYSCALL {
+        return syscall as u64;
+    }
     let flags = flags | judge(checked, cap, syscall, regs);
+    if UNTIL == step::JUDGE {
+        return flags as u64;
+    }
     // A moot check's refusal cannot be why its syscall fails.
     if ret != 0 && flags & CAP_FLAG_MOOT_MASK == 0 {
         pending::note_denied(syscall, cap);
+    }
+    let origin = origin::current();
+    if UNTIL == step::ORIGIN {
+        return origin as u64;
     }
     let key = CapKey {
         cgroup_id,
         cap,
         syscall,
         verdict: if ret == 0 { Verdict::Granted } else { Verdict::Denied },
-        origin: origin::current(),
+        origin,
         flags,
     };
     aggregate::record(&CW_CAPS, &key, || first_occurrence(ctx), Loss::CapMapFull);
@@ -65,6 +107,7 @@ pub fn on_check<C: StackIdContext>(ctx: &C, cap: u32, ret: i32, flags: u32, chec
     if (cap, syscall) == (consequence::CAP_SETPCAP, consequence::SYS_CAPSET) {
         note_kept(syscall, regs);
     }
+    1
 }
 
 /// Remembers, until the capset's exit, what it keeps if it narrows the permitted set
@@ -113,12 +156,13 @@ pub fn on_kept(syscall: u32, kept: u64) {
 /// `consequence::judge`).
 #[inline(always)]
 fn judge(checked: Checked, cap: u32, syscall: u32, regs: *const pt_regs) -> u32 {
-    let cred = match checked {
-        Checked::Typed(cred, _) | Checked::Raw(cred, _) | Checked::Current(cred) => cred,
+    let moot = match checked {
+        Checked::Typed(cred, _) => consequence::judge::<Direct>(cap, syscall, regs, cred),
+        Checked::Raw(cred, _) | Checked::Current(cred) => consequence::judge::<Probed>(cap, syscall, regs, cred),
         Checked::Judged => return 0,
     };
     cred_flags(checked)
-        | consequence::judge(cap, syscall, regs, cred).raw() << CAP_FLAG_MOOT_SHIFT
+        | moot.raw() << CAP_FLAG_MOOT_SHIFT
         | consequence::port(cap, syscall, regs) << CAP_FLAG_PORT_SHIFT
 }
 

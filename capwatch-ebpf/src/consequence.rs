@@ -47,20 +47,44 @@ static CW_CRED_CAP_INHERITABLE_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CW_CRED_CAP_PERMITTED_OFFSET: u32 = 0;
 
-/// Whether a check of `cap` in `syscall`, on `cred`, with the caller's saved registers `regs`,
-/// could change nothing. Everything but the few (capability, syscall) pairs below leaves after
-/// two compares.
+/// How the checked credentials' fields are read: `Direct` loads where the probe got `cred` as a
+/// typed kernel pointer (tracepoint, fexit: the verifier knows its type and the offsets are
+/// constants to it), `Probed` through `bpf_probe_read_kernel` where it is a plain address.
+pub trait CredRead {
+    fn u32_at(cred: *const u8, offset: u32) -> Option<u32>;
+}
+
+pub struct Direct;
+pub struct Probed;
+
+impl CredRead for Direct {
+    #[inline(always)]
+    fn u32_at(cred: *const u8, offset: u32) -> Option<u32> {
+        Some(unsafe { *(cred.wrapping_add(offset as usize) as *const u32) })
+    }
+}
+
+impl CredRead for Probed {
+    #[inline(always)]
+    fn u32_at(cred: *const u8, offset: u32) -> Option<u32> {
+        unsafe { bpf_probe_read_kernel(cred.wrapping_add(offset as usize) as *const u32) }.ok()
+    }
+}
+
+/// Whether a check of `cap` in `syscall`, on `cred` (read as `R` says), with the caller's saved
+/// registers `regs`, could change nothing. Everything but the few (capability, syscall) pairs
+/// below leaves after two compares.
 #[inline(always)]
-pub fn judge(cap: u32, syscall: u32, regs: *const pt_regs, cred: *const u8) -> Moot {
+pub fn judge<R: CredRead>(cap: u32, syscall: u32, regs: *const pt_regs, cred: *const u8) -> Moot {
     match (cap, syscall) {
         (CAP_SETPCAP, SYS_CAPSET) => capset_within_permitted(regs, cred),
         (CAP_FSETID, SYS_CHMOD | SYS_FCHMOD) => chmod_without_setgid(unsafe { (*regs).rsi }),
         (CAP_FSETID, SYS_FCHMODAT | SYS_FCHMODAT2) => chmod_without_setgid(unsafe { (*regs).rdx }),
         (CAP_SETUID, SYS_SETUID) => {
-            unchanged(regs, cred, &CW_CRED_UID_OFFSET, &CW_CRED_SUID_OFFSET, Moot::SetuidUnchanged)
+            unchanged::<R>(regs, cred, &CW_CRED_UID_OFFSET, &CW_CRED_SUID_OFFSET, Moot::SetuidUnchanged)
         }
         (CAP_SETGID, SYS_SETGID) => {
-            unchanged(regs, cred, &CW_CRED_GID_OFFSET, &CW_CRED_SGID_OFFSET, Moot::SetgidUnchanged)
+            unchanged::<R>(regs, cred, &CW_CRED_GID_OFFSET, &CW_CRED_SGID_OFFSET, Moot::SetgidUnchanged)
         }
         _ => Moot::No,
     }
@@ -171,23 +195,17 @@ fn chmod_without_setgid(mode: u64) -> Moot {
 /// When the id asked for is already the real and the saved one, both ways end with the same
 /// credentials. The id is compared as the caller passed it: in a user namespace that maps it
 /// elsewhere the comparison fails and the check stays consequential.
-fn unchanged(regs: *const pt_regs, cred: *const u8, real: &u32, saved: &u32, moot: Moot) -> Moot {
+#[inline(always)]
+fn unchanged<R: CredRead>(regs: *const pt_regs, cred: *const u8, real: &u32, saved: &u32, moot: Moot) -> Moot {
     let wanted = unsafe { (*regs).rdi } as u32;
-    if read_u32(cred, real) != Some(wanted) {
+    let (real, saved) = unsafe { (read_volatile(real), read_volatile(saved)) };
+    if real == 0 || saved == 0 {
         return Moot::No;
     }
-    if read_u32(cred, saved) != Some(wanted) {
+    if R::u32_at(cred, real) != Some(wanted) || R::u32_at(cred, saved) != Some(wanted) {
         return Moot::No;
     }
     moot
-}
-
-fn read_u32(base: *const u8, offset: &u32) -> Option<u32> {
-    let offset = unsafe { read_volatile(offset) };
-    if offset == 0 {
-        return None;
-    }
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const u32) }.ok()
 }
 
 fn read_u64(base: *const u8, offset: &u32) -> Option<u64> {

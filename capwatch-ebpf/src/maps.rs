@@ -46,10 +46,6 @@ pub static CW_MMAP_MIN_ADDR: Array<u64> = Array::with_max_entries(2, 0);
 #[map]
 pub static CW_DENIED: HashMap<u32, InSyscall> = HashMap::with_max_entries(16384, 0);
 
-/// How many entries `CW_DENIED` holds: while none, syscall exits skip it entirely.
-#[map]
-pub static CW_DENIED_COUNT: Array<u64> = Array::with_max_entries(1, 0);
-
 /// What `CW_DENIED` keeps for a thread until the end of its syscall.
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -9,18 +9,37 @@
 //! parent's origin at fork. Only processes that came in some other way (already running when
 //! capwatch attached, or cloned straight into the cgroup) are classified by their command name.
 
-use core::ptr::read_volatile;
+use core::ptr::{addr_of, addr_of_mut, read_volatile};
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     macros::map,
-    maps::{HashMap, LruHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray},
 };
 use capwatch_common::Origin;
 
+use crate::aggregate;
+
 /// Origin by process (tgid). Processes that never made a check are classified on first use.
+/// Every change to it goes through `set` or `unset`, which bump `CW_ORIGINS_GENERATION`.
 #[map]
 pub static CW_ORIGINS: LruHashMap<u32, Origin> = LruHashMap::with_max_entries(65536, 0);
+
+/// The last origin each CPU looked up, packed into one word (written and read whole, so that a
+/// program preempted on the same CPU never leaves half an entry): `CW_ORIGINS_GENERATION` as it
+/// was before the lookup, the tgid, and the origin plus one (0: empty). An entry serves only
+/// while the generation is unchanged, that is while `CW_ORIGINS` is: a cheaper lookup than the
+/// hash map's for a process that makes check after check.
+#[map]
+static CW_ORIGIN_CACHE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// How many times `CW_ORIGINS` has changed (bumped after each change).
+#[unsafe(no_mangle)]
+static mut CW_ORIGINS_GENERATION: u64 = 0;
+
+/// tgids are below PID_MAX_LIMIT, 2^22 on 64-bit kernels; the generation keeps 34 bits.
+const TGID_BITS: u32 = 22;
+const ORIGIN_BITS: u32 = 8;
 
 /// The program file (its inode) each process moved into a cgroup was running then: executing it
 /// again is the runtime re-executing itself.
@@ -66,12 +85,48 @@ fn current_tgid() -> u32 {
 #[inline(always)]
 pub fn current() -> Origin {
     let tgid = current_tgid();
-    if let Some(origin) = unsafe { CW_ORIGINS.get(tgid) } {
-        return *origin;
+    // Read before the map: a change made after this read bumps the generation past it.
+    let generation = unsafe { read_volatile(addr_of!(CW_ORIGINS_GENERATION)) };
+    let tag = (generation << (TGID_BITS + ORIGIN_BITS)) | ((tgid as u64 & ((1 << TGID_BITS) - 1)) << ORIGIN_BITS);
+    let cache = CW_ORIGIN_CACHE.get_ptr_mut(0);
+    if let Some(cached) = cache.map(|c| unsafe { read_volatile(c) }) {
+        if cached >> ORIGIN_BITS == tag >> ORIGIN_BITS {
+            if let Some(origin) = Origin::from_raw(((cached & 0xff) as u16).wrapping_sub(1)) {
+                return origin;
+            }
+        }
     }
-    let origin = classify();
-    let _ = CW_ORIGINS.insert(tgid, origin, 0);
+    let origin = match unsafe { CW_ORIGINS.get(tgid) } {
+        Some(origin) => *origin,
+        None => {
+            let origin = classify();
+            set(tgid, origin);
+            origin
+        }
+    };
+    if let Some(cache) = cache {
+        unsafe { core::ptr::write_volatile(cache, tag | (origin.raw() as u64 + 1)) };
+    }
     origin
+}
+
+/// `CW_ORIGINS[tgid] = origin`, then a new generation: every CPU's cached origin is stale.
+#[inline(always)]
+fn set(tgid: u32, origin: Origin) {
+    let _ = CW_ORIGINS.insert(tgid, origin, 0);
+    bump_generation();
+}
+
+/// Removes `tgid` from `CW_ORIGINS`, then a new generation.
+#[inline(always)]
+fn unset(tgid: u32) {
+    let _ = CW_ORIGINS.remove(tgid);
+    bump_generation();
+}
+
+#[inline(always)]
+fn bump_generation() {
+    unsafe { aggregate::add(addr_of_mut!(CW_ORIGINS_GENERATION), 1) };
 }
 
 fn classify() -> Origin {
@@ -98,7 +153,7 @@ fn tgid_of(task: *const u8) -> Option<u32> {
 /// subtree never reads the mark.
 pub fn on_attach(task: *const u8) {
     let Some(tgid) = tgid_of(task) else { return };
-    let _ = CW_ORIGINS.insert(tgid, Origin::Runtime, 0);
+    set(tgid, Origin::Runtime);
     let exe = read_ptr(task, at(&CW_TASK_MM_OFFSET))
         .and_then(|mm| read_ptr(mm, at(&CW_MM_EXE_FILE_OFFSET)))
         .and_then(|file| read_ptr(file, at(&CW_FILE_INODE_OFFSET)));
@@ -126,7 +181,7 @@ pub fn on_fork(child: *const u8) {
     if child_tgid == current_tgid() {
         return; // a thread: it shares the process's entry
     }
-    let _ = CW_ORIGINS.insert(child_tgid, current(), 0);
+    set(child_tgid, current());
 }
 
 /// `sched_process_exec`: a runtime process that execs a program becomes the container's command
@@ -143,7 +198,7 @@ pub fn on_exec(cgroup_id: u64, bprm: *const u8) {
         let _ = CW_STARTED.insert(cgroup_id, tgid as u64, 0);
         Origin::App
     };
-    let _ = CW_ORIGINS.insert(tgid, origin, 0);
+    set(tgid, origin);
 }
 
 /// Whether an exec re-executes the runtime itself rather than starting a program: the program
@@ -179,7 +234,7 @@ pub fn on_exit(cgroup_id: u64) {
     if pid_tgid as u32 != tgid {
         return;
     }
-    let _ = CW_ORIGINS.remove(tgid);
+    unset(tgid);
     let _ = CW_RUNTIME_EXE.remove(tgid);
     if unsafe { CW_STARTED.get(cgroup_id) }.is_some_and(|starter| *starter == tgid as u64) {
         let _ = CW_STARTED.remove(cgroup_id);

@@ -3,13 +3,20 @@
 //! (recorded only if the capset succeeds). `CW_DENIED_COUNT` counts the entries, so that the
 //! exit of every other syscall on the host skips the map after one load.
 
+use core::ptr::{addr_of, addr_of_mut, read_volatile};
+
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_current_pid_tgid};
 use capwatch_common::Loss;
 
 use crate::{
     aggregate,
-    maps::{InSyscall, CW_DENIED, CW_DENIED_COUNT},
+    maps::{InSyscall, CW_DENIED},
 };
+
+/// How many entries `CW_DENIED` holds: while none, syscall exits skip it entirely. A global
+/// rather than a map's element: one load where every syscall of the host looks.
+#[unsafe(no_mangle)]
+static mut CW_DENIED_COUNT: u64 = 0;
 
 /// Remembers a capability denied to the current thread in `syscall`.
 #[inline(always)]
@@ -69,11 +76,9 @@ pub fn forget() {
 
 #[inline(always)]
 fn any() -> bool {
-    CW_DENIED_COUNT.get(0).is_some_and(|n| *n != 0)
+    unsafe { read_volatile(addr_of!(CW_DENIED_COUNT)) != 0 }
 }
 
 fn count(delta: u64) {
-    if let Some(counter) = CW_DENIED_COUNT.get_ptr_mut(0) {
-        unsafe { aggregate::add(counter, delta) };
-    }
+    unsafe { aggregate::add(addr_of_mut!(CW_DENIED_COUNT), delta) };
 }

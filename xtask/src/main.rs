@@ -38,7 +38,8 @@ enum Task {
     CorpusImage,
     /// Measure capwatch's overhead beside the floor and bpftrace; writes docs/performance.md.
     Bench {
-        /// Passed on to cw-bench (`--rounds N`, `--calls N`, `--sustain-seconds S`).
+        /// Passed on to cw-bench (`--rounds N` for a fixed count, else `--min-rounds N`,
+        /// `--max-rounds N`, `--budget-seconds S`; `--calls N`, `--sustain-seconds S`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

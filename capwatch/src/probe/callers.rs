@@ -11,7 +11,6 @@ use std::{fs, path::Path};
 use aya::{
     maps::Array,
     programs::{FExit, KProbe},
-    Btf,
 };
 use serde::{Deserialize, Serialize};
 
@@ -82,8 +81,7 @@ impl Probe {
     /// Attaches a program to each caller: fexit where the kernel builds trampolines, a kprobe on
     /// its entry where it does not. Returns every try, in order.
     pub fn hook_callers(&mut self, callers: &[Caller]) -> Vec<HookAttempt> {
-        // Parsed once for all of them, and only here: a parse takes tens of MiB while it lives.
-        let btf = Btf::from_sys_fs().map_err(|e| format!("reading the kernel's BTF: {}", chain(&e)));
+        let btf = super::loader_btf().map_err(|e| format!("reading the kernel's BTF: {e}"));
         let mut attempts = Vec::new();
         for &caller in callers {
             if caller == Caller::MmapAddr {

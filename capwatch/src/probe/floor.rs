@@ -2,7 +2,7 @@
 //! attaches with the tracepoint backend, so that its overhead can be told from the cost of being
 //! attached at all.
 
-use aya::{programs::BtfTracePoint, Btf, Ebpf};
+use aya::{programs::BtfTracePoint, Ebpf, EbpfLoader};
 
 use super::{chain, program};
 use crate::error::Error;
@@ -25,8 +25,9 @@ pub struct Floor {
 }
 
 pub fn attach_floor() -> Result<Floor, Error> {
-    let btf = Btf::from_sys_fs().map_err(|_| Error::NoBtf)?;
-    let mut ebpf = Ebpf::load(OBJECT).map_err(|e| Error::Program { program: "floor object", reason: chain(&e) })?;
+    let btf = super::loader_btf()?;
+    let mut ebpf = super::sparse::without_full_parse(|| EbpfLoader::new().btf(Some(&btf)).load(OBJECT))
+        .map_err(|e| Error::Program { program: "floor object", reason: chain(&e) })?;
     for (name, tracepoint) in PROGRAMS {
         let program: &mut BtfTracePoint = program(&mut ebpf, name)?;
         program.load(tracepoint, &btf).map_err(|e| Error::Program { program: name, reason: chain(&e) })?;

@@ -7,6 +7,8 @@ mod floor;
 mod kprobe;
 mod offsets;
 mod requirements;
+mod sparse;
+mod steps;
 mod tracepoint;
 
 use std::{fmt, path::Path, str::FromStr};
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     callers::{Caller, HookAttempt, Mechanism},
     floor::{attach_floor, Floor},
+    steps::{Step, Steps},
 };
 use crate::{cgroup::Scope, error::Error, symbols};
 
@@ -258,63 +261,82 @@ fn describe(attempts: &[Attempt]) -> String {
         .join("; ")
 }
 
+/// The kernel's BTF as aya needs it to load and attach capwatch's programs (sparse.rs).
+fn loader_btf() -> Result<Btf, Error> {
+    sparse::btf(&offsets::kernel_btf()?)
+}
+
 /// Checks what every backend needs, then loads the object with the scope in its globals.
 fn open(scope: Scope, maps: MapSizes, syscall_sets: bool) -> Result<(Ebpf, Btf), Error> {
+    open_object(OBJECT, true, scope, maps, syscall_sets)
+}
+
+/// `open` for `object`, capwatch's or one built from its code (steps.rs); `all_globals`: whether
+/// every global capwatch sets must be in it.
+fn open_object(
+    object: &[u8],
+    all_globals: bool,
+    scope: Scope,
+    maps: MapSizes,
+    syscall_sets: bool,
+) -> Result<(Ebpf, Btf), Error> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(Error::NoBtf);
     }
-    // One parse of the kernel's BTF at a time: each takes tens of MiB while it lives.
-    let offsets = {
-        let btf = offsets::kernel_btf()?;
-        requirements::check(&btf)?;
-        offsets::read(&btf)?
+    // The kernel's BTF, mapped and read lazily: the offsets, and the few types aya's loader
+    // looks up (a full parse would hold tens of MiB at start-up).
+    let (offsets, btf) = {
+        let kernel = offsets::kernel_btf()?;
+        requirements::check(&kernel)?;
+        (offsets::read(&kernel)?, sparse::btf(&kernel)?)
     };
-    let btf = Btf::from_sys_fs().map_err(|_| Error::NoBtf)?;
     let include_root = u32::from(scope.include_root);
     let syscall_sets = u32::from(syscall_sets);
-    let ebpf = EbpfLoader::new()
-        .btf(Some(&btf))
-        .map_max_entries("CW_CAPS", maps.caps)
-        .map_max_entries("CW_FAILURES", maps.failures)
-        .map_max_entries("CW_EXECS", maps.execs)
-        .map_max_entries("CW_STACKS", maps.stacks)
-        .map_max_entries("CW_DENIED", maps.denied)
-        .map_max_entries("CW_KPROBE_STASH", maps.kprobe_stash)
-        .map_max_entries("CW_EVENTS", maps.ringbuf_bytes)
-        .override_global("CW_WATCH_ROOT_ID", &scope.root_id, true)
-        .override_global("CW_WATCH_ROOT_LEVEL", &scope.level, true)
-        .override_global("CW_WATCH_ROOT_INCLUDED", &include_root, true)
-        .override_global("CW_CALLS_ENABLED", &syscall_sets, true)
-        .override_global("CW_TASK_TGID_OFFSET", &offsets.task_tgid, true)
-        .override_global("CW_TASK_REAL_CRED_OFFSET", &offsets.task_real_cred, true)
-        .override_global("CW_CRED_USER_NS_OFFSET", &offsets.cred_user_ns, true)
-        .override_global("CW_TASK_CRED_OFFSET", &offsets.task_cred, true)
-        .override_global("CW_CRED_CAP_EFFECTIVE_OFFSET", &offsets.cred_cap_effective, true)
-        .override_global("CW_USER_NS_LEVEL_OFFSET", &offsets.user_ns_level, true)
-        .override_global("CW_TASK_SECCOMP_MODE_OFFSET", &offsets.task_seccomp_mode, true)
-        .override_global("CW_TASK_SECCOMP_FILTER_OFFSET", &offsets.task_seccomp_filter, true)
-        .override_global("CW_FILTER_ALLOW_NATIVE_OFFSET", &offsets.filter_allow_native, true)
-        .override_global("CW_SECCOMP_NATIVE_BITS", &offsets.seccomp_native_bits, true)
-        .override_global("CW_CRED_UID_OFFSET", &offsets.cred_uid, true)
-        .override_global("CW_CRED_SUID_OFFSET", &offsets.cred_suid, true)
-        .override_global("CW_CRED_GID_OFFSET", &offsets.cred_gid, true)
-        .override_global("CW_CRED_SGID_OFFSET", &offsets.cred_sgid, true)
-        .override_global("CW_CRED_CAP_INHERITABLE_OFFSET", &offsets.cred_cap_inheritable, true)
-        .override_global("CW_CRED_CAP_PERMITTED_OFFSET", &offsets.cred_cap_permitted, true)
-        .override_global("CW_CALL_SITES", &call_sites(), true)
-        .override_global("CW_BPRM_INTERP_OFFSET", &offsets.bprm_interp, true)
-        .override_global("CW_BPRM_FILE_OFFSET", &offsets.bprm_file, true)
-        .override_global("CW_FILE_INODE_OFFSET", &offsets.file_inode, true)
-        .override_global("CW_INODE_NLINK_OFFSET", &offsets.inode_nlink, true)
-        .override_global("CW_FILE_DENTRY_OFFSET", &offsets.file_dentry, true)
-        .override_global("CW_DENTRY_NAME_OFFSET", &offsets.dentry_name, true)
-        .override_global("CW_TASK_MM_OFFSET", &offsets.task_mm, true)
-        .override_global("CW_MM_EXE_FILE_OFFSET", &offsets.mm_exe_file, true)
-        .load(OBJECT)
-        .map_err(|e| match permission_denied(&e) {
-            true => Error::NotRoot,
-            false => Error::Program { program: "object", reason: chain(&e) },
-        })?;
+    let ebpf = sparse::without_full_parse(|| {
+        EbpfLoader::new()
+            .btf(Some(&btf))
+            .map_max_entries("CW_CAPS", maps.caps)
+            .map_max_entries("CW_FAILURES", maps.failures)
+            .map_max_entries("CW_EXECS", maps.execs)
+            .map_max_entries("CW_STACKS", maps.stacks)
+            .map_max_entries("CW_DENIED", maps.denied)
+            .map_max_entries("CW_KPROBE_STASH", maps.kprobe_stash)
+            .map_max_entries("CW_EVENTS", maps.ringbuf_bytes)
+            .override_global("CW_WATCH_ROOT_ID", &scope.root_id, all_globals)
+            .override_global("CW_WATCH_ROOT_LEVEL", &scope.level, all_globals)
+            .override_global("CW_WATCH_ROOT_INCLUDED", &include_root, all_globals)
+            .override_global("CW_CALLS_ENABLED", &syscall_sets, all_globals)
+            .override_global("CW_TASK_TGID_OFFSET", &offsets.task_tgid, all_globals)
+            .override_global("CW_TASK_REAL_CRED_OFFSET", &offsets.task_real_cred, all_globals)
+            .override_global("CW_CRED_USER_NS_OFFSET", &offsets.cred_user_ns, all_globals)
+            .override_global("CW_TASK_CRED_OFFSET", &offsets.task_cred, all_globals)
+            .override_global("CW_CRED_CAP_EFFECTIVE_OFFSET", &offsets.cred_cap_effective, all_globals)
+            .override_global("CW_USER_NS_LEVEL_OFFSET", &offsets.user_ns_level, all_globals)
+            .override_global("CW_TASK_SECCOMP_MODE_OFFSET", &offsets.task_seccomp_mode, all_globals)
+            .override_global("CW_TASK_SECCOMP_FILTER_OFFSET", &offsets.task_seccomp_filter, all_globals)
+            .override_global("CW_FILTER_ALLOW_NATIVE_OFFSET", &offsets.filter_allow_native, all_globals)
+            .override_global("CW_SECCOMP_NATIVE_BITS", &offsets.seccomp_native_bits, all_globals)
+            .override_global("CW_CRED_UID_OFFSET", &offsets.cred_uid, all_globals)
+            .override_global("CW_CRED_SUID_OFFSET", &offsets.cred_suid, all_globals)
+            .override_global("CW_CRED_GID_OFFSET", &offsets.cred_gid, all_globals)
+            .override_global("CW_CRED_SGID_OFFSET", &offsets.cred_sgid, all_globals)
+            .override_global("CW_CRED_CAP_INHERITABLE_OFFSET", &offsets.cred_cap_inheritable, all_globals)
+            .override_global("CW_CRED_CAP_PERMITTED_OFFSET", &offsets.cred_cap_permitted, all_globals)
+            .override_global("CW_CALL_SITES", &call_sites(), all_globals)
+            .override_global("CW_BPRM_INTERP_OFFSET", &offsets.bprm_interp, all_globals)
+            .override_global("CW_BPRM_FILE_OFFSET", &offsets.bprm_file, all_globals)
+            .override_global("CW_FILE_INODE_OFFSET", &offsets.file_inode, all_globals)
+            .override_global("CW_INODE_NLINK_OFFSET", &offsets.inode_nlink, all_globals)
+            .override_global("CW_FILE_DENTRY_OFFSET", &offsets.file_dentry, all_globals)
+            .override_global("CW_DENTRY_NAME_OFFSET", &offsets.dentry_name, all_globals)
+            .override_global("CW_TASK_MM_OFFSET", &offsets.task_mm, all_globals)
+            .override_global("CW_MM_EXE_FILE_OFFSET", &offsets.mm_exe_file, all_globals)
+            .load(object)
+    })
+    .map_err(|e| match permission_denied(&e) {
+        true => Error::NotRoot,
+        false => Error::Program { program: "object", reason: chain(&e) },
+    })?;
     Ok((ebpf, btf))
 }
 
