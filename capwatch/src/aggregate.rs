@@ -114,6 +114,11 @@ impl Aggregates {
         &self.execs
     }
 
+    /// The syscalls made, by cgroup and origin.
+    pub fn calls(&self) -> &BTreeMap<CallsKey, CallSet> {
+        &self.calls
+    }
+
     /// Total occurrences lost so far, by `Loss` slot.
     pub fn losses(&self) -> &[u64] {
         &self.losses

@@ -441,6 +441,50 @@ async fn a_real_seccomp_filters_refusal_is_told_from_a_call_that_ran() {
     w.assert_nothing_lost();
 }
 
+/// The syscalls a process makes are in its cgroup's set: those that return, and exit_group,
+/// which never does; one its seccomp filter refused is not (it is a failure), while one that ran
+/// and failed for want of a capability is.
+#[tokio::test]
+async fn the_syscalls_made_are_recorded_but_not_those_a_seccomp_filter_refused() {
+    if !kernel_available("the_syscalls_made_are_recorded_but_not_those_a_seccomp_filter_refused") {
+        return;
+    }
+    let file = ProtectedFile::new("kernel-calls");
+    let mut w = Watched::new("calls");
+    let out = Launch::in_cgroup(&w.cgroup).dropping(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH]).run(&[
+        "seccomp-refuse",
+        "chmod,fchmodat",
+        "chmod",
+        file.path(),
+        "+",
+        "open",
+        file.path(),
+    ]);
+    assert!(refused(&out), "{out:?}");
+    w.drain();
+    let calls: Vec<_> = w.monitor.aggregates().calls().iter().filter(|(k, _)| k.cgroup_id == w.cgroup.id).collect();
+    let app: Vec<_> = calls.iter().filter(|(k, _)| k.origin == Origin::App).collect();
+    assert_eq!(app.len(), 1, "{}: one set for the application: {calls:?}", w.backend());
+    let made = app[0].1;
+    let has = |nr: i64| made.contains(nr as u32);
+    assert!(
+        has(libc::SYS_execve) && has(libc::SYS_prctl) && has(libc::SYS_openat),
+        "{:?}",
+        made.iter().collect::<Vec<_>>()
+    );
+    assert!(
+        has(libc::SYS_exit_group),
+        "exit_group never returns, yet it was made: {:?}",
+        made.iter().collect::<Vec<_>>()
+    );
+    assert!(
+        !has(libc::SYS_chmod) && !has(libc::SYS_fchmodat),
+        "the filter refused chmod: {:?}",
+        made.iter().collect::<Vec<_>>()
+    );
+    w.assert_nothing_lost();
+}
+
 /// Every private writable mapping makes the kernel ask for CAP_SYS_ADMIN with
 /// `CAP_OPT_NOAUDIT` (`cap_vm_enough_memory`). Where the backend sees `opts`, each of those checks
 /// is marked advisory; where it does not, none is claimed either way. The difference between
