@@ -83,7 +83,7 @@ impl Profile {
             None => Profile::Unconfined,
             Some("unconfined") => Profile::Unconfined,
             // docker passes the profile's contents, not its path.
-            Some(profile) if profile.contains(crate::format::seccomp::MARKER) => Profile::Capwatch,
+            Some(profile) if profile.contains(crate::seccomp_profile::MARKER) => Profile::Capwatch,
             Some(_) => Profile::Custom,
         }
     }

@@ -49,6 +49,10 @@ pub struct WrittenRule {
     pub comment: String,
 }
 
+/// Begins the first comment of every profile capwatch writes (format/seccomp.rs): a
+/// container's configuration holding it runs under capwatch's own profile.
+pub const MARKER: &str = "capwatch least-privilege profile";
+
 /// Docker's names for this architecture in a profile's `arches`.
 const NATIVE_ARCHES: [&str; 2] = ["amd64", "x86_64"];
 

@@ -3,11 +3,10 @@
 
 use serde_json::json;
 
-use crate::advice::{Report, SyscallAdvice};
-
-/// Begins the first comment of every profile capwatch writes: `explain` recognises such a
-/// profile in a container's configuration by it.
-pub const MARKER: &str = "capwatch least-privilege profile";
+use crate::{
+    advice::{Report, SyscallAdvice},
+    seccomp_profile::MARKER,
+};
 
 /// Docker's and runc's profile format; its `comment` says what it rests on and what it leaves out.
 pub fn docker(report: &Report) -> String {
