@@ -22,7 +22,7 @@ pub struct Args {
     /// Start without these capabilities (SYS_ADMIN,NET_ADMIN).
     #[arg(long, value_delimiter = ',')]
     pub drop: Vec<String>,
-    /// table (for people), docker, compose, k8s, systemd (a drop-in), or json.
+    /// table (for people), docker, compose, k8s, systemd (a drop-in), seccomp, seccomp-k8s, or json.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Show each capability's syscalls and programs in the table.

@@ -32,10 +32,9 @@ pub enum Format {
     Compose,
     K8s,
     Systemd,
-    /// A seccomp profile for `docker run --security-opt seccomp=FILE`.
+    // A seccomp profile for `docker run --security-opt seccomp=FILE`; the same as a Security
+    // Profiles Operator object with the securityContext that uses it.
     Seccomp,
-    /// The seccomp profile as a Security Profiles Operator object, with the securityContext
-    /// that uses it.
     SeccompK8s,
     Json,
 }
