@@ -88,7 +88,10 @@ pub struct SyscallAdvice {
     pub runtime: Vec<String>,
     /// Made, but left out: Docker's default allows them only with a capability the advice drops.
     pub left_out: Vec<LeftOut>,
-    /// Refused by the container's profile while it was watched: not allowed.
+    /// Refused by the container's profile while it was watched, for want of a capability the
+    /// advice adds: Docker's default allows them with it, and so does this profile.
+    pub unlocked: Vec<LeftOut>,
+    /// Refused by the container's profile while it was watched, and by this one.
     pub refused: Vec<String>,
     /// The profile's rules, as Docker and runc load them.
     pub rules: Vec<WrittenRule>,
@@ -194,8 +197,12 @@ pub fn advise(
     runtime.extend(RUNTIME_AFTER_FILTER.iter().map(ToString::to_string));
     let runtime: BTreeSet<String> = runtime.difference(&allowed).cloned().collect();
 
-    let refused: BTreeSet<String> =
-        refused.iter().filter(|s| !allowed.contains(*s) && !runtime.contains(*s)).cloned().collect();
+    // A refusal the advice's capabilities undo (the advice adds what Docker's rule asks for)
+    // is allowed as Docker's default then allows it; any other stays a refusal.
+    let (unlocked, refused): (BTreeSet<String>, BTreeSet<String>) =
+        refused.iter().filter(|s| !allowed.contains(*s) && !runtime.contains(*s)).cloned().partition(|s| {
+            docker.rules_for(&BTreeSet::from([s.clone()]), &caps).iter().any(|r| r.action == "SCMP_ACT_ALLOW")
+        });
 
     let mut rules = docker.rules_for(&allowed, &caps);
     let covered: BTreeSet<String> =
@@ -212,6 +219,11 @@ pub fn advise(
         };
         rules.push(allow(outside, comment));
     }
+    for mut rule in docker.rules_for(&unlocked, &caps).into_iter().filter(|r| r.action == "SCMP_ACT_ALLOW") {
+        rule.comment =
+            "refused while watched for want of a capability the advice adds; Docker's default allows it with it".into();
+        rules.push(rule);
+    }
     if !runtime.is_empty() {
         rules.push(allow(
             runtime.iter().cloned().collect(),
@@ -220,7 +232,7 @@ pub fn advise(
     }
     // Docker's refusals with another errno than the default's (clone3's ENOSYS, on which libc
     // falls back to clone) stay, for the syscalls not allowed.
-    let allowed_anywhere: BTreeSet<String> = allowed.union(&runtime).cloned().collect();
+    let allowed_anywhere: BTreeSet<String> = allowed.iter().chain(&runtime).chain(&unlocked).cloned().collect();
     let refusals =
         docker.rules_for(&docker.names(), &caps).into_iter().filter(|r| r.action != "SCMP_ACT_ALLOW").filter_map(
             |mut r| {
@@ -236,6 +248,10 @@ pub fn advise(
         exec_only: exec_only.into_iter().filter(|s| !left_out.iter().any(|l| &l.syscall == s)).collect(),
         runtime: runtime.into_iter().collect(),
         left_out,
+        unlocked: unlocked
+            .into_iter()
+            .map(|syscall| LeftOut { capabilities: docker.required_caps(&syscall), syscall })
+            .collect(),
         refused: refused.into_iter().collect(),
         rules,
     })
@@ -297,10 +313,14 @@ mod tests {
         assert!(allowed_by(&advice, "unshare").is_empty());
         assert_eq!(advice.refused, ["fanotify_init"]);
         assert!(allowed_by(&advice, "fanotify_init").is_empty());
-        // With the capability in the advice, Docker's rule for it applies.
+        // With the capability in the advice, Docker's rule for it applies, and the refusal it
+        // caused is undone, said apart.
         let advice = advise(&calls, &refused, true, &["SYS_ADMIN".into()]).unwrap();
         assert!(advice.left_out.is_empty());
         assert_eq!(allowed_by(&advice, "unshare").len(), 1);
+        assert!(advice.refused.is_empty());
+        assert_eq!(advice.unlocked[0].syscall, "fanotify_init");
+        assert!(allowed_by(&advice, "fanotify_init")[0].comment.contains("refused while watched"));
     }
 
     #[test]

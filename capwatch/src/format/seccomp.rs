@@ -72,6 +72,9 @@ pub fn summary(advice: &SyscallAdvice) -> String {
             left.capabilities.join(" or ")
         ));
     }
+    for unlocked in &advice.unlocked {
+        text.push_str(&format!("; allowed with the advice though refused while watched: {}", unlocked.syscall));
+    }
     if !advice.refused.is_empty() {
         text.push_str(&format!("; refused by its profile, not allowed: {}", advice.refused.join(", ")));
     }
@@ -95,6 +98,13 @@ fn comments(report: &Report, advice: &SyscallAdvice) -> Vec<String> {
             "left out: {} (Docker's default profile allows it only with {}, which the capability advice drops)",
             left.syscall,
             left.capabilities.join(" or ")
+        ));
+    }
+    for unlocked in &advice.unlocked {
+        lines.push(format!(
+            "allowed, though refused while watched: {} (Docker's default allows it with {}, which the capability advice adds)",
+            unlocked.syscall,
+            unlocked.capabilities.join(" or ")
         ));
     }
     if !advice.refused.is_empty() {
