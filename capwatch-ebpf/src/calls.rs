@@ -66,10 +66,7 @@ pub fn on_exit(syscall: u32, ret: i64) {
     let cache = unsafe { &mut *cache };
     let pid_tgid = bpf_get_current_pid_tgid();
     let generation = generation();
-    // Masked after an opaque read: the verifier must see the bound the compiler already knows.
-    let word = (syscall / 64) as usize;
-    let word = unsafe { read_volatile(&word) } & (WORDS - 1);
-    let bit = 1u64 << (syscall % 64);
+    let (word, bit) = position(syscall);
     if cache.pid_tgid != pid_tgid || cache.generation != generation {
         fill(cache, pid_tgid, generation);
     }
@@ -80,21 +77,39 @@ pub fn on_exit(syscall: u32, ret: i64) {
     {
         return;
     }
-    let filtered = cache.origin == Origin::Runtime && failure::under_filter();
-    let key = CallsKey { cgroup_id: cache.cgroup_id, origin: cache.origin, filtered: filtered as u16, _pad: 0 };
-    if set(&key, word, bit) && cache.origin != Origin::Runtime {
+    if record(cache.cgroup_id, cache.origin, word, bit) && cache.origin != Origin::Runtime {
         cache.bits[word] |= bit;
     }
 }
 
-/// A thread's exit: the `exit` or `exit_group` it was in never returned.
+/// A thread's exit in the watched `cgroup_id`: the `exit` or `exit_group` it was in never
+/// returned. Recorded without the cache, which only `on_exit` uses: the sys_exit program runs once
+/// at a time per CPU (the kernel skips its recursion), but this one may run while a preempted
+/// sys_exit program of another thread is half-way through the cache.
 #[inline(always)]
-pub fn on_thread_exit(syscall: u32) {
+pub fn on_thread_exit(cgroup_id: u64, syscall: u32) {
     const EXIT: u32 = 60;
     const EXIT_GROUP: u32 = 231;
-    if syscall == EXIT || syscall == EXIT_GROUP {
-        on_exit(syscall, 0);
+    if unsafe { read_volatile(&CW_CALLS_ENABLED) } != 0 && (syscall == EXIT || syscall == EXIT_GROUP) {
+        let (word, bit) = position(syscall);
+        record(cgroup_id, origin::current(), word, bit);
     }
+}
+
+/// The word and bit of `syscall` (below `CALL_SET_BITS`) in a set.
+#[inline(always)]
+fn position(syscall: u32) -> (usize, u64) {
+    // Masked after an opaque read: the verifier must see the bound the compiler already knows.
+    let word = (syscall / 64) as usize;
+    (unsafe { read_volatile(&word) } & (WORDS - 1), 1u64 << (syscall % 64))
+}
+
+/// Sets the bit in the set of `cgroup_id`'s `origin`; for the runtime, in the one for whether
+/// its seccomp filter is in force yet. False where the map is full.
+#[inline(always)]
+fn record(cgroup_id: u64, origin: Origin, word: usize, bit: u64) -> bool {
+    let filtered = origin == Origin::Runtime && failure::under_filter();
+    set(&CallsKey { cgroup_id, origin, filtered: filtered as u16, _pad: 0 }, word, bit)
 }
 
 /// Starts a new generation: every CPU's cache refills before it answers again.

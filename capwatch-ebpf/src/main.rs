@@ -174,7 +174,7 @@ pub fn cgroup_attach(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
     if let Some(cgroup_id) = scope::watched_cgroup() {
-        calls::on_thread_exit(current_syscall());
+        calls::on_thread_exit(cgroup_id, current_syscall());
         pending::forget();
         cap::forget_kprobe_stash();
         origin::on_exit(cgroup_id);

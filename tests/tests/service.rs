@@ -124,6 +124,7 @@ fn config_default_documents_every_setting_and_a_bad_config_is_one_line() {
             "log_file",
             "metrics_listen",
             "summary_interval",
+            "syscall_sets",
             "host_name",
             "caps_map_entries",
             "failures_map_entries",
