@@ -15,6 +15,7 @@ mod maps;
 mod origin;
 mod pending;
 mod scope;
+mod syscall_exit;
 
 use aya_ebpf::{
     bindings::pt_regs,
@@ -119,19 +120,10 @@ pub fn cap_vm_enough_memory_entry(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `tp_btf/sys_exit(regs, ret)`: every syscall's return on the host. What the syscall left
-/// (pending.rs) goes to a failure's evidence or, where a capset succeeded, to what it kept;
-/// only EPERM/EACCES go on to the failures.
+/// `tp_btf/sys_exit(regs, ret)`: every syscall's return on the host (syscall_exit.rs).
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
-    let regs: *const pt_regs = ctx.arg(0);
-    let ret: i64 = ctx.arg(1);
-    let left = pending::take(unsafe { (*regs).orig_rax } as u32);
-    if ret == 0 && left.kept != 0 {
-        cap::on_kept(left.syscall, left.kept);
-    }
-    failure::on_exit(regs, ret, left.denied);
-    calls::on_exit(left.syscall, ret);
+    syscall_exit::on_exit::<true>(ctx.arg(0), ctx.arg(1));
     0
 }
 

@@ -18,6 +18,7 @@ mod maps;
 mod origin;
 mod pending;
 mod scope;
+mod syscall_exit;
 
 use aya_ebpf::{bindings::pt_regs, macros::btf_tracepoint, programs::BtfTracePointContext};
 
@@ -78,27 +79,14 @@ pub fn step_exit_args(ctx: BtfTracePointContext) -> i32 {
 /// `sys_exit` with what a denied check left, and the failures: all of it but the syscall sets.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn step_exit_all(ctx: BtfTracePointContext) -> i32 {
-    let regs: *const pt_regs = ctx.arg(0);
-    let ret: i64 = ctx.arg(1);
-    let left = pending::take(unsafe { (*regs).orig_rax } as u32);
-    if ret == 0 && left.kept != 0 {
-        cap::on_kept(left.syscall, left.kept);
-    }
-    failure::on_exit(regs, ret, left.denied);
+    syscall_exit::on_exit::<false>(ctx.arg(0), ctx.arg(1));
     0
 }
 
 /// `sys_exit` as main.rs has it, with the syscall sets (calls.rs): what every syscall pays.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn step_exit_calls(ctx: BtfTracePointContext) -> i32 {
-    let regs: *const pt_regs = ctx.arg(0);
-    let ret: i64 = ctx.arg(1);
-    let left = pending::take(unsafe { (*regs).orig_rax } as u32);
-    if ret == 0 && left.kept != 0 {
-        cap::on_kept(left.syscall, left.kept);
-    }
-    failure::on_exit(regs, ret, left.denied);
-    calls::on_exit(left.syscall, ret);
+    syscall_exit::on_exit::<true>(ctx.arg(0), ctx.arg(1));
     0
 }
 
