@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::{seccomp, Report};
-use crate::{evidence::Evidence, names};
+use super::{seccomp, Report, Verdict};
+use crate::{cause::Profile, evidence::Evidence, names};
 
 /// The containers a merged report rests on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,9 +34,9 @@ pub fn merge(image: &str, parts: &[(Report, Evidence)]) -> Report {
         for cap in &report.cap_add {
             caps.insert((names::capability_number(cap).unwrap_or(u32::MAX), cap.clone()));
         }
-        for capability in
-            report.capabilities.iter().filter(|c| report.cap_add.iter().any(|a| c.capability.ends_with(a.as_str())))
-        {
+        // The capabilities of its least privilege, as `report` chose them.
+        let advised = report.capabilities.iter().filter(|c| matches!(c.verdict, Verdict::Needed | Verdict::Missing));
+        for capability in advised {
             if !capabilities.iter().any(|c: &super::CapabilityReport| c.capability == capability.capability) {
                 let mut capability = capability.clone();
                 capability.reason = named(report, &capability.reason);
@@ -51,10 +51,12 @@ pub fn merge(image: &str, parts: &[(Report, Evidence)]) -> Report {
         }
         file_capabilities.extend(report.file_capabilities.iter().cloned());
         calls.extend(evidence.calls.iter().copied());
+        // Every refusal, whether the container's own advice undid it or not: the merged advice
+        // judges them again.
         if let Some(syscalls) = &report.syscalls {
-            refused.extend(syscalls.refused.iter().cloned());
-            docker_default &= syscalls.rules.iter().all(|r| !r.comment.contains("another profile"));
+            refused.extend(syscalls.refused.iter().chain(syscalls.unlocked.iter().map(|u| &u.syscall)).cloned());
         }
+        docker_default &= Profile::of(&report.container) == Profile::DockerDefault;
         merged.observed_from = earliest(merged.observed_from, report.observed_from.clone(), |a, b| a <= b);
         merged.observed_to = earliest(merged.observed_to, report.observed_to.clone(), |a, b| a >= b);
     }
