@@ -414,17 +414,7 @@ async fn a_real_seccomp_filters_refusal_is_told_from_a_call_that_ran() {
     }
     let file = ProtectedFile::new("kernel-seccomp");
     let mut w = Watched::new("seccomp");
-    // Root holding CAP_FOWNER: only the filter can refuse chmod. Then, under the same filter, an
-    // open the filter allows and the DAC refuses.
-    let out = Launch::in_cgroup(&w.cgroup).dropping(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH]).run(&[
-        "seccomp-refuse",
-        "chmod,fchmodat",
-        "chmod",
-        file.path(),
-        "+",
-        "open",
-        file.path(),
-    ]);
+    let out = refused_chmod_then_open(&w.cgroup, &file);
     assert!(refused(&out), "{out:?}");
     w.drain();
     let failures = w.failures();
@@ -451,15 +441,7 @@ async fn the_syscalls_made_are_recorded_but_not_those_a_seccomp_filter_refused()
     }
     let file = ProtectedFile::new("kernel-calls");
     let mut w = Watched::new("calls");
-    let out = Launch::in_cgroup(&w.cgroup).dropping(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH]).run(&[
-        "seccomp-refuse",
-        "chmod,fchmodat",
-        "chmod",
-        file.path(),
-        "+",
-        "open",
-        file.path(),
-    ]);
+    let out = refused_chmod_then_open(&w.cgroup, &file);
     assert!(refused(&out), "{out:?}");
     w.drain();
     let calls: Vec<_> = w.monitor.aggregates().calls().iter().filter(|(k, _)| k.cgroup_id == w.cgroup.id).collect();
@@ -483,6 +465,21 @@ async fn the_syscalls_made_are_recorded_but_not_those_a_seccomp_filter_refused()
         made.iter().collect::<Vec<_>>()
     );
     w.assert_nothing_lost();
+}
+
+/// Root holding CAP_FOWNER under a seccomp filter that refuses chmod: only the filter can refuse
+/// its chmod of `file`. Then, under the same filter, an open the filter allows and the DAC
+/// refuses (CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH dropped).
+fn refused_chmod_then_open(cgroup: &TestCgroup, file: &ProtectedFile) -> std::process::Output {
+    Launch::in_cgroup(cgroup).dropping(&[CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH]).run(&[
+        "seccomp-refuse",
+        "chmod,fchmodat",
+        "chmod",
+        file.path(),
+        "+",
+        "open",
+        file.path(),
+    ])
 }
 
 /// Every private writable mapping makes the kernel ask for CAP_SYS_ADMIN with
