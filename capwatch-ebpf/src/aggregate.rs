@@ -5,7 +5,7 @@
 
 use core::{
     intrinsics::{atomic_xadd, AtomicOrdering},
-    ptr::addr_of_mut,
+    ptr::{addr_of, addr_of_mut, read_volatile},
 };
 
 use aya_ebpf::{
@@ -13,9 +13,9 @@ use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated::bpf_ktime_get_ns},
     maps::HashMap,
 };
-use capwatch_common::{AnnouncedKey, Announcement, Loss, Sample, Totals, COMM_LEN};
+use capwatch_common::{cap_slot, AnnouncedKey, Announcement, CapKey, Loss, Sample, Totals, COMM_LEN};
 
-use crate::maps::CW_LOSSES;
+use crate::maps::{CW_CAP_COUNTS, CW_CAP_SLOTS, CW_LOSSES};
 
 const EEXIST: i32 = 17;
 
@@ -99,6 +99,34 @@ pub fn record<K: AnnouncedKey + 'static>(
     }
     if let First::Created(totals) = create(map, key, first(), full) {
         announce(*key, totals);
+    }
+}
+
+/// Counts one capability check in its key's slot, if userspace gave it one: two array lookups
+/// (which the verifier inlines) and a compare instead of hashing the key into `CW_CAPS`. False
+/// when the key owns no slot; `record` counts it then.
+#[inline(always)]
+pub fn count_in_slot(key: &CapKey) -> bool {
+    let (slot, check) = cap_slot(key);
+    let Some(owner) = CW_CAP_SLOTS.get_ptr(slot) else {
+        return false;
+    };
+    // SAFETY: a map value, valid for the program's run; userspace may be rewriting it, which the
+    // check word (written with the key, zeroed when the slot is emptied) tells apart. The keys
+    // are compared as the three words they are (no padding).
+    let owned = unsafe {
+        let (theirs, mine) = (owner as *const u64, key as *const CapKey as *const u64);
+        read_volatile(addr_of!((*owner).check)) == check
+            && *theirs == *mine
+            && *theirs.add(1) == *mine.add(1)
+            && *theirs.add(2) == *mine.add(2)
+    };
+    match CW_CAP_COUNTS.get_ptr_mut(slot) {
+        Some(count) if owned => {
+            unsafe { add(count, 1) };
+            true
+        }
+        _ => false,
     }
 }
 

@@ -57,7 +57,10 @@ pub mod step {
     pub const JUDGE: u8 = 3;
     /// Who in the cgroup is acting (origin.rs).
     pub const ORIGIN: u8 = 4;
-    /// Everything: the key's lookup and count.
+    /// Everything, the key counted by its lookup in `CW_CAPS`, as before userspace gives it a
+    /// slot.
+    pub const HASH: u8 = 5;
+    /// Everything: the key counted in its slot, or by its lookup where it has none.
     pub const ALL: u8 = u8::MAX;
 }
 
@@ -102,7 +105,9 @@ pub fn check_until<const UNTIL: u8, C: StackIdContext>(
         origin,
         flags,
     };
-    aggregate::record(&CW_CAPS, &key, || first_occurrence(ctx), Loss::CapMapFull);
+    if UNTIL == step::HASH || !aggregate::count_in_slot(&key) {
+        aggregate::record(&CW_CAPS, &key, || first_occurrence(ctx), Loss::CapMapFull);
+    }
     // Every capset makes this check, before it commits the new sets.
     if (cap, syscall) == (consequence::CAP_SETPCAP, consequence::SYS_CAPSET) {
         note_kept(syscall, regs);

@@ -5,11 +5,20 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, RingBuf, StackTrace},
 };
-use capwatch_common::{CapKey, ExecKey, FailKey, Loss, Totals};
+use capwatch_common::{CapKey, CapSlot, ExecKey, FailKey, Loss, Totals, CAP_SLOTS};
 
 /// Capability checks by (cgroup, capability, verdict, syscall, flags).
 #[map]
 pub static CW_CAPS: HashMap<CapKey, Totals> = HashMap::with_max_entries(16384, 0);
+
+/// The owners of the counting slots, which userspace gives the keys of `CW_CAPS` as it learns
+/// them (aggregate.rs `count_in_slot`).
+#[map]
+pub static CW_CAP_SLOTS: Array<CapSlot> = Array::with_max_entries(CAP_SLOTS, 0);
+
+/// Checks counted in each slot since its owner got it, beside its key's count in `CW_CAPS`.
+#[map]
+pub static CW_CAP_COUNTS: Array<u64> = Array::with_max_entries(CAP_SLOTS, 0);
 
 /// Syscalls that failed with EPERM/EACCES by (cgroup, syscall, errno).
 #[map]

@@ -62,6 +62,11 @@ pub fn step_cap_origin(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[btf_tracepoint(function = "cap_capable")]
+pub fn step_cap_hash(ctx: BtfTracePointContext) -> i32 {
+    cap_step::<{ step::HASH }>(&ctx)
+}
+
+#[btf_tracepoint(function = "cap_capable")]
 pub fn step_cap_all(ctx: BtfTracePointContext) -> i32 {
     cap_step::<{ step::ALL }>(&ctx)
 }

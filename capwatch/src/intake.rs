@@ -9,7 +9,10 @@ use capwatch_common::{
 };
 use tokio::io::{unix::AsyncFd, Interest};
 
-use crate::{error::Error, probe::KernelMaps};
+use crate::{
+    error::Error,
+    probe::{CapSlots, KernelMaps},
+};
 
 /// A key's first occurrence, as the kernel announced it.
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +23,13 @@ pub enum Announced {
 }
 
 impl Announced {
+    fn cap_key(&self) -> Option<CapKey> {
+        match self {
+            Announced::Cap(key, _) => Some(*key),
+            _ => None,
+        }
+    }
+
     pub fn cgroup_id(&self) -> u64 {
         match self {
             Announced::Cap(key, _) => key.cgroup_id,
@@ -50,16 +60,17 @@ pub struct Intake {
     stacks: StackTraceMap<MapData>,
     started: HashMap<MapData, u64, u64>,
     calls: HashMap<MapData, CallsKey, CallSet>,
+    slots: CapSlots,
 }
 
 impl Intake {
     /// Needs a tokio runtime (the ring buffer is registered with its reactor).
     pub fn new(maps: KernelMaps) -> Result<Self, Error> {
-        let KernelMaps { events, caps, failures, execs, losses, stacks, started, calls } = maps;
+        let KernelMaps { events, caps, failures, execs, losses, stacks, started, calls, slots } = maps;
         // SAFETY: the RingBuf owns its map's descriptor for as long as the AsyncFd owns it.
         let events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
             .map_err(|e| Error::io("ring buffer", e.into()))?;
-        Ok(Self { events, caps, failures, execs, losses, stacks, started, calls })
+        Ok(Self { events, caps, failures, execs, losses, stacks, started, calls, slots })
     }
 
     /// Waits for the kernel to announce something and returns all that is announced.
@@ -69,25 +80,39 @@ impl Intake {
             let announced = read_ring(guard.get_inner_mut());
             guard.clear_ready();
             if !announced.is_empty() {
+                self.slots.give(announced.iter().filter_map(Announced::cap_key))?;
                 return Ok(announced);
             }
         }
     }
 
     /// What is announced now, without waiting.
-    pub fn pending(&mut self) -> Vec<Announced> {
-        read_ring(self.events.get_mut())
+    pub fn pending(&mut self) -> Result<Vec<Announced>, Error> {
+        let announced = read_ring(self.events.get_mut());
+        self.slots.give(announced.iter().filter_map(Announced::cap_key))?;
+        Ok(announced)
     }
 
-    /// Reads every aggregate and loss counter.
-    pub fn snapshot(&self) -> Result<Snapshot, Error> {
+    /// Reads every aggregate and loss counter. A capability key's count is its count in
+    /// `CW_CAPS` and in its slot; a key whose announcement was lost gets its slot here.
+    pub fn snapshot(&mut self) -> Result<Snapshot, Error> {
+        let mut caps: Vec<(CapKey, Totals)> = self.caps.iter().collect::<Result<_, _>>()?;
+        for (key, totals) in &mut caps {
+            totals.count += self.slots.counted(key)?;
+        }
+        self.slots.give(caps.iter().map(|&(key, _)| key))?;
         Ok(Snapshot {
-            caps: self.caps.iter().collect::<Result<_, _>>()?,
+            caps,
             failures: self.failures.iter().collect::<Result<_, _>>()?,
             execs: self.execs.iter().collect::<Result<_, _>>()?,
             calls: self.calls.iter().collect::<Result<_, _>>()?,
             losses: (0..Loss::SLOTS).map(|i| self.losses.get(&i, 0)).collect::<Result<_, _>>()?,
         })
+    }
+
+    /// The checks of `key` its counting slot took.
+    pub fn counted_in_slot(&self, key: &CapKey) -> Result<u64, Error> {
+        self.slots.counted(key)
     }
 
     /// The kernel stack (instruction pointers, innermost first) recorded under `id`.
@@ -111,6 +136,7 @@ impl Intake {
     pub fn forget(&mut self, cgroups: &HashSet<u64>) -> Result<(), Error> {
         let caps: Vec<CapKey> =
             self.caps.keys().filter_map(Result::ok).filter(|k| cgroups.contains(&k.cgroup_id)).collect();
+        self.slots.release(&caps)?;
         for key in caps {
             self.caps.remove(&key)?;
         }

@@ -4,6 +4,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
+use capwatch_common::CapKey;
 use tokio::time::{interval, Interval, MissedTickBehavior};
 
 use crate::{
@@ -80,7 +81,7 @@ impl Monitor {
     /// Cgroups that are gone are forgotten, by the kernel and here, once read: their last changes
     /// are in what this returns, and `gone` names them until the next drain.
     pub fn drain(&mut self) -> Result<Vec<Change>, Error> {
-        let pending = self.intake.pending();
+        let pending = self.intake.pending()?;
         let pending = self.admitted(pending);
         let mut changes = self.aggregates.apply(&pending);
         // Gone before the read: everything their processes did is in it.
@@ -109,12 +110,18 @@ impl Monitor {
 
     /// What the kernel holds now for one cgroup, read without passing it on: the self-test's
     /// evidence.
-    pub fn kernel_totals(&self, cgroup_id: u64) -> Result<Snapshot, Error> {
+    pub fn kernel_totals(&mut self, cgroup_id: u64) -> Result<Snapshot, Error> {
         let mut snapshot = self.intake.snapshot()?;
         snapshot.caps.retain(|(k, _)| k.cgroup_id == cgroup_id);
         snapshot.failures.retain(|(k, _)| k.cgroup_id == cgroup_id);
         snapshot.execs.retain(|(k, _)| k.cgroup_id == cgroup_id);
         Ok(snapshot)
+    }
+
+    /// The checks of `key` its counting slot took (the rest are in `CW_CAPS`): 0 until the key
+    /// has a slot.
+    pub fn counted_in_slot(&self, key: &CapKey) -> Result<u64, Error> {
+        self.intake.counted_in_slot(key)
     }
 
     /// Forgets a cgroup whole: the kernel's entries, and whatever it still announces of it. Its

@@ -157,6 +157,13 @@ async fn setuid_as_root_makes_exactly_one_granted_check_per_call() {
     w.drain();
     let key = w.app(CAP_SETUID, Verdict::Granted, SYS_SETUID, SETID);
     assert_eq!(w.checks(&w.cgroup, CAP_SETUID, SYS_SETUID), BTreeMap::from([(key, 1000)]), "{}", w.backend());
+    // Learnt now, the key has its counting slot: the next thousand are counted there, and the
+    // key's count stays exact.
+    let out = Launch::in_cgroup(&w.cgroup).run(&["setuid", "1000"]);
+    assert!(out.status.success(), "{out:?}");
+    w.drain();
+    assert_eq!(w.checks(&w.cgroup, CAP_SETUID, SYS_SETUID), BTreeMap::from([(key, 2000)]), "{}", w.backend());
+    assert_eq!(w.monitor.counted_in_slot(&key).expect("slot read"), 1000);
     let sample = w.monitor.aggregates().caps()[&key].sample;
     assert_eq!(capwatch::names::comm(&sample.comm), "cw-workload");
     assert_eq!(sample.uid, 0);
@@ -255,12 +262,17 @@ async fn a_million_checks_from_two_cpus_are_counted_exactly_and_nothing_is_lost(
     }
     let per_cpu: u64 = if emulated() { 100_000 } else { 500_000 };
     let mut w = Watched::new("million");
-    // Two threads of the container's command, each on a CPU of its own where it can.
-    let out = Launch::in_cgroup(&w.cgroup).run(&["threads", "2", "setuid", &per_cpu.to_string()]);
-    assert!(out.status.success(), "{out:?}");
-    w.drain();
+    // Two threads of the container's command, each on a CPU of its own where it can: half of
+    // the checks before the key is known, in `CW_CAPS`, half after, in the key's slot.
+    let half = (per_cpu / 2).to_string();
     let key = w.app(CAP_SETUID, Verdict::Granted, SYS_SETUID, SETID);
+    for _ in 0..2 {
+        let out = Launch::in_cgroup(&w.cgroup).run(&["threads", "2", "setuid", &half]);
+        assert!(out.status.success(), "{out:?}");
+        w.drain();
+    }
     assert_eq!(w.checks(&w.cgroup, CAP_SETUID, SYS_SETUID), BTreeMap::from([(key, 2 * per_cpu)]), "{}", w.backend());
+    assert_eq!(w.monitor.counted_in_slot(&key).expect("slot read"), per_cpu);
     w.assert_nothing_lost();
 }
 

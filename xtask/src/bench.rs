@@ -44,7 +44,8 @@ const BREAKDOWN: [(&str, &[(&str, &str)]); 2] = [
                  (`consequence::judge`, `port`)",
             ),
             ("to_origin", "origin lookup (`origin::current`)"),
-            ("to_key", "key lookup and add (`CW_CAPS`): the whole check"),
+            ("to_hash", "key lookup and add in `CW_CAPS` (a key without a slot)"),
+            ("to_key", "the key counted in its slot (`CW_CAP_SLOTS`, `CW_CAP_COUNTS`): the whole check"),
             ("capwatch", "the daemon: all of capwatch's programs attached"),
         ],
     ),
@@ -60,7 +61,7 @@ const BREAKDOWN: [(&str, &[(&str, &str)]); 2] = [
     ),
 ];
 
-/// The targets, from the issue that asked for this benchmark (issue 18).
+/// The targets the benchmark holds capwatch to.
 const CAP_OVER_FLOOR_NS: f64 = 30.0;
 const CAP_VS_BPFTRACE: f64 = 0.15;
 const SYSCALL_VS_FLOOR: f64 = 1.1;
@@ -672,13 +673,12 @@ const CAP_CHECK_WHY: &str = "a watched check runs the steps of the breakdown abo
     test (`bpf_get_current_cgroup_id`), `bpf_task_pt_regs` for the syscall number, the credential \
     flags (two plain loads on the tracepoint and fexit; the setuid/setgid judgement's two more, \
     plain loads too where the credentials are typed), the origin (a per-CPU cache of the last \
-    process's, valid while `CW_ORIGINS` is unchanged, in front of that LRU hash), and the lookup \
-    of its key in `CW_CAPS` with an atomic add. What is left to cut: the key's hash lookup, which \
-    a per-CPU cache of the last key cannot skip while the counts live in the hash map's values \
-    (a program cannot keep a pointer into it between runs: the counts would have to move to an \
-    array indexed by a slot the hash map gives); task-local storage for the origin is not offered \
-    by aya-ebpf 0.2.1. On a machine where other work runs, every program's CPU time is inflated \
-    (see the floor's own added cost, and the intervals): the ratios want a quiet machine";
+    process's, valid while `CW_ORIGINS` is unchanged, in front of that LRU hash), and the count: \
+    an atomic add in the slot the daemon gave the key (a multiplicative hash of the key, two array \
+    lookups the verifier inlines, a compare of four words), or, for a key without a slot, its \
+    lookup in `CW_CAPS`. Task-local storage for the origin is not offered by aya-ebpf 0.2.1. On a \
+    machine where other work runs, every program's CPU time is inflated (see the floor's own \
+    added cost, and the intervals): the ratios want a quiet machine";
 const SYSCALL_WHY: &str = "beyond the floor's empty program, every syscall exit reads the \
     tracepoint's two arguments and the syscall number, loads the count of pending denials (a \
     global) and compares the result with -EPERM and -EACCES: a few instructions, which the \

@@ -7,6 +7,7 @@ mod floor;
 mod kprobe;
 mod offsets;
 mod requirements;
+mod slots;
 mod sparse;
 mod steps;
 mod tracepoint;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     callers::{Caller, HookAttempt, Mechanism},
     floor::{attach_floor, Floor},
+    slots::CapSlots,
     steps::{Step, Steps},
 };
 use crate::{cgroup::Scope, error::Error, symbols};
@@ -197,6 +199,7 @@ pub struct KernelMaps {
     pub stacks: StackTraceMap<MapData>,
     pub started: HashMap<MapData, u64, u64>,
     pub calls: HashMap<MapData, CallsKey, CallSet>,
+    pub slots: CapSlots,
 }
 
 impl Probe {
@@ -248,6 +251,7 @@ impl Probe {
             stacks: StackTraceMap::try_from(take("CW_STACKS")?)?,
             started: HashMap::try_from(take("CW_STARTED")?)?,
             calls: HashMap::try_from(take("CW_CALLS")?)?,
+            slots: CapSlots::new(Array::try_from(take("CW_CAP_SLOTS")?)?, Array::try_from(take("CW_CAP_COUNTS")?)?),
         })
     }
 }

@@ -3,11 +3,13 @@
 //! lies. Loaded once through the verifier; each step attaches in turn.
 
 use aya::{
+    maps::{Array, HashMap, MapData},
     programs::{tp_btf::BtfTracePointLink, BtfTracePoint},
     Btf, Ebpf,
 };
+use capwatch_common::{CapKey, Totals};
 
-use super::{chain, open_object, program, MapSizes};
+use super::{chain, open_object, program, CapSlots, MapSizes};
 use crate::{cgroup::Scope, error::Error};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capwatch-steps"));
@@ -23,11 +25,12 @@ pub struct Step {
 
 impl Step {
     /// In the order the programs take them; each with an empty program on the other hook.
-    pub const ALL: [Step; 8] = [
+    pub const ALL: [Step; 9] = [
         Step::cap("to_scope", "step_cap_scope"),
         Step::cap("to_syscall", "step_cap_syscall"),
         Step::cap("to_judge", "step_cap_judge"),
         Step::cap("to_origin", "step_cap_origin"),
+        Step::cap("to_hash", "step_cap_hash"),
         Step::cap("to_key", "step_cap_all"),
         Step::exit("exit_args", "step_exit_args"),
         Step::exit("exit_all", "step_exit_all"),
@@ -53,6 +56,8 @@ pub struct Steps {
     ebpf: Ebpf,
     /// Dropping a link detaches its program.
     attached: Vec<BtfTracePointLink>,
+    caps: HashMap<MapData, CapKey, Totals>,
+    slots: CapSlots,
 }
 
 impl Steps {
@@ -65,7 +70,17 @@ impl Steps {
         for name in names {
             load(&mut ebpf, &btf, name)?;
         }
-        Ok(Self { ebpf, attached: Vec::new() })
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::Missing(name));
+        let caps = HashMap::try_from(take("CW_CAPS")?)?;
+        let slots = CapSlots::new(Array::try_from(take("CW_CAP_SLOTS")?)?, Array::try_from(take("CW_CAP_COUNTS")?)?);
+        Ok(Self { ebpf, attached: Vec::new(), caps, slots })
+    }
+
+    /// Gives every key the programs counted so far its slot, as the daemon does for each key it
+    /// learns: from then on the whole check counts it there.
+    pub fn give_slots(&mut self) -> Result<(), Error> {
+        let keys: Vec<CapKey> = self.caps.keys().collect::<Result<_, _>>()?;
+        self.slots.give(keys.into_iter())
     }
 
     /// Attaches `step`'s two programs, detaching what was attached before.

@@ -147,6 +147,13 @@ fn run() -> Result<()> {
                 backend = daemon.backend.clone();
             }
             for (name, cgroup, args) in workloads.iter().filter(|(name, ..)| runs(config, name)) {
+                if let Running::Step = running {
+                    // The keys' first occurrences, and their slots, as the daemon gives them the
+                    // moment it learns a key: the timed loop then runs the check's path as it
+                    // runs on a host where capwatch has been watching.
+                    workload(cgroup, &[args[1], "1"])?;
+                    steps.give_slots()?;
+                }
                 let output = workload(cgroup, args)?;
                 let ns =
                     field(&output, "ns_per_call").ok_or_else(|| format!("cw-workload {args:?} printed {output:?}"))?;
