@@ -15,8 +15,7 @@ use core::{
 };
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::bpf_get_current_pid_tgid,
+    bindings::{pt_regs, BPF_NOEXIST},
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
 };
@@ -46,7 +45,11 @@ const WORDS: usize = (CALL_SET_BITS / 64) as usize;
 
 #[repr(C)]
 pub struct Cache {
-    pid_tgid: u64,
+    /// The thread, by the address of its saved user registers (`sys_exit`'s first argument, at
+    /// the top of its kernel stack): no helper call to ask who is running. Two live threads never
+    /// share it, and a thread that gets a dead one's stack was forked since, which started a new
+    /// generation.
+    thread: u64,
     generation: u64,
     /// 0: the thread is not watched.
     cgroup_id: u64,
@@ -56,19 +59,19 @@ pub struct Cache {
     bits: [u64; WORDS],
 }
 
-/// A syscall's exit: `syscall` returned `ret`.
+/// A syscall's exit: `syscall` returned `ret` to the thread whose saved registers are at `regs`.
 #[inline(always)]
-pub fn on_exit(syscall: u32, ret: i64) {
+pub fn on_exit(regs: *const pt_regs, syscall: u32, ret: i64) {
     if unsafe { read_volatile(&CW_CALLS_ENABLED) } == 0 || syscall >= CALL_SET_BITS {
         return;
     }
     let Some(cache) = CW_CALLS_CACHE.get_ptr_mut(0) else { return };
     let cache = unsafe { &mut *cache };
-    let pid_tgid = bpf_get_current_pid_tgid();
+    let thread = regs as u64;
     let generation = generation();
     let (word, bit) = position(syscall);
-    if cache.pid_tgid != pid_tgid || cache.generation != generation {
-        fill(cache, pid_tgid, generation);
+    if cache.thread != thread || cache.generation != generation {
+        fill(cache, thread, generation);
     }
     if cache.cgroup_id == 0 || (cache.origin != Origin::Runtime && cache.bits[word] & bit != 0) {
         return;
@@ -126,8 +129,8 @@ fn generation() -> u64 {
 
 /// Fills the cache for the current thread: its cgroup if watched, its origin, and the bits its
 /// set holds already. The runtime's calls are judged one by one (its filter comes mid-way).
-fn fill(cache: &mut Cache, pid_tgid: u64, generation: u64) {
-    cache.pid_tgid = pid_tgid;
+fn fill(cache: &mut Cache, thread: u64, generation: u64) {
+    cache.thread = thread;
     cache.generation = generation;
     cache.bits = [0; WORDS];
     let Some(cgroup_id) = scope::watched_cgroup() else {

@@ -80,7 +80,11 @@ pub fn check_until<const UNTIL: u8, C: StackIdContext>(
     if UNTIL == step::SCOPE {
         return cgroup_id;
     }
-    let regs = current_regs();
+    // The current task, typed: its saved user registers (`orig_rax` the syscall it is in, -1
+    // outside one; `rdi`, `rsi`, `rdx`… its arguments, the uapi `pt_regs` layout) and, later,
+    // its tgid for the origin.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let regs = unsafe { bpf_task_pt_regs(task as _) } as *const pt_regs;
     let syscall = unsafe { (*regs).orig_rax } as u32;
     if UNTIL == step::SYSCALL {
         return syscall as u64;
@@ -93,7 +97,7 @@ pub fn check_until<const UNTIL: u8, C: StackIdContext>(
     if ret != 0 && flags & CAP_FLAG_MOOT_MASK == 0 {
         pending::note_denied(syscall, cap);
     }
-    let origin = origin::current();
+    let origin = origin::of_current_task(task);
     if UNTIL == step::ORIGIN {
         return origin as u64;
     }
@@ -281,7 +285,11 @@ pub fn on_kprobe_entry(cred: *const u8, ns: *const u8, cap: u32, opts: u32) {
     if scope::watched_cgroup().is_none() {
         return;
     }
-    let regs = current_regs();
+    // The current task, typed: its saved user registers (`orig_rax` the syscall it is in, -1
+    // outside one; `rdi`, `rsi`, `rdx`… its arguments, the uapi `pt_regs` layout) and, later,
+    // its tgid for the origin.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let regs = unsafe { bpf_task_pt_regs(task as _) } as *const pt_regs;
     let syscall = unsafe { (*regs).orig_rax } as u32;
     let stash = KprobeStash { cap, flags: flags_from_opts(opts) | judge(Checked::Raw(cred, ns), cap, syscall, regs) };
     let tid = bpf_get_current_pid_tgid();
@@ -320,11 +328,4 @@ pub fn on_kprobe_return<C: StackIdContext>(ctx: &C, ret: i32) {
     };
     let _ = CW_KPROBE_STASH.remove(tid);
     on_check(ctx, stash.cap, ret, stash.flags, Checked::Judged);
-}
-
-/// The current thread's saved user registers: `orig_rax` is the syscall it is in (-1 outside
-/// one), `rdi`, `rsi`, `rdx`… its arguments (the uapi `pt_regs` layout).
-#[inline(always)]
-fn current_regs() -> *const pt_regs {
-    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs }
 }

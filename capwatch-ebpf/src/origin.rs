@@ -84,7 +84,22 @@ fn current_tgid() -> u32 {
 /// The current process's origin, classified by its command name the first time it is asked.
 #[inline(always)]
 pub fn current() -> Origin {
-    let tgid = current_tgid();
+    of_tgid(current_tgid())
+}
+
+/// `current()` where the caller holds the current task as a typed pointer
+/// (`bpf_get_current_task_btf`): its tgid is a plain load, not a helper call.
+#[inline(always)]
+pub fn of_current_task(task: *const u8) -> Origin {
+    let offset = unsafe { read_volatile(&CW_TASK_TGID_OFFSET) };
+    if offset == 0 {
+        return current();
+    }
+    of_tgid(unsafe { *(task.wrapping_add(offset as usize) as *const u32) })
+}
+
+#[inline(always)]
+fn of_tgid(tgid: u32) -> Origin {
     // Read before the map: a change made after this read bumps the generation past it.
     let generation = unsafe { read_volatile(addr_of!(CW_ORIGINS_GENERATION)) };
     let tag = (generation << (TGID_BITS + ORIGIN_BITS)) | ((tgid as u64 & ((1 << TGID_BITS) - 1)) << ORIGIN_BITS);

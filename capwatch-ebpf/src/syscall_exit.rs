@@ -15,6 +15,6 @@ pub fn on_exit<const SETS: bool>(regs: *const pt_regs, ret: i64) {
     }
     failure::on_exit(regs, ret, left.denied);
     if SETS {
-        calls::on_exit(left.syscall, ret);
+        calls::on_exit(regs, left.syscall, ret);
     }
 }
