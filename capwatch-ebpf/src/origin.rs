@@ -12,6 +12,7 @@
 use core::ptr::{addr_of, addr_of_mut, read_volatile};
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray},
@@ -113,16 +114,25 @@ fn of_tgid(tgid: u32) -> Origin {
     }
     let origin = match unsafe { CW_ORIGINS.get(tgid) } {
         Some(origin) => *origin,
-        None => {
-            let origin = classify();
-            set(tgid, origin);
-            origin
-        }
+        None => classified(tgid),
     };
     if let Some(cache) = cache {
         unsafe { core::ptr::write_volatile(cache, tag | (origin.raw() as u64 + 1)) };
     }
     origin
+}
+
+/// A process's origin by its command name, kept unless something that knows better (the
+/// runtime moving it in, `on_attach`, on another CPU) set one between the lookup that found none
+/// and now: the process may be making syscalls while it is moved.
+#[inline(always)]
+fn classified(tgid: u32) -> Origin {
+    let origin = classify();
+    if CW_ORIGINS.insert(tgid, origin, BPF_NOEXIST as u64).is_ok() {
+        bump_generation();
+        return origin;
+    }
+    unsafe { CW_ORIGINS.get(tgid) }.copied().unwrap_or(origin)
 }
 
 /// `CW_ORIGINS[tgid] = origin`, then a new generation: every CPU's cached origin is stale.
