@@ -309,14 +309,15 @@ impl<'a> Results<'a> {
         let _ = writeln!(md, "# What capwatch costs\n");
         let _ = writeln!(
             md,
-            "Measured by `cargo xtask bench` on {} — kernel {}, {} ({} cores); capability backend `{}`; \
-             {} rounds of {} calls per workload and configuration ({} rounds took {:.0} s; the rounds \
+            "Measured by `cargo xtask bench` on {} — kernel {}, {} ({} cores; {}); capability backend \
+             `{}`; {} rounds of {} calls per workload and configuration ({} rounds took {:.0} s; the rounds \
              stopped because {}); load average {} at the start, {} at the end. Rerun it whenever the \
              kernel side changes.\n",
             text("date").get(..10).unwrap_or("?"),
             text("kernel"),
             text("cpu"),
             run["cores"],
+            text("mitigations"),
             text("backend"),
             run["rounds"],
             run["calls"],
@@ -676,9 +677,13 @@ const CAP_CHECK_WHY: &str = "a watched check runs the steps of the breakdown abo
     process's, valid while `CW_ORIGINS` is unchanged, in front of that LRU hash), and the count: \
     an atomic add in the slot the daemon gave the key (a multiplicative hash of the key, two array \
     lookups the verifier inlines, a compare of four words), or, for a key without a slot, its \
-    lookup in `CW_CAPS`. Task-local storage for the origin is not offered by aya-ebpf 0.2.1. On a \
-    machine where other work runs, every program's CPU time is inflated (see the floor's own \
-    added cost, and the intervals): the ratios want a quiet machine";
+    lookup in `CW_CAPS`. What is left is mostly three helper calls (the cgroup id, the task, its \
+    registers), each a call and a return in the kernel, which the mitigations named at the top \
+    make dearer, as they make the floor's own cost; the cgroup id could be read from the typed \
+    task instead (`task->cgroups->dfl_cgrp->kn->id`), one call fewer. Task-local storage for the \
+    origin is not offered by aya-ebpf 0.2.1. On a machine where other work runs, every program's \
+    CPU time is inflated (see the floor's own added cost, and the intervals): the ratios want a \
+    quiet machine";
 const SYSCALL_WHY: &str = "beyond the floor's empty program, every syscall exit reads the \
     tracepoint's two arguments and the syscall number, loads the count of pending denials (a \
     global) and compares the result with -EPERM and -EACCES: a few instructions, which the \

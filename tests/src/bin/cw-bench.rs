@@ -185,6 +185,7 @@ fn run() -> Result<()> {
         "date": started,
         "kernel": fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
         "cpu": cpu_model(),
+        "mitigations": mitigations(),
         "cores": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         "loadavg_start": loadavg_start,
         "loadavg_end": loadavg(),
@@ -638,6 +639,20 @@ fn cpu_model() -> String {
             info.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string()))
         })
         .unwrap_or_default()
+}
+
+/// The kernel's mitigations that make every call and return in it dearer (the return-stack and
+/// branch-target ones), as `/sys/devices/system/cpu/vulnerabilities` names them: the floor and
+/// every helper call an eBPF program makes pay for them, so they tell runs on other CPUs apart.
+fn mitigations() -> String {
+    ["spec_rstack_overflow", "retbleed", "spectre_v2"]
+        .iter()
+        .filter_map(|name| {
+            let state = fs::read_to_string(Path::new("/sys/devices/system/cpu/vulnerabilities").join(name)).ok()?;
+            Some(format!("{name}: {}", state.trim()))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn command_output(program: &str, args: &[&str]) -> Option<String> {
