@@ -23,7 +23,7 @@ pub enum Announced {
 }
 
 impl Announced {
-    fn cap_key(&self) -> Option<CapKey> {
+    pub fn cap_key(&self) -> Option<CapKey> {
         match self {
             Announced::Cap(key, _) => Some(*key),
             _ => None,
@@ -80,27 +80,29 @@ impl Intake {
             let announced = read_ring(guard.get_inner_mut());
             guard.clear_ready();
             if !announced.is_empty() {
-                self.slots.give(announced.iter().filter_map(Announced::cap_key))?;
                 return Ok(announced);
             }
         }
     }
 
     /// What is announced now, without waiting.
-    pub fn pending(&mut self) -> Result<Vec<Announced>, Error> {
-        let announced = read_ring(self.events.get_mut());
-        self.slots.give(announced.iter().filter_map(Announced::cap_key))?;
-        Ok(announced)
+    pub fn pending(&mut self) -> Vec<Announced> {
+        read_ring(self.events.get_mut())
+    }
+
+    /// Gives each of these capability keys a counting slot, where its slot is free: the kernel
+    /// counts its checks there from then on, without a hash-map lookup (probe/slots.rs).
+    pub fn give_slots(&mut self, keys: impl Iterator<Item = CapKey>) -> Result<(), Error> {
+        self.slots.give(keys)
     }
 
     /// Reads every aggregate and loss counter. A capability key's count is its count in
-    /// `CW_CAPS` and in its slot; a key whose announcement was lost gets its slot here.
-    pub fn snapshot(&mut self) -> Result<Snapshot, Error> {
+    /// `CW_CAPS` and in its slot.
+    pub fn snapshot(&self) -> Result<Snapshot, Error> {
         let mut caps: Vec<(CapKey, Totals)> = self.caps.iter().collect::<Result<_, _>>()?;
         for (key, totals) in &mut caps {
             totals.count += self.slots.counted(key)?;
         }
-        self.slots.give(caps.iter().map(|&(key, _)| key))?;
         Ok(Snapshot {
             caps,
             failures: self.failures.iter().collect::<Result<_, _>>()?,

@@ -71,6 +71,7 @@ impl Monitor {
         tokio::select! {
             announced = self.intake.announced() => {
                 let announced = self.admitted(announced?);
+                self.intake.give_slots(announced.iter().filter_map(Announced::cap_key))?;
                 Ok(Step::Announced(self.aggregates.apply(&announced)))
             }
             _ = self.drain.tick() => self.drain().map(Step::Drained),
@@ -81,8 +82,9 @@ impl Monitor {
     /// Cgroups that are gone are forgotten, by the kernel and here, once read: their last changes
     /// are in what this returns, and `gone` names them until the next drain.
     pub fn drain(&mut self) -> Result<Vec<Change>, Error> {
-        let pending = self.intake.pending()?;
+        let pending = self.intake.pending();
         let pending = self.admitted(pending);
+        self.intake.give_slots(pending.iter().filter_map(Announced::cap_key))?;
         let mut changes = self.aggregates.apply(&pending);
         // Gone before the read: everything their processes did is in it.
         let gone: HashSet<u64> =
@@ -94,6 +96,8 @@ impl Monitor {
             snapshot.execs.retain(|(k, _)| !self.forgotten.contains(&k.cgroup_id));
             snapshot.calls.retain(|(k, _)| !self.forgotten.contains(&k.cgroup_id));
         }
+        // Keys whose announcement was lost; those of cgroups forgotten whole get none.
+        self.intake.give_slots(snapshot.caps.iter().map(|&(key, _)| key))?;
         changes.extend(self.aggregates.merge(&snapshot, crate::clock::monotonic_now_ns()));
         if !gone.is_empty() {
             self.intake.forget(&gone)?;
@@ -110,7 +114,7 @@ impl Monitor {
 
     /// What the kernel holds now for one cgroup, read without passing it on: the self-test's
     /// evidence.
-    pub fn kernel_totals(&mut self, cgroup_id: u64) -> Result<Snapshot, Error> {
+    pub fn kernel_totals(&self, cgroup_id: u64) -> Result<Snapshot, Error> {
         let mut snapshot = self.intake.snapshot()?;
         snapshot.caps.retain(|(k, _)| k.cgroup_id == cgroup_id);
         snapshot.failures.retain(|(k, _)| k.cgroup_id == cgroup_id);

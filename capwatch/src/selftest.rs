@@ -301,7 +301,7 @@ fn prove(monitor: &mut Monitor, hierarchy: &Hierarchy, watched: &Path, program: 
 }
 
 /// The kinds the kernel's aggregates hold for the cgroup.
-fn seen(monitor: &mut Monitor, cgroup_id: u64) -> Result<BTreeSet<Kind>, String> {
+fn seen(monitor: &Monitor, cgroup_id: u64) -> Result<BTreeSet<Kind>, String> {
     let totals = monitor.kernel_totals(cgroup_id).map_err(|e| e.to_string())?;
     Ok(Kind::ALL.into_iter().filter(|k| k.seen_in(&totals)).collect())
 }
