@@ -80,11 +80,7 @@ pub fn check_until<const UNTIL: u8, C: StackIdContext>(
     if UNTIL == step::SCOPE {
         return cgroup_id;
     }
-    // The current task, typed: its saved user registers (`orig_rax` the syscall it is in, -1
-    // outside one; `rdi`, `rsi`, `rdx`… its arguments, the uapi `pt_regs` layout) and, later,
-    // its tgid for the origin.
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let regs = unsafe { bpf_task_pt_regs(task as _) } as *const pt_regs;
+    let (task, regs) = current_task();
     let syscall = unsafe { (*regs).orig_rax } as u32;
     if UNTIL == step::SYSCALL {
         return syscall as u64;
@@ -285,11 +281,7 @@ pub fn on_kprobe_entry(cred: *const u8, ns: *const u8, cap: u32, opts: u32) {
     if scope::watched_cgroup().is_none() {
         return;
     }
-    // The current task, typed: its saved user registers (`orig_rax` the syscall it is in, -1
-    // outside one; `rdi`, `rsi`, `rdx`… its arguments, the uapi `pt_regs` layout) and, later,
-    // its tgid for the origin.
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let regs = unsafe { bpf_task_pt_regs(task as _) } as *const pt_regs;
+    let (_, regs) = current_task();
     let syscall = unsafe { (*regs).orig_rax } as u32;
     let stash = KprobeStash { cap, flags: flags_from_opts(opts) | judge(Checked::Raw(cred, ns), cap, syscall, regs) };
     let tid = bpf_get_current_pid_tgid();
@@ -328,4 +320,13 @@ pub fn on_kprobe_return<C: StackIdContext>(ctx: &C, ret: i32) {
     };
     let _ = CW_KPROBE_STASH.remove(tid);
     on_check(ctx, stash.cap, ret, stash.flags, Checked::Judged);
+}
+
+/// The current task as a typed pointer (its fields are plain loads: the origin's tgid) and its
+/// saved user registers: `orig_rax` is the syscall it is in (-1 outside one), `rdi`, `rsi`,
+/// `rdx`… its arguments (the uapi `pt_regs` layout).
+#[inline(always)]
+fn current_task() -> (*const u8, *const pt_regs) {
+    let task = unsafe { bpf_get_current_task_btf() };
+    (task as *const u8, unsafe { bpf_task_pt_regs(task) } as *const pt_regs)
 }
