@@ -84,7 +84,6 @@ impl Monitor {
     pub fn drain(&mut self) -> Result<Vec<Change>, Error> {
         let pending = self.intake.pending();
         let pending = self.admitted(pending);
-        self.intake.give_slots(pending.iter().filter_map(Announced::cap_key))?;
         let mut changes = self.aggregates.apply(&pending);
         // Gone before the read: everything their processes did is in it.
         let gone: HashSet<u64> =
@@ -96,7 +95,8 @@ impl Monitor {
             snapshot.execs.retain(|(k, _)| !self.forgotten.contains(&k.cgroup_id));
             snapshot.calls.retain(|(k, _)| !self.forgotten.contains(&k.cgroup_id));
         }
-        // Keys whose announcement was lost; those of cgroups forgotten whole get none.
+        // Every key read, the pending announcements' and those whose announcement was lost;
+        // those of cgroups forgotten whole get none.
         self.intake.give_slots(snapshot.caps.iter().map(|&(key, _)| key))?;
         changes.extend(self.aggregates.merge(&snapshot, crate::clock::monotonic_now_ns()));
         if !gone.is_empty() {
