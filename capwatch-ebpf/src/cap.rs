@@ -74,18 +74,19 @@ pub fn check_until<const UNTIL: u8, C: StackIdContext>(
     flags: u32,
     checked: Checked,
 ) -> u64 {
-    let Some(cgroup_id) = scope::watched_cgroup() else {
+    let task = current_task();
+    let Some(cgroup_id) = scope::watched(task) else {
         return 0;
     };
     if UNTIL == step::SCOPE {
         return cgroup_id;
     }
-    let (task, regs) = current_task();
+    let regs = saved_regs(task);
     let syscall = unsafe { (*regs).orig_rax } as u32;
     if UNTIL == step::SYSCALL {
         return syscall as u64;
     }
-    let flags = flags | judge(checked, cap, syscall, regs);
+    let flags = flags | judge(task, checked, cap, syscall, regs);
     if UNTIL == step::JUDGE {
         return flags as u64;
     }
@@ -124,7 +125,7 @@ fn note_kept(syscall: u32, regs: *const pt_regs) {
     if offset == 0 {
         return;
     }
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let task = current_task();
     let Ok(cred) = (unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize) as *const u64) }) else {
         return;
     };
@@ -157,16 +158,16 @@ pub fn on_kept(syscall: u32, kept: u64) {
     }
 }
 
-/// What the checked credentials and the syscall's arguments say of a check (see `cred_flags` and
-/// `consequence::judge`).
+/// What the checked credentials and the syscall's arguments say of a check made by the current
+/// `task` (see `cred_flags` and `consequence::judge`).
 #[inline(always)]
-fn judge(checked: Checked, cap: u32, syscall: u32, regs: *const pt_regs) -> u32 {
+fn judge(task: *const u8, checked: Checked, cap: u32, syscall: u32, regs: *const pt_regs) -> u32 {
     let moot = match checked {
         Checked::Typed(cred, _) => consequence::judge::<Direct>(cap, syscall, regs, cred),
         Checked::Raw(cred, _) | Checked::Current(cred) => consequence::judge::<Probed>(cap, syscall, regs, cred),
         Checked::Judged => return 0,
     };
-    cred_flags(checked)
+    cred_flags(task, checked)
         | moot.raw() << CAP_FLAG_MOOT_SHIFT
         | consequence::port(cap, syscall, regs) << CAP_FLAG_PORT_SHIFT
 }
@@ -229,16 +230,16 @@ pub enum Checked {
 }
 
 /// What the checked credentials and namespace say: `CAP_FLAG_FOREIGN_CRED` when `cred` is not
-/// the current task's own (`real_cred`), `CAP_FLAG_OUTER_USERNS` when `ns` lies above the
+/// the current `task`'s own (`real_cred`), `CAP_FLAG_OUTER_USERNS` when `ns` lies above the
 /// credentials' user namespace. The common case (own credentials, own namespace) costs two reads,
 /// plain loads where the pointers are typed.
 #[inline(always)]
-fn cred_flags(checked: Checked) -> u32 {
+fn cred_flags(task: *const u8, checked: Checked) -> u32 {
     match checked {
-        Checked::Typed(cred, ns) => {
-            judge_cred(cred, ns, |base, offset| unsafe { *(base.wrapping_add(offset as usize) as *const u64) }.into())
-        }
-        Checked::Raw(cred, ns) => judge_cred(cred, ns, |base, offset| {
+        Checked::Typed(cred, ns) => judge_cred(task, cred, ns, |base, offset| {
+            unsafe { *(base.wrapping_add(offset as usize) as *const u64) }.into()
+        }),
+        Checked::Raw(cred, ns) => judge_cred(task, cred, ns, |base, offset| {
             unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const u64) }.ok()
         }),
         Checked::Judged | Checked::Current(_) => 0,
@@ -247,11 +248,10 @@ fn cred_flags(checked: Checked) -> u32 {
 
 /// `cred_flags` with `read(base, offset)` reading the 8 bytes at `base + offset`.
 #[inline(always)]
-fn judge_cred(cred: *const u8, ns: *const u8, read: impl Fn(*const u8, u32) -> Option<u64>) -> u32 {
+fn judge_cred(task: *const u8, cred: *const u8, ns: *const u8, read: impl Fn(*const u8, u32) -> Option<u64>) -> u32 {
     let read_ptr = |base: *const u8, offset: u32| read(base, offset).map(|v| v as *const u8);
     let mut flags = 0;
     let real_cred = unsafe { read_volatile(&CW_TASK_REAL_CRED_OFFSET) };
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     if real_cred != 0 && read_ptr(task, real_cred).is_some_and(|own| own != cred) {
         flags |= CAP_FLAG_FOREIGN_CRED;
     }
@@ -278,12 +278,14 @@ fn judge_cred(cred: *const u8, ns: *const u8, read: impl Fn(*const u8, u32) -> O
 /// syscall's arguments say until the return.
 #[inline(always)]
 pub fn on_kprobe_entry(cred: *const u8, ns: *const u8, cap: u32, opts: u32) {
-    if scope::watched_cgroup().is_none() {
+    let task = current_task();
+    if scope::watched(task).is_none() {
         return;
     }
-    let (_, regs) = current_task();
+    let regs = saved_regs(task);
     let syscall = unsafe { (*regs).orig_rax } as u32;
-    let stash = KprobeStash { cap, flags: flags_from_opts(opts) | judge(Checked::Raw(cred, ns), cap, syscall, regs) };
+    let stash =
+        KprobeStash { cap, flags: flags_from_opts(opts) | judge(task, Checked::Raw(cred, ns), cap, syscall, regs) };
     let tid = bpf_get_current_pid_tgid();
     if CW_KPROBE_STASH.insert(tid, stash, BPF_NOEXIST as u64).is_ok() {
         return;
@@ -322,11 +324,16 @@ pub fn on_kprobe_return<C: StackIdContext>(ctx: &C, ret: i32) {
     on_check(ctx, stash.cap, ret, stash.flags, Checked::Judged);
 }
 
-/// The current task as a typed pointer (its fields are plain loads: the origin's tgid) and its
-/// saved user registers: `orig_rax` is the syscall it is in (-1 outside one), `rdi`, `rsi`,
-/// `rdx`… its arguments (the uapi `pt_regs` layout).
+/// The current task as a typed pointer: its fields are plain loads (its cgroup, the origin's
+/// tgid, its own credentials).
 #[inline(always)]
-fn current_task() -> (*const u8, *const pt_regs) {
-    let task = unsafe { bpf_get_current_task_btf() };
-    (task as *const u8, unsafe { bpf_task_pt_regs(task) } as *const pt_regs)
+fn current_task() -> *const u8 {
+    unsafe { bpf_get_current_task_btf() as *const u8 }
+}
+
+/// The saved user registers of `task`: `orig_rax` is the syscall it is in (-1 outside one),
+/// `rdi`, `rsi`, `rdx`… its arguments (the uapi `pt_regs` layout).
+#[inline(always)]
+fn saved_regs(task: *const u8) -> *const pt_regs {
+    unsafe { bpf_task_pt_regs(task as *mut _) as *const pt_regs }
 }

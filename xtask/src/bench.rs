@@ -36,7 +36,7 @@ const BREAKDOWN: [(&str, &[(&str, &str)]); 2] = [
         "cap_check",
         &[
             ("floor", "the floor: empty programs"),
-            ("to_scope", "scope test (`bpf_get_current_cgroup_id`, a compare)"),
+            ("to_scope", "scope test (`bpf_get_current_task_btf`, the cgroup id in four loads, a compare)"),
             ("to_syscall", "syscall number (`bpf_task_pt_regs`, `orig_ax`)"),
             (
                 "to_judge",
@@ -671,17 +671,17 @@ impl<'a> Results<'a> {
 
 /// Why capwatch's capability check costs more than an empty program, where it does.
 const CAP_CHECK_WHY: &str = "a watched check runs the steps of the breakdown above: the scope \
-    test (`bpf_get_current_cgroup_id`), `bpf_task_pt_regs` for the syscall number, the credential \
+    test (the typed task, `task->cgroups->dfl_cgrp->kn->id` by four loads where \
+    `bpf_get_current_cgroup_id` would take and drop the RCU read lock too), `bpf_task_pt_regs` for \
+    the syscall number, the credential \
     flags (two plain loads on the tracepoint and fexit; the setuid/setgid judgement's two more, \
     plain loads too where the credentials are typed), the origin (a per-CPU cache of the last \
     process's, valid while `CW_ORIGINS` is unchanged, in front of that LRU hash), and the count: \
     an atomic add in the slot the daemon gave the key (a multiplicative hash of the key, two array \
     lookups the verifier inlines, a compare of four words), or, for a key without a slot, its \
-    lookup in `CW_CAPS`. What is left is mostly three helper calls (the cgroup id, the task, its \
-    registers), each a call and a return in the kernel, which the mitigations named at the top \
-    make dearer, as they make the floor's own cost; the cgroup id could be read from the typed \
-    task instead (`task->cgroups->dfl_cgrp->kn->id`), one call fewer. Task-local storage for the \
-    origin is not offered by aya-ebpf 0.2.1. On a machine where other work runs, every program's \
+    lookup in `CW_CAPS`. What is left is mostly two helper calls (the task, its registers), each \
+    a call and a return in the kernel, which the mitigations named at the top make dearer, as \
+    they make the floor's own cost. Task-local storage for the origin is not offered by aya-ebpf 0.2.1. On a machine where other work runs, every program's \
     CPU time is inflated (see the floor's own added cost, and the intervals): the ratios want a \
     quiet machine";
 const SYSCALL_WHY: &str = "beyond the floor's empty program, every syscall exit reads the \
@@ -690,7 +690,7 @@ const SYSCALL_WHY: &str = "beyond the floor's empty program, every syscall exit 
     breakdown cannot tell from the floor on this machine; the difference left is within the \
     spread of other work's interference (see the interval)";
 const HOST_WHY: &str = "outside the watched subtree capwatch's programs stop at the scope test \
-    (`bpf_get_current_cgroup_id` and a compare; for syscall exits the EPERM/EACCES test and the \
+    (the typed task, four loads for its cgroup id and a compare; for syscall exits the EPERM/EACCES test and the \
     pending-denial count come first), a few ns over an empty program; a gap beyond the interval \
     is the machine's noise: rerun on a quiet machine, or with more rounds";
 

@@ -335,6 +335,10 @@ fn open_object(
             .override_global("CW_DENTRY_NAME_OFFSET", &offsets.dentry_name, all_globals)
             .override_global("CW_TASK_MM_OFFSET", &offsets.task_mm, all_globals)
             .override_global("CW_MM_EXE_FILE_OFFSET", &offsets.mm_exe_file, all_globals)
+            .override_global("CW_TASK_CGROUPS_OFFSET", &offsets.task_cgroups, all_globals)
+            .override_global("CW_CSS_SET_DFL_CGRP_OFFSET", &offsets.css_set_dfl_cgrp, all_globals)
+            .override_global("CW_CGROUP_KN_OFFSET", &offsets.cgroup_kn, all_globals)
+            .override_global("CW_KERNFS_NODE_ID_OFFSET", &offsets.kernfs_node_id, all_globals)
             .load(object)
     })
     .map_err(|e| match permission_denied(&e) {

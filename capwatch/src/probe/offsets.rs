@@ -49,6 +49,12 @@ pub struct Offsets {
     /// `task_struct.mm` and `mm_struct.exe_file`: the program a process runs.
     pub task_mm: u32,
     pub mm_exe_file: u32,
+    /// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.id`: a task's
+    /// cgroup2 id, read without a helper call; 0 where absent (the helper is called then).
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
 }
 
 /// The running kernel's BTF, mapped and read lazily where the kernel allows it: a full parse
@@ -91,6 +97,10 @@ pub fn read(btf: &Btf) -> Result<Offsets, Error> {
         dentry_name: optional("dentry.d_name.name"),
         task_mm: optional("task_struct.mm"),
         mm_exe_file: optional("mm_struct.exe_file"),
+        task_cgroups: optional("task_struct.cgroups"),
+        css_set_dfl_cgrp: optional("css_set.dfl_cgrp"),
+        cgroup_kn: optional("cgroup.kn"),
+        kernfs_node_id: optional("kernfs_node.id"),
     })
 }
 
@@ -163,6 +173,9 @@ mod tests {
         assert!(offsets.file_inode > 0 && offsets.inode_nlink > 0, "{offsets:?}");
         assert!(offsets.file_dentry > 0 && offsets.dentry_name > 0, "{offsets:?}");
         assert!(offsets.task_mm > 0 && offsets.mm_exe_file > 0, "{offsets:?}");
+        // None of the cgroup path's fields leads its struct.
+        assert!(offsets.task_cgroups > 0 && offsets.css_set_dfl_cgrp > 0, "{offsets:?}");
+        assert!(offsets.cgroup_kn > 0 && offsets.kernfs_node_id > 0, "{offsets:?}");
         // One bit per native syscall: several hundred, in whole words.
         assert!(offsets.seccomp_native_bits >= 448 && offsets.seccomp_native_bits.is_multiple_of(64), "{offsets:?}");
     }
