@@ -9,7 +9,7 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::{bpf_get_current_uid_gid, bpf_probe_read_kernel, generated::bpf_get_current_task_btf},
 };
-use capwatch_common::{FailKey, Loss, Seccomp};
+use capwatch_common::{FailKey, Loss, Seccomp, NO_SYSCALL};
 
 use crate::{aggregate, maps::CW_FAILURES, origin, scope};
 
@@ -35,10 +35,17 @@ pub fn on_exit(regs: *const pt_regs, ret: i64, denied: u64) {
     if ret != -EPERM && ret != -EACCES {
         return;
     }
+    // No call failed: rt_sigreturn restores the interrupted code's registers, sets `orig_ax` to
+    // -1 and returns the restored rax, whatever the code held there (arch/x86/kernel/
+    // signal_64.c sys_rt_sigreturn and restore_sigcontext(): "disable syscall checks"); a tracer
+    // that skips a call sets -1 too, and then no call ran.
+    let syscall = unsafe { (*regs).orig_rax } as u32;
+    if syscall == NO_SYSCALL {
+        return;
+    }
     let Some(cgroup_id) = scope::watched_cgroup() else {
         return;
     };
-    let syscall = unsafe { (*regs).orig_rax } as u32;
     let key = FailKey {
         cgroup_id,
         syscall,

@@ -420,6 +420,20 @@ async fn a_failure_carries_what_was_denied_in_the_same_call_and_nothing_older() 
 }
 
 #[tokio::test]
+async fn a_signal_handlers_return_is_no_failed_call() {
+    if !kernel_available("a_signal_handlers_return_is_no_failed_call") {
+        return;
+    }
+    let mut w = Watched::new("sigreturn");
+    // rt_sigreturn returns the interrupted code's rax, here -EPERM and -EACCES: not a failure.
+    let out = Launch::in_cgroup(&w.cgroup).run(&["signalled", "3"]);
+    assert!(out.status.success(), "{out:?}");
+    w.drain();
+    assert_eq!(w.failures(), BTreeMap::new(), "{}", w.backend());
+    w.assert_nothing_lost();
+}
+
+#[tokio::test]
 async fn a_real_seccomp_filters_refusal_is_told_from_a_call_that_ran() {
     if !kernel_available("a_real_seccomp_filters_refusal_is_told_from_a_call_that_ran") {
         return;

@@ -20,6 +20,8 @@
 //!   fanotify          fanotify_init(FAN_CLASS_NOTIF, O_RDONLY)
 //!   chmod PATH        chmod PATH 0644
 //!   setpgid-foreign   setpgid(0, 1): refused by the call's own rules, no capability involved
+//!   signalled N       N times: spin with -EPERM (then -EACCES) in rax until a timer's signal
+//!                     arrives; its handler's rt_sigreturn restores that rax as its return
 //!   as-user UID ACTION ...          become UID, then do ACTION
 //!   seccomp-refuse NAMES ACTION ... install a seccomp filter refusing the comma-separated
 //!                     syscalls with EPERM, then do ACTION
@@ -122,6 +124,7 @@ fn run(args: &[String]) -> Option<Result<(), i32>> {
         (Some("fanotify"), 1) => check(unsafe { libc::syscall(libc::SYS_fanotify_init, 0, libc::O_RDONLY) }),
         (Some("chmod"), 2) => chmod(&args[1]),
         (Some("setpgid-foreign"), 1) => check(unsafe { libc::setpgid(0, 1) }.into()),
+        (Some("signalled"), 2) => signalled(count(1)),
         (Some("as-user"), n) if n > 2 => as_user(count(1)?, &args[2..])?,
         (Some("seccomp-refuse"), n) if n > 2 => seccomp_refuse(&args[1], &args[2..])?,
         (Some("time"), n) if n > 1 => time(&args[1..])?,
@@ -189,6 +192,53 @@ fn check(rc: i64) -> Result<(), i32> {
 fn chmod(path: &str) -> Result<(), i32> {
     let path = CString::new(path).map_err(|_| libc::EINVAL)?;
     check(unsafe { libc::chmod(path.as_ptr(), 0o644) }.into())
+}
+
+/// Set by `on_alarm`, read by `spin_until_signalled`.
+static SIGNALLED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+extern "C" fn on_alarm(_: libc::c_int) {
+    SIGNALLED.store(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `n` times for each of -EPERM and -EACCES: holds it in rax, as a failed syscall leaves it,
+/// until SIGALRM interrupts this user code; rt_sigreturn then restores it and returns it.
+fn signalled(n: Option<u64>) -> Result<(), i32> {
+    let Some(n) = n else { return Err(libc::EINVAL) };
+    let action = libc::sigaction {
+        sa_sigaction: on_alarm as extern "C" fn(libc::c_int) as usize,
+        sa_mask: unsafe { std::mem::zeroed() },
+        sa_flags: 0,
+        sa_restorer: None,
+    };
+    check(unsafe { libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut()) }.into())?;
+    for _ in 0..n {
+        for errno in [libc::EPERM, libc::EACCES] {
+            SIGNALLED.store(0, std::sync::atomic::Ordering::SeqCst);
+            let soon = libc::itimerval {
+                it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+                it_value: libc::timeval { tv_sec: 0, tv_usec: 2000 },
+            };
+            check(unsafe { libc::setitimer(libc::ITIMER_REAL, &soon, std::ptr::null_mut()) }.into())?;
+            spin_until_signalled(-i64::from(errno));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+fn spin_until_signalled(rax: i64) {
+    // SAFETY: reads a static; rax is declared clobbered.
+    unsafe {
+        std::arch::asm!(
+            "2:",
+            "pause",
+            "cmp byte ptr [{flag}], 0",
+            "je 2b",
+            flag = in(reg) SIGNALLED.as_ptr(),
+            inout("rax") rax => _,
+        );
+    }
 }
 
 /// Becomes `uid` (group too, no supplementary groups), then does the action.
