@@ -419,11 +419,13 @@ impl<'a> Results<'a> {
         let _ = writeln!(md, "\n## The daemon under sustained load\n");
         let _ = writeln!(
             md,
-            "One daemon, `cw-workload as-user 1000 paced RATE SECONDS setuid-denied` in a \
-             container-named cgroup per rate: setuid(0) as uid 1000, each call a denied CAP_SETUID \
+            "One daemon, `cw-workload as-user 1000 threads WORKERS paced RATE/WORKERS SECONDS \
+             setuid-denied` in a container-named cgroup per rate, one worker per CPU ({}): setuid(0) \
+             as uid 1000, each call a denied CAP_SETUID \
              check and a syscall failing with EPERM. `reported` is CAP_SETUID's `denied.count` in \
              `capwatch report`, `totals` the daemon's final totals line; both must equal the checks made. CPU is the daemon's (all threads) over the \
-             loop's wall time.\n"
+             loop's wall time.\n",
+            sustained["rates"][0]["workers"].as_u64().map_or("one".to_string(), |n| n.to_string()),
         );
         let _ = writeln!(md, "| rate (checks/s) | achieved | checks made | reported | totals | daemon CPU |");
         let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|");
@@ -543,10 +545,10 @@ impl<'a> Results<'a> {
             let exact = fast["reported"] == fast["calls"] && fast["totals"] == fast["calls"] && sustained["lost"] == 0;
             let achieved = fast["achieved_rate"].as_f64().unwrap_or(0.0);
             let why = if exact {
-                "the aggregates were exact with nothing lost, but one thread on this machine could not \
-                 make 1,000,000 checks per second (see the setuid loop's cost above): the rate was not \
-                 reached, so the target is not shown. A faster or quieter machine, or several workers, \
-                 would show it"
+                "the aggregates were exact with nothing lost, but this machine's workers could not \
+                 make 1,000,000 checks per second (see the setuid loop's cost above, one worker per \
+                 CPU): the rate was not reached, so the target is not shown. A faster or quieter \
+                 machine would show it"
             } else {
                 "the aggregates or the loss counters disagree with the checks made; see the loss lines \
                  in docs/performance.json"
