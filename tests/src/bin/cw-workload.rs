@@ -154,10 +154,12 @@ fn thread_cpu_ns() -> u64 {
 /// Calls at a steady rate: each millisecond's share, then a sleep to the next millisecond. A
 /// rate the machine cannot keep shows as `behind_ms`.
 fn paced(rate: u64, seconds: u64, action: &str) -> Option<Result<(), i32>> {
+    // The raw syscall: glibc's setuid() makes every other thread of the process repeat it, so
+    // paced workers (`threads N paced …`) would each make one check per worker and call.
     let call: fn() -> i64 = match action {
-        "setuid" => || unsafe { libc::setuid(0) } as i64,
+        "setuid" => || unsafe { libc::syscall(libc::SYS_setuid, 0) },
         // As a user without CAP_SETUID: a denied check, and a syscall failing with EPERM.
-        "setuid-denied" => || i64::from(unsafe { libc::setuid(0) }).max(0),
+        "setuid-denied" => || unsafe { libc::syscall(libc::SYS_setuid, 0) }.max(0),
         "getppid" => || unsafe { libc::getppid() } as i64,
         _ => return None,
     };
