@@ -21,10 +21,14 @@ const PACKAGES: [(&str, &str); 2] = [("bpftrace", "/usr/bin/bpftrace"), ("fonts-
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 /// The workloads, as cw-bench names them, and how the table names them.
-const WORKLOADS: [(&str, &str); 4] = [
-    ("cap_check", "setuid(0), watched cgroup (1 capability check + sys_exit)"),
+const WORKLOADS: [(&str, &str); 5] = [
+    ("cap_check", "sethostname to the same name, own UTS namespace, watched cgroup (1 capability check + sys_exit)"),
     ("syscall", "getppid, watched cgroup (sys_exit only)"),
-    ("host_cap_check", "setuid(0), host process (root cgroup, not watched)"),
+    (
+        "judged_check",
+        "setuid(0) as root, watched cgroup (1 capability check capwatch judges by the call's arguments + sys_exit)",
+    ),
+    ("host_cap_check", "sethostname, own UTS namespace, host process (root cgroup, not watched)"),
     ("host_syscall", "getppid, host process (root cgroup, not watched)"),
 ];
 const CONFIGS: [&str; 4] = ["bare", "floor", "capwatch", "bpftrace"];
@@ -338,6 +342,11 @@ impl<'a> Results<'a> {
              timed twice: by its own thread's CPU time, which includes the eBPF programs (they run in \
              the calling thread) but not the time other processes took the CPU from it, and by wall \
              time, which includes that too.\n\n\
+             The capability check the targets are measured on is sethostname's, to the name the \
+             workload's own UTS namespace already has: a granted CAP_SYS_ADMIN check in a call whose \
+             own cost barely varies. setuid(0)'s cost varies from call to call by more than a check \
+             costs (it commits new credentials and frees the old ones after an RCU grace period); it \
+             is measured as `judged_check`, a check whose arguments capwatch reads to judge it.\n\n\
              Each cell gives the median over the rounds, then the interquartile range (IQR) and the \
              fastest–slowest round. A cost *added* by a configuration is the median of each round's \
              difference to the same round's run it is compared with, and beside it, in brackets, the \
@@ -420,11 +429,11 @@ impl<'a> Results<'a> {
         let _ = writeln!(
             md,
             "One daemon, `cw-workload as-user 1000 threads WORKERS paced RATE/WORKERS SECONDS \
-             setuid-denied` in a container-named cgroup per rate, one worker per CPU ({}): setuid(0) \
-             as uid 1000, each call a denied CAP_SETUID \
-             check and a syscall failing with EPERM. `reported` is CAP_SETUID's `denied.count` in \
-             `capwatch report`, `totals` the daemon's final totals line; both must equal the checks made. CPU is the daemon's (all threads) over the \
-             loop's wall time.\n",
+             sethostname-denied` in a container-named cgroup per rate, one worker per CPU ({}): \
+             sethostname as uid 1000, each call a denied CAP_SYS_ADMIN check and a syscall failing \
+             with EPERM. `reported` is CAP_SYS_ADMIN's `denied.count` in \
+             `capwatch report`, `totals` the daemon's final totals line; both must equal the checks \
+             made. CPU is the daemon's (all threads) over the loop's wall time.\n",
             sustained["rates"][0]["workers"].as_u64().map_or("one".to_string(), |n| n.to_string()),
         );
         let _ = writeln!(md, "| rate (checks/s) | achieved | checks made | reported | totals | daemon CPU |");
@@ -446,8 +455,8 @@ impl<'a> Results<'a> {
         let peak_kib = sustained["peak_rss_kib"].as_f64().unwrap_or(f64::NAN);
         let _ = writeln!(
             md,
-            "\nEvents lost (the daemon's `loss` lines): {}. Peak RSS (VmHWM): {:.1} MiB. Check → `capwatch report`: \
-             {} ms (each from before the checking process started until the report showed it).\n",
+            "\nEvents lost (the daemon's `loss` lines): {}. Peak RSS (VmHWM): {:.1} MiB. Check → `capwatch report` \
+             (a denied setuid): {} ms (each from before the checking process started until the report showed it).\n",
             sustained["lost"],
             peak_kib / 1024.0,
             delays.iter().map(|d| format!("{d:.0}")).collect::<Vec<_>>().join(", "),
@@ -546,8 +555,8 @@ impl<'a> Results<'a> {
             let achieved = fast["achieved_rate"].as_f64().unwrap_or(0.0);
             let why = if exact {
                 "the aggregates were exact with nothing lost, but this machine's workers could not \
-                 make 1,000,000 checks per second (see the setuid loop's cost above, one worker per \
-                 CPU): the rate was not reached, so the target is not shown. A faster or quieter \
+                 make 1,000,000 checks per second (one worker per CPU, each denied sethostname with \
+                 capwatch's programs on it): the rate was not reached, so the target is not shown. A faster or quieter \
                  machine would show it"
             } else {
                 "the aggregates or the loss counters disagree with the checks made; see the loss lines \

@@ -85,6 +85,9 @@ fn run(args: &[String]) -> Option<Result<(), i32>> {
         // setuid(0) as many times whatever each call returns (a denied check each, as a user).
         (Some("setuid-tries"), 2) => repeat(count(1), || i64::from(unsafe { libc::setuid(0) }).max(0)),
         (Some("getppid"), 2) => repeat(count(1), || unsafe { libc::getppid() } as i64),
+        // In a UTS namespace of its own, sethostname to the name it already has: a granted
+        // CAP_SYS_ADMIN check in a call that allocates nothing, so its cost barely varies.
+        (Some("sethostname"), 2) => own_uts_namespace().and_then(|()| repeat(count(1), same_hostname)),
         // The action in N threads at once (on as many CPUs as the scheduler gives).
         (Some("threads"), n) if n > 2 => {
             let action: Vec<String> = args[2..].to_vec();
@@ -161,6 +164,9 @@ fn paced(rate: u64, seconds: u64, action: &str) -> Option<Result<(), i32>> {
         // As a user without CAP_SETUID: a denied check, and a syscall failing with EPERM.
         "setuid-denied" => || unsafe { libc::syscall(libc::SYS_setuid, 0) }.max(0),
         "getppid" => || unsafe { libc::getppid() } as i64,
+        // As a user without CAP_SYS_ADMIN: a denied check, and a syscall failing with EPERM.
+        // The name is the one the host has, should the check ever be granted.
+        "sethostname-denied" => || same_hostname().max(0),
         _ => return None,
     };
     let per_ms = rate / 1000;
@@ -181,6 +187,22 @@ fn paced(rate: u64, seconds: u64, action: &str) -> Option<Result<(), i32>> {
     println!("calls {}", per_ms * ticks);
     println!("behind_ms {}", start.elapsed().saturating_sub(planned).as_millis());
     Some(Ok(()))
+}
+
+fn own_uts_namespace() -> Result<(), i32> {
+    check(unsafe { libc::unshare(libc::CLONE_NEWUTS) }.into())
+}
+
+/// sethostname(2) with the name the task's UTS namespace had at its first call: it changes
+/// nothing. The name is read once, so that each call is the one syscall.
+fn same_hostname() -> i64 {
+    static NAME: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let name = NAME.get_or_init(|| {
+        let mut names: libc::utsname = unsafe { std::mem::zeroed() };
+        unsafe { libc::uname(&mut names) };
+        names.nodename.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect()
+    });
+    unsafe { libc::syscall(libc::SYS_sethostname, name.as_ptr(), name.len()) }
 }
 
 fn check(rc: i64) -> Result<(), i32> {
