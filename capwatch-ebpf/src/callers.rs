@@ -20,17 +20,14 @@
 
 use core::ptr::read_volatile;
 
-use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, generated::bpf_get_current_task_btf},
-    programs::tracing::StackIdContext,
-};
+use aya_ebpf::{helpers::bpf_probe_read_kernel, programs::tracing::StackIdContext};
 use capwatch_common::{flags_from_opts, Loss, CAP_FLAG_FOREIGN_CRED, CAP_FLAG_OUTER_USERNS, CAP_OPT_NOAUDIT};
 
 use crate::{
     aggregate,
     cap::{self, CW_CRED_USER_NS_OFFSET, CW_TASK_REAL_CRED_OFFSET, CW_USER_NS_LEVEL_OFFSET},
     maps::CW_MMAP_MIN_ADDR,
-    scope,
+    scope, task,
 };
 
 const CAP_SETPCAP: u32 = 8;
@@ -128,7 +125,7 @@ fn judge(cap: u32, target: Target) -> Option<(i32, u32, *const u8)> {
     let read = |base: *const u8, offset: u32| unsafe {
         bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const u64).ok()
     };
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let task = task::current();
     let cred = read(task, cred_at)? as *const u8;
     let mut flags = 0;
     if real_cred_at != 0 && read(task, real_cred_at)? as *const u8 != cred {

@@ -4,10 +4,7 @@ use core::{mem::MaybeUninit, ptr::read_volatile};
 
 use aya_ebpf::{
     bindings::{pt_regs, BPF_NOEXIST},
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_get_current_task_btf, bpf_get_stack, bpf_task_pt_regs},
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_get_stack},
     programs::tracing::StackIdContext,
 };
 use capwatch_common::{
@@ -19,7 +16,7 @@ use crate::{
     aggregate,
     consequence::{self, Direct, Probed},
     maps::{KprobeStash, CW_CAPS, CW_KPROBE_STASH, CW_STACKS},
-    origin, pending, scope,
+    origin, pending, scope, task,
 };
 
 /// Offsets read by userspace from the kernel's BTF: `task_struct.real_cred`,
@@ -74,14 +71,14 @@ pub fn check_until<const UNTIL: u8, C: StackIdContext>(
     flags: u32,
     checked: Checked,
 ) -> u64 {
-    let task = current_task();
+    let task = task::current();
     let Some(cgroup_id) = scope::watched(task) else {
         return 0;
     };
     if UNTIL == step::SCOPE {
         return cgroup_id;
     }
-    let regs = saved_regs(task);
+    let regs = task::saved_regs(task);
     let syscall = unsafe { (*regs).orig_rax } as u32;
     if UNTIL == step::SYSCALL {
         return syscall as u64;
@@ -125,7 +122,7 @@ fn note_kept(syscall: u32, regs: *const pt_regs) {
     if offset == 0 {
         return;
     }
-    let task = current_task();
+    let task = task::current();
     let Ok(cred) = (unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize) as *const u64) }) else {
         return;
     };
@@ -278,11 +275,11 @@ fn judge_cred(task: *const u8, cred: *const u8, ns: *const u8, read: impl Fn(*co
 /// syscall's arguments say until the return.
 #[inline(always)]
 pub fn on_kprobe_entry(cred: *const u8, ns: *const u8, cap: u32, opts: u32) {
-    let task = current_task();
+    let task = task::current();
     if scope::watched(task).is_none() {
         return;
     }
-    let regs = saved_regs(task);
+    let regs = task::saved_regs(task);
     let syscall = unsafe { (*regs).orig_rax } as u32;
     let stash =
         KprobeStash { cap, flags: flags_from_opts(opts) | judge(task, Checked::Raw(cred, ns), cap, syscall, regs) };
@@ -322,18 +319,4 @@ pub fn on_kprobe_return<C: StackIdContext>(ctx: &C, ret: i32) {
     };
     let _ = CW_KPROBE_STASH.remove(tid);
     on_check(ctx, stash.cap, ret, stash.flags, Checked::Judged);
-}
-
-/// The current task as a typed pointer: its fields are plain loads (its cgroup, the origin's
-/// tgid, its own credentials).
-#[inline(always)]
-fn current_task() -> *const u8 {
-    unsafe { bpf_get_current_task_btf() as *const u8 }
-}
-
-/// The saved user registers of `task`: `orig_rax` is the syscall it is in (-1 outside one),
-/// `rdi`, `rsi`, `rdx`… its arguments (the uapi `pt_regs` layout).
-#[inline(always)]
-fn saved_regs(task: *const u8) -> *const pt_regs {
-    unsafe { bpf_task_pt_regs(task as *mut _) as *const pt_regs }
 }

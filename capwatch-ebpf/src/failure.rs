@@ -7,11 +7,11 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{bpf_get_current_uid_gid, bpf_probe_read_kernel, generated::bpf_get_current_task_btf},
+    helpers::{bpf_get_current_uid_gid, bpf_probe_read_kernel},
 };
 use capwatch_common::{FailKey, Loss, Seccomp, NO_SYSCALL};
 
-use crate::{aggregate, maps::CW_FAILURES, origin, scope};
+use crate::{aggregate, maps::CW_FAILURES, origin, scope, task};
 
 const EPERM: i64 = 1;
 const EACCES: i64 = 13;
@@ -64,7 +64,7 @@ pub fn under_filter() -> bool {
     if mode_at == 0 {
         return false;
     }
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let task = task::current();
     unsafe { bpf_probe_read_kernel(task.wrapping_add(mode_at as usize) as *const i32) }
         .is_ok_and(|mode| mode == SECCOMP_MODE_FILTER)
 }
@@ -84,7 +84,7 @@ pub fn seccomp_state(syscall: u32) -> Seccomp {
     if mode_at == 0 || filter_at == 0 {
         return Seccomp::Unknown;
     }
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let task = task::current();
     let Ok(mode) = (unsafe { bpf_probe_read_kernel(task.wrapping_add(mode_at as usize) as *const i32) }) else {
         return Seccomp::Unknown;
     };

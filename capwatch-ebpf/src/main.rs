@@ -16,13 +16,9 @@ mod origin;
 mod pending;
 mod scope;
 mod syscall_exit;
+mod task;
 
 use aya_ebpf::{
-    bindings::pt_regs,
-    helpers::{
-        bpf_probe_read_kernel,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
-    },
     macros::{btf_tracepoint, fexit, kprobe, kretprobe},
     programs::{BtfTracePointContext, FExitContext, ProbeContext, RetProbeContext},
 };
@@ -166,22 +162,12 @@ pub fn cgroup_attach(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn process_exit(_ctx: BtfTracePointContext) -> i32 {
     if let Some(cgroup_id) = scope::watched_cgroup() {
-        calls::on_thread_exit(cgroup_id, current_syscall());
+        calls::on_thread_exit(cgroup_id, task::current_syscall());
         pending::forget();
         cap::forget_kprobe_stash();
         origin::on_exit(cgroup_id);
     }
     0
-}
-
-/// The syscall the current thread is in (its saved `orig_rax`), or `NO_SYSCALL`.
-fn current_syscall() -> u32 {
-    let task = unsafe { bpf_get_current_task_btf() };
-    let regs = unsafe { bpf_task_pt_regs(task as *mut _) } as *const pt_regs;
-    if regs.is_null() {
-        return capwatch_common::NO_SYSCALL;
-    }
-    unsafe { bpf_probe_read_kernel(&(*regs).orig_rax) }.map_or(capwatch_common::NO_SYSCALL, |nr| nr as u32)
 }
 
 #[cfg(not(test))]

@@ -3,9 +3,9 @@
 
 use core::ptr::read_volatile;
 
-use aya_ebpf::helpers::generated::{
-    bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task_btf,
-};
+use aya_ebpf::helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id};
+
+use crate::task;
 
 /// The watched subtree's root cgroup id (1 is the cgroup2 root).
 #[unsafe(no_mangle)]
@@ -31,11 +31,10 @@ static CW_KERNFS_NODE_ID_OFFSET: u32 = 0;
 /// The current task's cgroup id when it is watched.
 #[inline(always)]
 pub fn watched_cgroup() -> Option<u64> {
-    watched(unsafe { bpf_get_current_task_btf() } as *const u8)
+    watched(task::current())
 }
 
-/// `watched_cgroup()` where the caller holds the current task as a typed pointer
-/// (`bpf_get_current_task_btf`).
+/// `watched_cgroup()` where the caller holds the current task (`task::current`).
 #[inline(always)]
 pub fn watched(task: *const u8) -> Option<u64> {
     let id = cgroup_id(task);

@@ -19,6 +19,7 @@ mod origin;
 mod pending;
 mod scope;
 mod syscall_exit;
+mod task;
 
 use aya_ebpf::{bindings::pt_regs, macros::btf_tracepoint, programs::BtfTracePointContext};
 
