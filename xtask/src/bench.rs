@@ -431,9 +431,11 @@ impl<'a> Results<'a> {
             "One daemon, `cw-workload as-user 1000 threads WORKERS paced RATE/WORKERS SECONDS \
              sethostname-denied` in a container-named cgroup per rate, one worker per CPU ({}): \
              sethostname as uid 1000, each call a denied CAP_SYS_ADMIN check and a syscall failing \
-             with EPERM. `reported` is CAP_SYS_ADMIN's `denied.count` in \
-             `capwatch report`, `totals` the daemon's final totals line; both must equal the checks \
-             made. CPU is the daemon's (all threads) over the loop's wall time.\n",
+             with EPERM. `reported` is the count of CAP_SYS_ADMIN denied in sethostname in \
+             `capwatch report` (`denied.by_syscall`), `totals` the daemon's final totals line for \
+             them; both must equal the checks made. (The process makes a few CAP_SYS_ADMIN checks \
+             of its own besides, at the mmap and mprotect of each thread's stack, which the report \
+             counts under those calls.) CPU is the daemon's (all threads) over the loop's wall time.\n",
             sustained["rates"][0]["workers"].as_u64().map_or("one".to_string(), |n| n.to_string()),
         );
         let _ = writeln!(md, "| rate (checks/s) | achieved | checks made | reported | totals | daemon CPU |");
