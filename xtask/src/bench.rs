@@ -482,6 +482,11 @@ impl<'a> Results<'a> {
             Some(d) if d.resolved() => "",
             _ => " (**not resolved**: the spread is larger than the difference)",
         };
+        let step = |config: &str, before: &str| {
+            self.diff(Clock::Cpu, "cap_check", config, before).map_or_else(|| "?".into(), |d| d.difference())
+        };
+        let cap_why =
+            cap_check_why([step("to_scope", "floor"), step("to_syscall", "to_scope"), step("to_key", "to_syscall")]);
         let cap = self.added("cap_check", "capwatch");
         let cap_bpftrace = self.added("cap_check", "bpftrace");
         let over = self.diff(Clock::Cpu, "cap_check", "capwatch", "floor");
@@ -496,7 +501,7 @@ impl<'a> Results<'a> {
                 wall_note("cap_check", "capwatch", "floor")
             ),
             over_median <= CAP_OVER_FLOOR_NS,
-            CAP_CHECK_WHY,
+            &cap_why,
         );
         let bpftrace_over = self.diff(Clock::Cpu, "cap_check", "bpftrace", "capwatch");
         let wall_ratio = {
@@ -518,7 +523,13 @@ impl<'a> Results<'a> {
                 resolution(&bpftrace_over)
             ),
             cap <= CAP_VS_BPFTRACE * cap_bpftrace,
-            CAP_CHECK_WHY,
+            &format!(
+                "the empty programs on capwatch's hooks alone add {:+.1} ns here, {:.2}× bpftrace's \
+                 added cost, which leaves the check {:.1} ns over them for the target; {cap_why}",
+                self.added("cap_check", "floor"),
+                self.added("cap_check", "floor") / cap_bpftrace,
+                CAP_VS_BPFTRACE * cap_bpftrace - self.added("cap_check", "floor"),
+            ),
         );
         let sys = self.added("syscall", "capwatch");
         let sys_floor = self.added("syscall", "floor");
@@ -548,7 +559,7 @@ impl<'a> Results<'a> {
                     if met { ": not told from the floor" } else { "" }
                 ),
                 met,
-                HOST_WHY,
+                host_why(workload),
             );
         }
         let rates: Vec<&Value> = sustained["rates"].as_array().into_iter().flatten().collect();
@@ -682,30 +693,42 @@ impl<'a> Results<'a> {
     }
 }
 
-/// Why capwatch's capability check costs more than an empty program, where it does.
-const CAP_CHECK_WHY: &str = "a watched check runs the steps of the breakdown above: the scope \
-    test (the typed task, `task->cgroups->dfl_cgrp->kn->id` by four loads where \
-    `bpf_get_current_cgroup_id` would take and drop the RCU read lock too), `bpf_task_pt_regs` for \
-    the syscall number, the credential \
-    flags (two plain loads on the tracepoint and fexit; the setuid/setgid judgement's two more, \
-    plain loads too where the credentials are typed), the origin (a per-CPU cache of the last \
-    process's, valid while `CW_ORIGINS` is unchanged, in front of that LRU hash), and the count: \
-    an atomic add in the slot the daemon gave the key (a multiplicative hash of the key, two array \
-    lookups the verifier inlines, a compare of four words), or, for a key without a slot, its \
-    lookup in `CW_CAPS`. What is left is mostly two helper calls (the task, its registers), each \
-    a call and a return in the kernel, which the mitigations named at the top make dearer, as \
-    they make the floor's own cost. Task-local storage for the origin is not offered by aya-ebpf 0.2.1. On a machine where other work runs, every program's \
-    CPU time is inflated (see the floor's own added cost, and the intervals): the ratios want a \
-    quiet machine";
+/// Why capwatch's capability check costs more than an empty program, where it does; `steps` is
+/// what the breakdown measured: the scope test, the syscall number, and the rest of the check.
+fn cap_check_why(steps: [String; 3]) -> String {
+    let [scope, syscall, rest] = steps;
+    format!(
+        "a watched check runs the steps of the breakdown above. Two of them are a helper call \
+         each, which this kernel's JIT emits as a call into the kernel whose return goes through \
+         the return thunk of the mitigations named at the top: the scope test \
+         (`bpf_get_current_task_btf`, then `task->cgroups->dfl_cgrp->kn->id` by four loads) took \
+         {scope} ns, the syscall number (`bpf_task_pt_regs`, then `orig_ax`) {syscall} ns. The rest, \
+         the credential flags, the judgement of the arguments, the origin (a per-CPU cache of the \
+         last process's) and the count (an atomic add in the slot the daemon gave the key), took \
+         {rest} ns. The task and its registers are what the key is made of (its cgroup, its \
+         syscall) and have no cheaper source on this kernel: the probe's arguments hold \
+         neither"
+    )
+}
+
 const SYSCALL_WHY: &str = "beyond the floor's empty program, every syscall exit reads the \
     tracepoint's two arguments and the syscall number, loads the count of pending denials (a \
-    global) and compares the result with -EPERM and -EACCES: a few instructions, which the \
-    breakdown cannot tell from the floor on this machine; the difference left is within the \
-    spread of other work's interference (see the interval)";
-const HOST_WHY: &str = "outside the watched subtree capwatch's programs stop at the scope test \
-    (the typed task, four loads for its cgroup id and a compare; for syscall exits the EPERM/EACCES test and the \
-    pending-denial count come first), a few ns over an empty program; a gap beyond the interval \
-    is the machine's noise: rerun on a quiet machine, or with more rounds";
+    global), compares the result with -EPERM and -EACCES, and asks the syscall set's per-CPU \
+    cache whether the thread's call is known: a few instructions and loads";
+
+/// Why a host process's check or syscall costs more than an empty program, where it does.
+fn host_why(workload: &str) -> &'static str {
+    if workload == "host_cap_check" {
+        "outside the watched subtree a check stops at the scope test: `bpf_get_current_task_btf`, \
+         a helper call, then four loads for the task's cgroup id and a compare. The cgroup is \
+         the task's, so there is no way to tell a host process from a container's without asking \
+         for the task"
+    } else {
+        "outside the watched subtree a syscall exit does what a watched one does until the \
+         syscall set's per-CPU cache says the thread is not watched: a few instructions and \
+         loads, no helper call"
+    }
+}
 
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
