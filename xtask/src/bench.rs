@@ -346,7 +346,10 @@ impl<'a> Results<'a> {
              workload's own UTS namespace already has: a granted CAP_SYS_ADMIN check in a call whose \
              own cost barely varies. setuid(0)'s cost varies from call to call by more than a check \
              costs (it commits new credentials and frees the old ones after an RCU grace period); it \
-             is measured as `judged_check`, a check whose arguments capwatch reads to judge it.\n\n\
+             is measured as `judged_check`, a check whose arguments capwatch reads to judge it. Every \
+             timed loop runs on the last CPU: bpftrace opens its tracepoints' perf events on CPU 0, \
+             where each hit also goes through perf's delivery of the event and costs it about twice \
+             as much; on any other CPU it does not.\n\n\
              Each cell gives the median over the rounds, then the interquartile range (IQR) and the \
              fastest–slowest round. A cost *added* by a configuration is the median of each round's \
              difference to the same round's run it is compared with, and beside it, in brackets, the \
