@@ -348,8 +348,8 @@ impl<'a> Results<'a> {
              costs (it commits new credentials and frees the old ones after an RCU grace period); it \
              is measured as `judged_check`, a check whose arguments capwatch reads to judge it. Every \
              timed loop runs on the last CPU: bpftrace opens its tracepoints' perf events on CPU 0, \
-             where each hit also goes through perf's delivery of the event and costs it about twice \
-             as much; on any other CPU it does not.\n\n\
+             where each hit also goes through perf's delivery of the event, some 300 ns more than on \
+             any other CPU.\n\n\
              Each cell gives the median over the rounds, then the interquartile range (IQR) and the \
              fastest–slowest round. A cost *added* by a configuration is the median of each round's \
              difference to the same round's run it is compared with, and beside it, in brackets, the \
