@@ -236,6 +236,14 @@ pub const fn flags_from_opts(opts: u32) -> u32 {
 /// The syscall number recorded when the thread was not in a syscall (pt_regs `orig_ax` of -1).
 pub const NO_SYSCALL: u32 = u32::MAX;
 
+/// The placeholder BTF id the programs' `bpf_rdonly_cast` kfunc call carries until the loader
+/// gives it the running kernel's: aya resolves no kfunc calls.
+pub const KFUNC_PLACEHOLDER_ID: u32 = 0x6377_0001;
+/// That call as the one eBPF instruction it is (little-endian: opcode `BPF_JMP | BPF_CALL`, source
+/// register `BPF_PSEUDO_KFUNC_CALL`, no offset: the function is vmlinux's), as the loader finds
+/// it in the object.
+pub const KFUNC_RDONLY_CAST_CALL: u64 = (KFUNC_PLACEHOLDER_ID as u64) << 32 | 0x2085;
+
 /// Capacity of a task's command name, as the kernel's `TASK_COMM_LEN`.
 pub const COMM_LEN: usize = 16;
 

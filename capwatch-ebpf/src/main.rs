@@ -1,7 +1,7 @@
 //! capwatch's kernel side: thin program entries. The logic lives in the modules named for it.
 #![no_std]
 #![no_main]
-#![feature(core_intrinsics)]
+#![feature(core_intrinsics, asm_experimental_arch)]
 #![allow(internal_features)]
 
 mod aggregate;

@@ -4,7 +4,7 @@
 //! floor and the daemon; the difference between consecutive steps is what a step costs.
 #![no_std]
 #![no_main]
-#![feature(core_intrinsics)]
+#![feature(core_intrinsics, asm_experimental_arch)]
 #![allow(internal_features)]
 // The modules are capwatch's own; only the check's path and the syscall exit's are used here.
 #![allow(dead_code)]

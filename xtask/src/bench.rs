@@ -41,7 +41,11 @@ const BREAKDOWN: [(&str, &[(&str, &str)]); 2] = [
         &[
             ("floor", "the floor: empty programs"),
             ("to_scope", "scope test (`bpf_get_current_task_btf`, the cgroup id in four loads, a compare)"),
-            ("to_syscall", "syscall number (`bpf_task_pt_regs`, `orig_ax`)"),
+            (
+                "to_syscall",
+                "syscall number (`orig_ax`: from `task->stack` through `bpf_rdonly_cast`, a move, where \
+                 the kernel has it, else `bpf_task_pt_regs`)",
+            ),
             (
                 "to_judge",
                 "credential flags (`real_cred`, `cred->user_ns`) and the syscall's arguments \
@@ -701,16 +705,16 @@ impl<'a> Results<'a> {
 fn cap_check_why(steps: [String; 3]) -> String {
     let [scope, syscall, rest] = steps;
     format!(
-        "a watched check runs the steps of the breakdown above. Two of them are a helper call \
-         each, which this kernel's JIT emits as a call into the kernel whose return goes through \
-         the return thunk of the mitigations named at the top: the scope test \
-         (`bpf_get_current_task_btf`, then `task->cgroups->dfl_cgrp->kn->id` by four loads) took \
-         {scope} ns, the syscall number (`bpf_task_pt_regs`, then `orig_ax`) {syscall} ns. The rest, \
-         the credential flags, the judgement of the arguments, the origin (a per-CPU cache of the \
-         last process's) and the count (an atomic add in the slot the daemon gave the key), took \
-         {rest} ns. The task and its registers are what the key is made of (its cgroup, its \
-         syscall) and have no cheaper source on this kernel: the probe's arguments hold \
-         neither"
+        "a watched check runs the steps of the breakdown above. The scope test is a helper call, \
+         `bpf_get_current_task_btf`, which this kernel's JIT emits as a call into the kernel whose \
+         return goes through the return thunk of the mitigations named at the top, then \
+         `task->cgroups->dfl_cgrp->kn->id` by four loads: {scope} ns. The syscall number, read \
+         from the task's stack where the kernel has `bpf_rdonly_cast` (6.2+) instead of by a \
+         second helper call, `bpf_task_pt_regs`: {syscall} ns. The rest, the credential flags, \
+         the judgement of the arguments, the origin (a per-CPU cache of the last process's) and \
+         the count (an atomic add in the slot the daemon gave the key): {rest} ns. The task is \
+         what the key's cgroup comes from and has no cheaper source on this kernel: the probe's \
+         arguments do not hold it, and this kernel's JIT calls the helper rather than inline it"
     )
 }
 

@@ -4,6 +4,7 @@
 mod callers;
 mod fexit;
 mod floor;
+mod kfuncs;
 mod kprobe;
 mod offsets;
 mod requirements;
@@ -289,10 +290,10 @@ fn open_object(
     }
     // The kernel's BTF, mapped and read lazily: the offsets, and the few types aya's loader
     // looks up (a full parse would hold tens of MiB at start-up).
-    let (offsets, btf) = {
+    let (offsets, btf, resolved) = {
         let kernel = offsets::kernel_btf()?;
         requirements::check(&kernel)?;
-        (offsets::read(&kernel)?, sparse::btf(&kernel)?)
+        (offsets::read(&kernel)?, sparse::btf(&kernel)?, kfuncs::resolve(object, &kernel))
     };
     let include_root = u32::from(scope.include_root);
     let syscall_sets = u32::from(syscall_sets);
@@ -339,7 +340,9 @@ fn open_object(
             .override_global("CW_CSS_SET_DFL_CGRP_OFFSET", &offsets.css_set_dfl_cgrp, all_globals)
             .override_global("CW_CGROUP_KN_OFFSET", &offsets.cgroup_kn, all_globals)
             .override_global("CW_KERNFS_NODE_ID_OFFSET", &offsets.kernfs_node_id, all_globals)
-            .load(object)
+            .override_global("CW_TASK_STACK_OFFSET", &offsets.task_stack, all_globals)
+            .override_global("CW_PT_REGS_BTF_ID", &resolved.pt_regs_btf_id, all_globals)
+            .load(resolved.object())
     })
     .map_err(|e| match permission_denied(&e) {
         true => Error::NotRoot,

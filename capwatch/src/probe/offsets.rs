@@ -55,6 +55,9 @@ pub struct Offsets {
     pub css_set_dfl_cgrp: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
+    /// `task_struct.stack`: the bottom of a task's kernel stack, from which its saved registers
+    /// lie at a fixed distance; 0 where absent (the helper finds them then).
+    pub task_stack: u32,
 }
 
 /// The running kernel's BTF, mapped and read lazily where the kernel allows it: a full parse
@@ -101,6 +104,7 @@ pub fn read(btf: &Btf) -> Result<Offsets, Error> {
         css_set_dfl_cgrp: optional("css_set.dfl_cgrp"),
         cgroup_kn: optional("cgroup.kn"),
         kernfs_node_id: optional("kernfs_node.id"),
+        task_stack: optional("task_struct.stack"),
     })
 }
 
