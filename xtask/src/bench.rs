@@ -358,8 +358,8 @@ impl<'a> Results<'a> {
              fastest–slowest round. A cost *added* by a configuration is the median of each round's \
              difference to the same round's run it is compared with, and beside it, in brackets, the \
              95% interval of that median (order statistics: n/2 ∓ 0.98·√n). Rounds are added until \
-             every difference the targets rest on has an interval on one side of zero, within a time \
-             budget; a difference whose interval still holds zero is marked **not resolved**: the \
+             every difference the targets rest on has an interval on one side of zero and narrower \
+             than the difference, within a time budget; a difference whose interval still holds zero is marked **not resolved**: the \
              spread is larger than the difference, and the run cannot tell it from nothing.\n",
             text("bpftrace_version"),
         );
