@@ -6,7 +6,7 @@
 //! call it cannot resolve.
 
 use btf_rs::{Btf, Type};
-use capwatch_common::{KFUNC_PLACEHOLDER_ID, KFUNC_RDONLY_CAST_CALL};
+use capwatch_common::KFUNC_RDONLY_CAST_CALL;
 
 /// `r0 = 0` (`BPF_ALU64 | BPF_MOV | BPF_K`, destination register 0, immediate 0).
 const R0_ZERO: u64 = 0xb7;
@@ -50,7 +50,6 @@ pub fn resolve(object: &[u8], btf: &Btf) -> Resolved {
             instruction.copy_from_slice(&call.to_le_bytes());
         }
     }
-    debug_assert_eq!(KFUNC_RDONLY_CAST_CALL >> 32, u64::from(KFUNC_PLACEHOLDER_ID));
     Resolved { words, len: object.len(), pt_regs_btf_id }
 }
 
@@ -61,6 +60,8 @@ fn id_of(btf: &Btf, name: &str, kind: impl Fn(&Type) -> bool) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    use capwatch_common::KFUNC_PLACEHOLDER_ID;
+
     use super::*;
 
     #[test]
