@@ -1,12 +1,18 @@
-//! The current task and its saved user registers, as the typed pointers the verifier knows them
-//! by: their fields are plain loads. A program asks for the task once and passes it on.
+//! The current task and its saved user registers, as pointers the verifier knows the types of:
+//! their fields are plain loads. A program asks for the task once and passes it on.
 //!
-//! The registers lie at a fixed distance from the bottom of every task's kernel stack
-//! (arch/x86/include/asm/processor.h `task_pt_regs`: the stack's top, less its padding, less one
-//! `struct pt_regs`). Where the kernel has the `bpf_rdonly_cast` kfunc (6.2+), a check finds them
-//! from `task->stack` with two loads instead of calling `bpf_task_pt_regs`: the helper is a call
-//! into the kernel, the kfunc a move (the verifier replaces it, kernel/bpf/verifier.c
-//! fixup_kfunc_call). The distance is learnt from the helper the first time.
+//! Where the kernel has the `bpf_rdonly_cast` kfunc (6.2+), neither takes a call into the
+//! kernel: the verifier replaces the kfunc with a move (kernel/bpf/verifier.c
+//! fixup_kfunc_call), where a helper is a call and its return.
+//! - The task is what the per-CPU variable behind `current` holds (arch/x86/include/asm/
+//!   current.h: `current_task`, inside `pcpu_hot` on 6.2–6.14). Each CPU finds its copy at its
+//!   first check, from its run queue, and keeps the address in a per-CPU array, whose lookup the
+//!   verifier inlines (6.10+).
+//! - The registers lie at a fixed distance from the bottom of every task's kernel stack
+//!   (arch/x86/include/asm/processor.h `task_pt_regs`: the stack's top, less its padding, less
+//!   one `struct pt_regs`). The distance is learnt from `bpf_task_pt_regs` at the first check.
+//!
+//! A task read so is read-only to the verifier: a helper that takes a task gets `trusted()`.
 
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
@@ -16,14 +22,18 @@ use aya_ebpf::{
         bpf_probe_read_kernel,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
+    macros::map,
+    maps::PerCpuArray,
 };
 use capwatch_common::KFUNC_RDONLY_CAST_CALL;
 
-/// The running kernel's BTF id of `struct pt_regs`, set by userspace where the kernel has
-/// `bpf_rdonly_cast` and the loader gave the call below its id (probe/kfuncs.rs); 0 otherwise,
-/// and the helper is called.
+/// The running kernel's BTF ids of `struct pt_regs` and `struct task_struct`, set by userspace
+/// where the kernel has `bpf_rdonly_cast` and the loader gave the call below its id
+/// (probe/kfuncs.rs); 0 otherwise, and the helpers are called.
 #[unsafe(no_mangle)]
 static CW_PT_REGS_BTF_ID: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_TASK_STRUCT_BTF_ID: u32 = 0;
 /// `task_struct.stack`, from the kernel's BTF (0 where absent).
 #[unsafe(no_mangle)]
 static CW_TASK_STACK_OFFSET: u32 = 0;
@@ -34,34 +44,128 @@ static mut CW_PT_REGS_FROM_STACK: u64 = 0;
 #[unsafe(no_mangle)]
 static mut CW_PT_REGS_SEEN: u64 = 0;
 
-/// The current task (`struct task_struct *`).
+/// `task_struct.se.cfs_rq` and `cfs_rq.rq`: a running task's CPU's run queue (0 where absent).
+#[unsafe(no_mangle)]
+static CW_TASK_SE_CFS_RQ_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_CFS_RQ_RQ_OFFSET: u32 = 0;
+/// From a CPU's run queue (`runqueues`) to its copy of the variable that holds the current task,
+/// two's complement: both are per-CPU variables (probe/offsets.rs). 0 where unknown.
+#[unsafe(no_mangle)]
+static CW_CURRENT_TASK_FROM_RUNQUEUES: u64 = 0;
+
+/// Per CPU: the address of its copy of the variable that holds the current task; `UNKNOWN`
+/// until the CPU's first check, `HELPER` where that check could not confirm one.
+#[map]
+static CW_CURRENT_TASK_AT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+const UNKNOWN: u64 = 0;
+const HELPER: u64 = 1;
+
+/// What reading the task and its registers by casts takes: `struct pt_regs`' and `struct
+/// task_struct`'s ids and `task_struct.stack`, where the kernel has all of them. One test for
+/// both, so that the task is read by a cast exactly where the registers are.
+#[inline(always)]
+fn casts() -> Option<(u32, u32, u32)> {
+    let ids = unsafe {
+        (read_volatile(&CW_PT_REGS_BTF_ID), read_volatile(&CW_TASK_STRUCT_BTF_ID), read_volatile(&CW_TASK_STACK_OFFSET))
+    };
+    (ids.0 != 0 && ids.1 != 0 && ids.2 != 0).then_some(ids)
+}
+
+/// The current task (`struct task_struct *`), for loads and `bpf_probe_read_kernel`.
 #[inline(always)]
 pub fn current() -> *const u8 {
+    let Some((pt_regs_id, task_id, _)) = casts() else {
+        return trusted();
+    };
+    let holder = match CW_CURRENT_TASK_AT.get_ptr_mut(0) {
+        Some(at) => match unsafe { read_volatile(at) } {
+            UNKNOWN => find_current_task(at, pt_regs_id),
+            holder => holder,
+        },
+        None => HELPER,
+    };
+    let task = match holder {
+        HELPER => trusted() as u64,
+        holder => unsafe { read_u64(holder, pt_regs_id) },
+    };
+    // Cast either way, so that the verifier knows one type of task after this, not two.
+    unsafe { rdonly_cast(task, task_id) }
+}
+
+/// The current task as the helper gives it: what a helper that takes a task wants.
+#[inline(always)]
+fn trusted() -> *const u8 {
     unsafe { bpf_get_current_task_btf() as *const u8 }
 }
 
-/// The saved user registers of `task`: `orig_rax` is the syscall it is in (-1 outside one),
-/// `rdi`, `rsi`, `rdx`… its arguments (the uapi `pt_regs` layout). Read-only.
-#[inline(always)]
-pub fn saved_regs(task: *const u8) -> *const pt_regs {
-    let (btf_id, stack_at) = unsafe { (read_volatile(&CW_PT_REGS_BTF_ID), read_volatile(&CW_TASK_STACK_OFFSET)) };
-    if btf_id != 0 && stack_at != 0 {
-        // SAFETY: a typed task; the field's offset comes from the running kernel's BTF.
-        let stack = unsafe { *(task.wrapping_add(stack_at as usize) as *const u64) };
-        let from_stack = unsafe { read_volatile(addr_of!(CW_PT_REGS_FROM_STACK)) };
-        if from_stack != 0 {
-            return unsafe { rdonly_cast(stack.wrapping_add(from_stack), btf_id) } as *const pt_regs;
+/// Finds this CPU's copy of the variable that holds the current task, keeps its address in this
+/// CPU's `at` and returns it, or `HELPER` where it does not hold the task the helper gives.
+/// The copy lies at a fixed distance from this CPU's run queue, which is the one the running
+/// task is queued on (kernel/sched/sched.h `set_task_rq`: `se.cfs_rq` follows the task's CPU).
+/// Pointers are stored and read back as numbers, as `learn` does.
+#[inline(never)]
+fn find_current_task(at: *mut u64, pt_regs_id: u32) -> u64 {
+    let (cfs_rq_at, rq_at, from_rq) = unsafe {
+        (
+            read_volatile(&CW_TASK_SE_CFS_RQ_OFFSET),
+            read_volatile(&CW_CFS_RQ_RQ_OFFSET),
+            read_volatile(&CW_CURRENT_TASK_FROM_RUNQUEUES),
+        )
+    };
+    let task = trusted();
+    let mut found = HELPER;
+    if cfs_rq_at != 0 && rq_at != 0 && from_rq != 0 {
+        let as_number = |pointer: *const u8| unsafe {
+            write_volatile(at, pointer as u64);
+            read_volatile(at)
+        };
+        // SAFETY: typed kernel pointers, each load at a field the running kernel's BTF gives.
+        let rq = unsafe {
+            let cfs_rq = *(task.wrapping_add(cfs_rq_at as usize) as *const *const u8);
+            *(cfs_rq.wrapping_add(rq_at as usize) as *const *const u8)
+        };
+        let holder = as_number(rq).wrapping_add(from_rq);
+        if unsafe { read_u64(holder, pt_regs_id) } == as_number(task) {
+            found = holder;
         }
-        let regs = helper_regs(task);
-        learn(stack, regs);
-        return regs;
     }
-    helper_regs(task)
+    unsafe { write_volatile(at, found) };
+    found
 }
 
+/// The 8 bytes at kernel address `at`, read through a cast to `struct pt_regs` (id
+/// `pt_regs_id`), whose first field (`r15`) is 8 bytes at offset 0: the verifier reads a cast
+/// pointer only through a struct's fields.
 #[inline(always)]
-fn helper_regs(task: *const u8) -> *const pt_regs {
-    unsafe { bpf_task_pt_regs(task as *mut _) as *const pt_regs }
+unsafe fn read_u64(at: u64, pt_regs_id: u32) -> u64 {
+    unsafe { *(rdonly_cast(at, pt_regs_id) as *const u64) }
+}
+
+/// The saved user registers of the current task, `task` (from `current()`): `orig_rax` is the
+/// syscall it is in (-1 outside one), `rdi`, `rsi`, `rdx`… its arguments (the uapi `pt_regs`
+/// layout). Read-only.
+#[inline(always)]
+pub fn saved_regs(task: *const u8) -> *const pt_regs {
+    let Some((pt_regs_id, _, stack_at)) = casts() else {
+        // `current()` took the helper too: the task is the helper's.
+        return unsafe { bpf_task_pt_regs(task as *mut _) as *const pt_regs };
+    };
+    // SAFETY: a typed task; the field's offset comes from the running kernel's BTF.
+    let stack = unsafe { *(task.wrapping_add(stack_at as usize) as *const u64) };
+    let from_stack = unsafe { read_volatile(addr_of!(CW_PT_REGS_FROM_STACK)) };
+    if from_stack != 0 {
+        return unsafe { rdonly_cast(stack.wrapping_add(from_stack), pt_regs_id) } as *const pt_regs;
+    }
+    let regs = helper_regs();
+    learn(stack, regs);
+    regs
+}
+
+/// The current task's saved registers, from the helper.
+#[inline(always)]
+fn helper_regs() -> *const pt_regs {
+    unsafe { bpf_task_pt_regs(trusted() as *mut _) as *const pt_regs }
 }
 
 /// Keeps the distance from `stack` to `regs`. The pointer is stored and read back as a number:
@@ -81,7 +185,7 @@ fn learn(stack: u64, regs: *const pt_regs) {
 /// `bpf_rdonly_cast(obj, btf_id)`: `obj` as a read-only pointer to the kernel type `btf_id`
 /// (`btf_id` must be a constant to the verifier: a global userspace set). aya 0.14 resolves no
 /// kfunc calls, so the call is written out whole with a placeholder id, which the loader
-/// replaces with the running kernel's (probe/kfuncs.rs).
+/// replaces with the running kernel's (probe/ksyms.rs).
 #[inline(always)]
 unsafe fn rdonly_cast(obj: u64, btf_id: u32) -> *const u8 {
     let cast: u64;
@@ -101,7 +205,7 @@ unsafe fn rdonly_cast(obj: u64, btf_id: u32) -> *const u8 {
 
 /// The syscall the current thread is in (its saved `orig_rax`), or `NO_SYSCALL`.
 pub fn current_syscall() -> u32 {
-    let regs = helper_regs(current());
+    let regs = helper_regs();
     if regs.is_null() {
         return capwatch_common::NO_SYSCALL;
     }

@@ -1,9 +1,9 @@
 //! The kfunc calls in capwatch's programs. aya 0.14 resolves none: each call is written out
 //! whole in the object, with a placeholder id (`capwatch_common::KFUNC_RDONLY_CAST_CALL`), and
 //! this gives it the running kernel's BTF id of the function before aya reads the object. Where
-//! the kernel lacks the function, the call becomes `r0 = 0`, and the global that guards it
-//! (`CW_PT_REGS_BTF_ID`, left 0) keeps the programs off that path: the verifier never sees a
-//! call it cannot resolve.
+//! the kernel lacks the function, the call becomes `r0 = 0`, and the globals that guard it
+//! (`CW_PT_REGS_BTF_ID`, `CW_TASK_STRUCT_BTF_ID`, left 0) keep the programs off that path: the
+//! verifier never sees a call it cannot resolve.
 
 use btf_rs::{Btf, Type};
 use capwatch_common::KFUNC_RDONLY_CAST_CALL;
@@ -16,8 +16,10 @@ pub struct Resolved {
     /// The object, 8-byte aligned as aya's ELF reader wants it.
     words: Vec<u64>,
     len: usize,
-    /// The kernel's BTF id of `struct pt_regs` where `bpf_rdonly_cast` was resolved, else 0.
+    /// The kernel's BTF ids of the types the programs cast to, `struct pt_regs` and `struct
+    /// task_struct`, where `bpf_rdonly_cast` was resolved, else 0.
     pub pt_regs_btf_id: u32,
+    pub task_struct_btf_id: u32,
 }
 
 impl Resolved {
@@ -28,16 +30,17 @@ impl Resolved {
 }
 
 /// `object` with its `bpf_rdonly_cast` calls given `btf`'s id of the function (kernel/bpf/
-/// helpers.c, 6.2+), or turned into `r0 = 0` where `btf` has no such function or no
-/// `struct pt_regs` to cast to.
+/// helpers.c, 6.2+), or turned into `r0 = 0` where `btf` has no such function or not both
+/// types to cast to.
 pub fn resolve(object: &[u8], btf: &Btf) -> Resolved {
-    let ids = (
-        id_of(btf, "bpf_rdonly_cast", |t| matches!(t, Type::Func(_))),
-        id_of(btf, "pt_regs", |t| matches!(t, Type::Struct(_))),
-    );
-    let (call, pt_regs_btf_id) = match ids {
-        (Some(cast), Some(pt_regs)) => ((KFUNC_RDONLY_CAST_CALL & 0xffff_ffff) | u64::from(cast) << 32, pt_regs),
-        _ => (R0_ZERO, 0),
+    let struct_id = |name| id_of(btf, name, |t| matches!(t, Type::Struct(_)));
+    let ids =
+        (id_of(btf, "bpf_rdonly_cast", |t| matches!(t, Type::Func(_))), struct_id("pt_regs"), struct_id("task_struct"));
+    let (call, pt_regs_btf_id, task_struct_btf_id) = match ids {
+        (Some(cast), Some(pt_regs), Some(task_struct)) => {
+            ((KFUNC_RDONLY_CAST_CALL & 0xffff_ffff) | u64::from(cast) << 32, pt_regs, task_struct)
+        }
+        _ => (R0_ZERO, 0, 0),
     };
     let mut words = vec![0u64; object.len().div_ceil(8)];
     // SAFETY: the words' memory holds at least `object.len()` bytes.
@@ -50,7 +53,7 @@ pub fn resolve(object: &[u8], btf: &Btf) -> Resolved {
             instruction.copy_from_slice(&call.to_le_bytes());
         }
     }
-    Resolved { words, len: object.len(), pt_regs_btf_id }
+    Resolved { words, len: object.len(), pt_regs_btf_id, task_struct_btf_id }
 }
 
 /// The id of the type named `name` of the kind `kind` accepts.
@@ -72,6 +75,7 @@ mod tests {
         let resolved = resolve(&object, &btf);
         let call = u64::from_le_bytes(resolved.object()[8..16].try_into().unwrap());
         if resolved.pt_regs_btf_id != 0 {
+            assert_ne!(resolved.task_struct_btf_id, 0);
             assert_eq!(call & 0xffff_ffff, 0x2085, "still a kfunc call");
             assert_ne!(call >> 32, u64::from(KFUNC_PLACEHOLDER_ID), "given an id");
         } else {

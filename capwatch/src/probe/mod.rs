@@ -342,6 +342,11 @@ fn open_object(
             .override_global("CW_KERNFS_NODE_ID_OFFSET", &offsets.kernfs_node_id, all_globals)
             .override_global("CW_TASK_STACK_OFFSET", &offsets.task_stack, all_globals)
             .override_global("CW_PT_REGS_BTF_ID", &resolved.pt_regs_btf_id, all_globals)
+            .override_global("CW_TASK_STRUCT_BTF_ID", &resolved.task_struct_btf_id, all_globals)
+            .override_global("CW_TASK_SE_CFS_RQ_OFFSET", &offsets.task_se_cfs_rq, all_globals)
+            .override_global("CW_CFS_RQ_RQ_OFFSET", &offsets.cfs_rq_rq, all_globals)
+            .override_global("CW_CURRENT_TASK_FROM_RUNQUEUES", &offsets.current_task_from_runqueues, all_globals)
+            .override_global("CW_TASK_STRUCT_BTF_ID", &resolved.task_struct_btf_id, all_globals)
             .load(resolved.object())
     })
     .map_err(|e| match permission_denied(&e) {

@@ -58,6 +58,14 @@ pub struct Offsets {
     /// `task_struct.stack`: the bottom of a task's kernel stack, from which its saved registers
     /// lie at a fixed distance; 0 where absent (the helper finds them then).
     pub task_stack: u32,
+    /// `task_struct.se.cfs_rq` and `cfs_rq.rq` (with group scheduling): the run queue of the
+    /// CPU a task runs on, a per-CPU variable (`runqueues`).
+    pub task_se_cfs_rq: u32,
+    pub cfs_rq_rq: u32,
+    /// From a CPU's `runqueues` to its copy of the per-CPU variable that holds the current task
+    /// (`current_task`, or `pcpu_hot`, which leads with it on 6.2–6.14), two's complement; 0
+    /// where either is unknown.
+    pub current_task_from_runqueues: u64,
 }
 
 /// The running kernel's BTF, mapped and read lazily where the kernel allows it: a full parse
@@ -105,7 +113,31 @@ pub fn read(btf: &Btf) -> Result<Offsets, Error> {
         cgroup_kn: optional("cgroup.kn"),
         kernfs_node_id: optional("kernfs_node.id"),
         task_stack: optional("task_struct.stack"),
+        task_se_cfs_rq: optional("task_struct.se.cfs_rq"),
+        cfs_rq_rq: optional("cfs_rq.rq"),
+        current_task_from_runqueues: current_task_from_runqueues(btf).unwrap_or(0),
     })
+}
+
+/// The distance between two per-CPU variables is the same on every CPU: each CPU's copies lie
+/// at one offset from the section the kernel links them in (include/linux/percpu-defs.h
+/// `per_cpu_ptr`), whose layout the BTF's `.data..percpu` section gives.
+fn current_task_from_runqueues(btf: &Btf) -> Option<u64> {
+    let Type::Datasec(percpu) = btf.resolve_types_by_name(".data..percpu").ok()?.into_iter().next()? else {
+        return None;
+    };
+    let offset_of = |name: &str| {
+        percpu.variables.iter().find_map(|v| match btf.resolve_chained_type(v) {
+            Ok(Type::Var(var)) if btf.resolve_name(&var).is_ok_and(|n| n == name) => Some(v.offset()),
+            _ => None,
+        })
+    };
+    let runqueues = offset_of("runqueues")?;
+    let holder = match offset_of("current_task") {
+        Some(at) => at,
+        None => offset_of("pcpu_hot").filter(|_| field(btf, "pcpu_hot.current_task").is_some_and(|(at, _)| at == 0))?,
+    };
+    Some(u64::from(holder).wrapping_sub(u64::from(runqueues)))
 }
 
 /// Byte offset and type of a field given as `struct.member.member…`, looking through
@@ -180,6 +212,9 @@ mod tests {
         // None of the cgroup path's fields leads its struct.
         assert!(offsets.task_cgroups > 0 && offsets.css_set_dfl_cgrp > 0, "{offsets:?}");
         assert!(offsets.cgroup_kn > 0 && offsets.kernfs_node_id > 0, "{offsets:?}");
+        // Both per-CPU variables lie in one section, less than a MiB apart.
+        let apart = offsets.current_task_from_runqueues as i64;
+        assert!(apart != 0 && apart.unsigned_abs() < 1 << 20, "{offsets:?}");
         // One bit per native syscall: several hundred, in whole words.
         assert!(offsets.seccomp_native_bits >= 448 && offsets.seccomp_native_bits.is_multiple_of(64), "{offsets:?}");
     }
