@@ -40,7 +40,7 @@ const BREAKDOWN: [(&str, &[(&str, &str)]); 2] = [
         "cap_check",
         &[
             ("floor", "the floor: empty programs"),
-            ("to_scope", "scope test (`bpf_get_current_task_btf`, the cgroup id in four loads, a compare)"),
+            ("to_scope", "scope test (the current task, the cgroup id in four loads, a compare)"),
             (
                 "to_syscall",
                 "syscall number (`orig_ax`: from `task->stack` through `bpf_rdonly_cast`, a move, where \
@@ -705,16 +705,16 @@ impl<'a> Results<'a> {
 fn cap_check_why(steps: [String; 3]) -> String {
     let [scope, syscall, rest] = steps;
     format!(
-        "a watched check runs the steps of the breakdown above. The scope test is a helper call, \
-         `bpf_get_current_task_btf`, which this kernel's JIT emits as a call into the kernel whose \
-         return goes through the return thunk of the mitigations named at the top, then \
+        "a watched check runs the steps of the breakdown above. The scope test: the current \
+         task, read where the kernel has `bpf_rdonly_cast` (6.2+) from the per-CPU variable \
+         behind `current` (a per-CPU array lookup the verifier inlines, then two loads), else \
+         from the helper `bpf_get_current_task_btf`, a call into the kernel whose return goes \
+         through the return thunk of the mitigations named at the top; then \
          `task->cgroups->dfl_cgrp->kn->id` by four loads: {scope} ns. The syscall number, read \
-         from the task's stack where the kernel has `bpf_rdonly_cast` (6.2+) instead of by a \
-         second helper call, `bpf_task_pt_regs`: {syscall} ns. The rest, the credential flags, \
-         the judgement of the arguments, the origin (a per-CPU cache of the last process's) and \
-         the count (an atomic add in the slot the daemon gave the key): {rest} ns. The task is \
-         what the key's cgroup comes from and has no cheaper source on this kernel: the probe's \
-         arguments do not hold it, and this kernel's JIT calls the helper rather than inline it"
+         from the task's stack where the kernel has `bpf_rdonly_cast`, else from the helper \
+         `bpf_task_pt_regs`: {syscall} ns. The rest, the credential flags, the judgement of the \
+         arguments, the origin (a per-CPU cache of the last process's) and the count (an atomic \
+         add in the slot the daemon gave the key): {rest} ns"
     )
 }
 
@@ -726,10 +726,11 @@ const SYSCALL_WHY: &str = "beyond the floor's empty program, every syscall exit 
 /// Why a host process's check or syscall costs more than an empty program, where it does.
 fn host_why(workload: &str) -> &'static str {
     if workload == "host_cap_check" {
-        "outside the watched subtree a check stops at the scope test: `bpf_get_current_task_btf`, \
-         a helper call, then four loads for the task's cgroup id and a compare. The cgroup is \
-         the task's, so there is no way to tell a host process from a container's without asking \
-         for the task"
+        "outside the watched subtree a check stops at the scope test: the current task (where \
+         the kernel has `bpf_rdonly_cast`, a per-CPU array lookup the verifier inlines and two \
+         loads; else the helper `bpf_get_current_task_btf`, a call into the kernel), four loads \
+         for its cgroup id and a compare. The cgroup is the task's, so there is no way to tell a \
+         host process from a container's without reading the task"
     } else {
         "outside the watched subtree a syscall exit does what a watched one does until the \
          syscall set's per-CPU cache says the thread is not watched: a few instructions and \
