@@ -174,6 +174,52 @@ async fn setuid_as_root_makes_exactly_one_granted_check_per_call() {
     w.assert_nothing_lost();
 }
 
+/// Where the kernel has `bpf_rdonly_cast` and group scheduling (a task's `se.cfs_rq->rq`), each
+/// CPU that made a check reads the current task from its own copy of the per-CPU variable behind
+/// `current`, which it confirmed against the helper's task (capwatch-ebpf/src/task.rs); without
+/// group scheduling, through the helper; without the kfunc, it never looks.
+#[tokio::test]
+async fn each_cpu_reads_the_current_task_from_its_own_copy_where_the_kernel_allows() {
+    if !kernel_available("each_cpu_reads_the_current_task_from_its_own_copy_where_the_kernel_allows") {
+        return;
+    }
+    let mut w = Watched::new("current");
+    let out = Launch::in_cgroup(&w.cgroup).run(&["setuid", "1000"]);
+    assert!(out.status.success(), "{out:?}");
+    w.drain();
+    let btf = btf_rs::Btf::from_file("/sys/kernel/btf/vmlinux").expect("the kernel's BTF");
+    let named = |name: &str| btf.resolve_types_by_name(name).unwrap_or_default();
+    let cast = named("bpf_rdonly_cast").iter().any(|t| matches!(t, btf_rs::Type::Func(_)));
+    let group_scheduling = named("cfs_rq").iter().any(|t| match t {
+        btf_rs::Type::Struct(s) => s.members.iter().any(|m| btf.resolve_name(m).is_ok_and(|n| n == "rq")),
+        _ => false,
+    });
+    // Every probe's copy of the map, this test's among them: a CPU's copy of the variable lies at
+    // the same address in each.
+    let mut found: BTreeMap<usize, u64> = BTreeMap::new();
+    for info in aya::maps::loaded_maps().filter_map(Result::ok) {
+        if info.name_as_str() != Some("CW_CURRENT_TASK") {
+            continue;
+        }
+        let Ok(data) = aya::maps::MapData::from_id(info.id()) else { continue };
+        let map: aya::maps::PerCpuArray<_, u64> =
+            aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).expect("a per-CPU array");
+        for (cpu, &at) in map.get(&0, 0).expect("slot 0").iter().enumerate() {
+            if at != 0 {
+                let first = *found.entry(cpu).or_insert(at);
+                assert_eq!(first, at, "CPU {cpu}: {found:x?}");
+            }
+        }
+    }
+    let helper = found.values().filter(|&&at| at == 1).count();
+    match (cast, group_scheduling) {
+        (true, true) => assert!(!found.is_empty() && helper == 0, "{found:x?}"),
+        (true, false) => assert!(!found.is_empty() && helper == found.len(), "{found:x?}"),
+        (false, _) => assert!(found.is_empty(), "{found:x?}"),
+    }
+    w.assert_nothing_lost();
+}
+
 #[tokio::test]
 async fn a_raw_socket_without_net_raw_is_a_denied_check_and_an_eperm() {
     if !kernel_available("a_raw_socket_without_net_raw_is_a_denied_check_and_an_eperm") {
