@@ -37,6 +37,10 @@ pub struct Status {
     pub started: String,
     pub backend: probe::Backend,
     pub attempts: Vec<probe::Attempt>,
+    /// Why the programs read the current task through the helpers: the kernel refused the
+    /// casts. Absent where it took them, or had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub casts_refused: Option<String>,
     pub cgroup_root: String,
     /// What the self-test proved at start: absent from a daemon older than it.
     #[serde(default)]
@@ -86,11 +90,18 @@ pub async fn run(mut service: Service) -> Result<(), Error> {
             backend: settings.probe.backend(),
             maps: settings.maps,
             syscall_sets: settings.syscall_sets,
+            reads: probe::Reads::Casts,
         },
         hierarchy.clone(),
     )?;
     for attempt in monitor.probe().attempts().iter().filter(|a| a.refused.is_some()) {
         info!(event = "probe_refused", backend = %attempt.backend, reason = attempt.refused.as_deref(), "capability probe refused");
+    }
+    if let Some(reason) = monitor.probe().casts_refused() {
+        info!(
+            event = "casts_refused",
+            reason, "the kernel refused reading the current task by casts: the helpers read it"
+        );
     }
     // Before anything is reported: what this probe cannot see is said with everything it says.
     let sight = selftest::run(&mut monitor, &hierarchy, &settings.cgroup_root, &selftest::this_program());
@@ -108,6 +119,7 @@ pub async fn run(mut service: Service) -> Result<(), Error> {
         started: clock::rfc3339(SystemTime::now()),
         backend: probe.backend(),
         attempts: probe.attempts().to_vec(),
+        casts_refused: probe.casts_refused().map(str::to_string),
         cgroup_root: settings.cgroup_root.display().to_string(),
         sight: Some(sight),
     };

@@ -143,7 +143,13 @@ pub async fn run(launch: Launch) -> Result<Outcome, Error> {
     let scratch = Scratch::create()?;
     let scope = hierarchy.scope(Path::new(&cgroup.path), true)?;
     let mut monitor = Monitor::start(
-        probe::Options { scope, backend: launch.probe.backend(), maps: Default::default(), syscall_sets: true },
+        probe::Options {
+            scope,
+            backend: launch.probe.backend(),
+            maps: Default::default(),
+            syscall_sets: true,
+            reads: probe::Reads::Casts,
+        },
         hierarchy.clone(),
     )?;
     let sight = selftest::run(&mut monitor, &hierarchy, Path::new(&cgroup.path), &selftest::this_program());

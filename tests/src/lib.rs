@@ -80,6 +80,7 @@ pub fn test_backend() -> Backend {
                 backend: None,
                 maps: Default::default(),
                 syscall_sets: true,
+                reads: probe::Reads::Casts,
             })
             .unwrap_or_else(|e| panic!("no capability backend attaches on this kernel: {e}"));
             probe.backend()
@@ -182,12 +183,18 @@ impl TestCgroup {
 
     /// `monitor`, and what its self-test found. Nothing of the self-test is left in the monitor.
     pub fn proven_monitor(&self) -> (Monitor, Sight) {
+        self.proven_monitor_reading(probe::Reads::Casts)
+    }
+
+    /// `proven_monitor`, its programs reading the current task as `reads` says.
+    pub fn proven_monitor_reading(&self, reads: probe::Reads) -> (Monitor, Sight) {
         let choice = test_probe();
         let options = probe::Options {
             scope: self.scope(),
             backend: choice.backend(),
             maps: Default::default(),
             syscall_sets: true,
+            reads,
         };
         let hierarchy = Hierarchy::find().expect("cgroup2");
         let mut monitor = Monitor::start(options, hierarchy.clone())

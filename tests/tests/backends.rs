@@ -60,6 +60,7 @@ fn offered_here() -> Plan {
             backend: Some(backend),
             maps: Default::default(),
             syscall_sets: true,
+            reads: probe::Reads::Casts,
         }) {
             Ok(_) => attach.push(backend),
             Err(_) => refused.push(backend),

@@ -13,6 +13,7 @@ use caps::Capability::{
 };
 use capwatch::{
     monitor::Monitor,
+    probe::Reads,
     selftest::{Kind, Sight},
 };
 use capwatch_common::{
@@ -62,8 +63,13 @@ struct Watched {
 
 impl Watched {
     fn new(label: &str) -> Self {
+        Self::reading(label, Reads::Casts)
+    }
+
+    /// `new`, its programs reading the current task as `reads` says.
+    fn reading(label: &str, reads: Reads) -> Self {
         let cgroup = TestCgroup::new(label);
-        let (monitor, sight) = cgroup.proven_monitor();
+        let (monitor, sight) = cgroup.proven_monitor_reading(reads);
         Self { cgroup, monitor, sight }
     }
 
@@ -217,6 +223,28 @@ async fn each_cpu_reads_the_current_task_from_its_own_copy_where_the_kernel_allo
         (true, false) => assert!(!found.is_empty() && helper == found.len(), "{found:x?}"),
         (false, _) => assert!(found.is_empty(), "{found:x?}"),
     }
+    w.assert_nothing_lost();
+}
+
+/// The helpers, which read the current task where the kernel lacks the casts or refuses them,
+/// give the same keys and counts: the task, the syscall and the verdict's evidence.
+#[tokio::test]
+async fn checks_read_through_the_helpers_are_counted_as_through_the_casts() {
+    if !kernel_available("checks_read_through_the_helpers_are_counted_as_through_the_casts") {
+        return;
+    }
+    let mut w = Watched::reading("helpers", Reads::Helpers);
+    let out = Launch::in_cgroup(&w.cgroup).run(&["setuid", "1000"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = Launch::in_cgroup(&w.cgroup).dropping(&[CAP_NET_RAW]).run(&["raw-socket"]);
+    assert!(refused(&out), "the raw socket should be refused: {out:?}");
+    w.drain();
+    let granted = w.app(CAP_SETUID, Verdict::Granted, SYS_SETUID, SETID);
+    assert_eq!(w.checks(&w.cgroup, CAP_SETUID, SYS_SETUID), BTreeMap::from([(granted, 1000)]), "{}", w.backend());
+    let denied = w.app(CAP_NET_RAW, Verdict::Denied, SYS_SOCKET, PLAIN);
+    assert_eq!(w.checks(&w.cgroup, CAP_NET_RAW, SYS_SOCKET), BTreeMap::from([(denied, 1)]), "{}", w.backend());
+    let failure = app_failure(&w.cgroup, SYS_SOCKET, libc::EPERM, Seccomp::None, bit(CAP_NET_RAW));
+    assert_eq!(w.failures(), BTreeMap::from([(failure, 1)]));
     w.assert_nothing_lost();
 }
 

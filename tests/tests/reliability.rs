@@ -29,7 +29,13 @@ const SYS_MMAP: u32 = libc::SYS_mmap as u32;
 const SYS_OPENAT: u32 = libc::SYS_openat as u32;
 
 fn monitor(cgroup: &TestCgroup, maps: MapSizes) -> Monitor {
-    let options = probe::Options { scope: cgroup.scope(), backend: test_probe().backend(), maps, syscall_sets: true };
+    let options = probe::Options {
+        scope: cgroup.scope(),
+        backend: test_probe().backend(),
+        maps,
+        syscall_sets: true,
+        reads: probe::Reads::Casts,
+    };
     Monitor::start(options, Hierarchy::find().expect("cgroup2")).expect("attach capwatch's probe")
 }
 

@@ -20,6 +20,9 @@ pub fn run(args: Args) -> Result<(), Error> {
             println!("refused: {}: {reason}", attempt.backend);
         }
     }
+    if let Some(reason) = &status.casts_refused {
+        println!("current task: read through the helpers, the kernel refused the casts: {reason}");
+    }
     if let Some(sight) = &status.sight {
         print!("{}", describe(sight));
     }

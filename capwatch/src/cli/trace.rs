@@ -23,7 +23,13 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let scope = hierarchy.scope(&args.cgroup, true)?;
     let mut attribution = Attribution::new(hierarchy.clone(), Catalog::default(), Default::default());
     let mut monitor = Monitor::start(
-        probe::Options { scope, backend: args.probe.backend(), maps: Default::default(), syscall_sets: false },
+        probe::Options {
+            scope,
+            backend: args.probe.backend(),
+            maps: Default::default(),
+            syscall_sets: false,
+            reads: probe::Reads::Casts,
+        },
         hierarchy.clone(),
     )?;
     let sight = selftest::run(&mut monitor, &hierarchy, &args.cgroup, &selftest::this_program());

@@ -8,6 +8,18 @@
 use btf_rs::{Btf, Type};
 use capwatch_common::KFUNC_RDONLY_CAST_CALL;
 
+/// How the programs read the current task and its saved registers (capwatch-ebpf/src/task.rs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Reads {
+    /// Through `bpf_rdonly_cast` where the kernel has it, no call into the kernel; through the
+    /// helpers elsewhere.
+    #[default]
+    Casts,
+    /// Through the helpers `bpf_get_current_task_btf` and `bpf_task_pt_regs` on every kernel:
+    /// where a kernel's verifier refuses the casts.
+    Helpers,
+}
+
 /// `r0 = 0` (`BPF_ALU64 | BPF_MOV | BPF_K`, destination register 0, immediate 0).
 const R0_ZERO: u64 = 0xb7;
 
@@ -31,13 +43,13 @@ impl Resolved {
 
 /// `object` with its `bpf_rdonly_cast` calls given `btf`'s id of the function (kernel/bpf/
 /// helpers.c, 6.2+), or turned into `r0 = 0` where `btf` has no such function or not both
-/// types to cast to.
-pub fn resolve(object: &[u8], btf: &Btf) -> Resolved {
+/// types to cast to, or `reads` asks for the helpers.
+pub fn resolve(object: &[u8], btf: &Btf, reads: Reads) -> Resolved {
     let struct_id = |name| id_of(btf, name, |t| matches!(t, Type::Struct(_)));
     let ids =
         (id_of(btf, "bpf_rdonly_cast", |t| matches!(t, Type::Func(_))), struct_id("pt_regs"), struct_id("task_struct"));
     let (call, pt_regs_btf_id, task_struct_btf_id) = match ids {
-        (Some(cast), Some(pt_regs), Some(task_struct)) => {
+        (Some(cast), Some(pt_regs), Some(task_struct)) if reads == Reads::Casts => {
             ((KFUNC_RDONLY_CAST_CALL & 0xffff_ffff) | u64::from(cast) << 32, pt_regs, task_struct)
         }
         _ => (R0_ZERO, 0, 0),
@@ -72,7 +84,7 @@ mod tests {
         let btf = crate::probe::offsets::kernel_btf().expect("the kernel's BTF");
         let mut object = vec![0u8; 32];
         object[8..16].copy_from_slice(&KFUNC_RDONLY_CAST_CALL.to_le_bytes());
-        let resolved = resolve(&object, &btf);
+        let resolved = resolve(&object, &btf, Reads::Casts);
         let call = u64::from_le_bytes(resolved.object()[8..16].try_into().unwrap());
         if resolved.pt_regs_btf_id != 0 {
             assert_ne!(resolved.task_struct_btf_id, 0);
@@ -82,5 +94,8 @@ mod tests {
             assert_eq!(call, R0_ZERO);
         }
         assert_eq!(&resolved.object()[..8], &[0; 8]);
+        let helpers = resolve(&object, &btf, Reads::Helpers);
+        assert_eq!((helpers.pt_regs_btf_id, helpers.task_struct_btf_id), (0, 0));
+        assert_eq!(u64::from_le_bytes(helpers.object()[8..16].try_into().unwrap()), R0_ZERO);
     }
 }

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     callers::{Caller, HookAttempt, Mechanism},
     floor::{attach_floor, Floor},
+    kfuncs::Reads,
     slots::CapSlots,
     steps::{Step, Steps},
 };
@@ -146,6 +147,9 @@ pub struct Options {
     pub maps: MapSizes,
     /// Whether the syscalls each watched cgroup makes are recorded (`CW_CALLS`).
     pub syscall_sets: bool,
+    /// How the programs read the current task; `Reads::Casts` falls back to the helpers where
+    /// the kernel's verifier refuses the casts.
+    pub reads: Reads,
 }
 
 /// The sizes of the kernel side's maps and ring buffer. What does not fit is counted as lost,
@@ -188,6 +192,9 @@ pub struct Probe {
     ebpf: Ebpf,
     backend: Backend,
     attempts: Vec<Attempt>,
+    /// Why the programs read the current task through the helpers though the kernel has the
+    /// casts: its verifier refused them.
+    casts_refused: Option<String>,
 }
 
 /// The maps through which the kernel side reports.
@@ -205,9 +212,23 @@ pub struct KernelMaps {
 
 impl Probe {
     /// Loads the programs for `options.scope` and attaches the failing-syscall hook and the
-    /// first capability backend that the kernel accepts.
+    /// first capability backend that the kernel accepts. Where the verifier refuses the programs
+    /// that read the task by casts (a kernel the casts were not tried on), the same programs
+    /// reading it through the helpers are loaded instead, and `casts_refused` says why.
     pub fn start(options: Options) -> Result<Self, Error> {
-        let (mut ebpf, btf) = open(options.scope, options.maps, options.syscall_sets)?;
+        let refused = match Self::start_reading(options) {
+            Err(refused @ (Error::Program { .. } | Error::NoBackend { .. })) if options.reads == Reads::Casts => {
+                refused
+            }
+            started => return started,
+        };
+        let mut probe = Self::start_reading(Options { reads: Reads::Helpers, ..options })?;
+        probe.casts_refused = Some(refused.to_string());
+        Ok(probe)
+    }
+
+    fn start_reading(options: Options) -> Result<Self, Error> {
+        let (mut ebpf, btf) = open(options.scope, options.maps, options.syscall_sets, options.reads)?;
         attach_common(&mut ebpf, &btf)?;
         let candidates: &[Backend] = match &options.backend {
             Some(forced) => std::slice::from_ref(forced),
@@ -218,7 +239,7 @@ impl Probe {
             let outcome = backend.load(&mut ebpf, &btf).and_then(|()| backend.attach(&mut ebpf));
             attempts.push(Attempt { backend, refused: outcome.clone().err() });
             if outcome.is_ok() {
-                return Ok(Self { ebpf, backend, attempts });
+                return Ok(Self { ebpf, backend, attempts, casts_refused: None });
             }
         }
         Err(Error::NoBackend { attempts: describe(&attempts) })
@@ -227,9 +248,12 @@ impl Probe {
     /// Loads a backend's programs through the verifier without attaching them: proof that they
     /// would run on this kernel's verifier even where the attach point is missing.
     pub fn verify(backend: Backend) -> Result<(), Error> {
-        let (mut ebpf, btf) =
-            open(Scope { root_id: crate::cgroup::ROOT_ID, level: 0, include_root: false }, MapSizes::default(), true)?;
-        backend.load(&mut ebpf, &btf).map_err(|reason| Error::Program { program: backend.name(), reason })
+        let scope = Scope { root_id: crate::cgroup::ROOT_ID, level: 0, include_root: false };
+        let verify = |reads| {
+            let (mut ebpf, btf) = open(scope, MapSizes::default(), true, reads)?;
+            backend.load(&mut ebpf, &btf).map_err(|reason| Error::Program { program: backend.name(), reason })
+        };
+        verify(Reads::Casts).or_else(|_| verify(Reads::Helpers))
     }
 
     pub fn backend(&self) -> Backend {
@@ -238,6 +262,12 @@ impl Probe {
 
     pub fn attempts(&self) -> &[Attempt] {
         &self.attempts
+    }
+
+    /// Why the programs read the current task through the helpers, where the kernel refused
+    /// the casts.
+    pub fn casts_refused(&self) -> Option<&str> {
+        self.casts_refused.as_deref()
     }
 
     /// Hands the report maps to their reader; the programs stay attached as long as `self` lives.
@@ -272,8 +302,8 @@ fn loader_btf() -> Result<Btf, Error> {
 }
 
 /// Checks what every backend needs, then loads the object with the scope in its globals.
-fn open(scope: Scope, maps: MapSizes, syscall_sets: bool) -> Result<(Ebpf, Btf), Error> {
-    open_object(OBJECT, true, scope, maps, syscall_sets)
+fn open(scope: Scope, maps: MapSizes, syscall_sets: bool, reads: Reads) -> Result<(Ebpf, Btf), Error> {
+    open_object(OBJECT, true, scope, maps, syscall_sets, reads)
 }
 
 /// `open` for `object`, capwatch's or one built from its code (steps.rs); `all_globals`: whether
@@ -284,6 +314,7 @@ fn open_object(
     scope: Scope,
     maps: MapSizes,
     syscall_sets: bool,
+    reads: Reads,
 ) -> Result<(Ebpf, Btf), Error> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(Error::NoBtf);
@@ -293,7 +324,7 @@ fn open_object(
     let (offsets, btf, resolved) = {
         let kernel = offsets::kernel_btf()?;
         requirements::check(&kernel)?;
-        (offsets::read(&kernel)?, sparse::btf(&kernel)?, kfuncs::resolve(object, &kernel))
+        (offsets::read(&kernel)?, sparse::btf(&kernel)?, kfuncs::resolve(object, &kernel, reads))
     };
     let include_root = u32::from(scope.include_root);
     let syscall_sets = u32::from(syscall_sets);

@@ -9,7 +9,7 @@ use aya::{
 };
 use capwatch_common::{CapKey, Totals};
 
-use super::{chain, open_object, program, CapSlots, MapSizes};
+use super::{chain, open_object, program, CapSlots, MapSizes, Reads};
 use crate::{cgroup::Scope, error::Error};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capwatch-steps"));
@@ -63,7 +63,7 @@ pub struct Steps {
 impl Steps {
     /// Loads the programs for `scope`, with the offsets capwatch's own programs get.
     pub fn load(scope: Scope) -> Result<Self, Error> {
-        let (mut ebpf, btf) = open_object(OBJECT, false, scope, MapSizes::default(), true)?;
+        let (mut ebpf, btf) = open_object(OBJECT, false, scope, MapSizes::default(), true, Reads::Casts)?;
         let mut names: Vec<&str> = Step::ALL.iter().flat_map(|s| [s.cap_capable, s.sys_exit]).collect();
         names.sort_unstable();
         names.dedup();
