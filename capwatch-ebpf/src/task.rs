@@ -103,7 +103,8 @@ fn trusted() -> *const u8 {
 /// CPU's `at` and returns it, or `HELPER` where it does not hold the task the helper gives.
 /// The copy lies at a fixed distance from this CPU's run queue, which is the one the running
 /// task is queued on (kernel/sched/sched.h `set_task_rq`: `se.cfs_rq` follows the task's CPU).
-/// Pointers are stored and read back as numbers, as `learn` does.
+/// `at` is written once, with what was found: a program that runs on this CPU meanwhile (one
+/// that preempted or interrupted this one) finds it unknown, or known.
 #[inline(never)]
 fn find_current_task(at: *mut u64, pt_regs_id: u32) -> u64 {
     let (cfs_rq_at, rq_at, from_rq) = unsafe {
@@ -116,22 +117,21 @@ fn find_current_task(at: *mut u64, pt_regs_id: u32) -> u64 {
     let task = trusted();
     let mut found = HELPER;
     if cfs_rq_at != 0 && rq_at != 0 && from_rq != 0 {
-        let as_number = |pointer: *const u8| unsafe {
-            write_volatile(at, pointer as u64);
-            read_volatile(at)
-        };
-        // SAFETY: typed kernel pointers, each load at a field the running kernel's BTF gives.
-        let rq = unsafe {
+        // SAFETY: typed kernel pointers, each load at a field the running kernel's BTF gives;
+        // the holder's address is only ever read through a cast.
+        unsafe {
             let cfs_rq = *(task.wrapping_add(cfs_rq_at as usize) as *const *const u8);
-            *(cfs_rq.wrapping_add(rq_at as usize) as *const *const u8)
-        };
-        let holder = as_number(rq).wrapping_add(from_rq);
-        if unsafe { read_u64(holder, pt_regs_id) } == as_number(task) {
-            found = holder;
+            let rq = *(cfs_rq.wrapping_add(rq_at as usize) as *const *const u8);
+            let holder = rq.wrapping_add(from_rq as usize) as u64;
+            if read_u64(holder, pt_regs_id) == task as u64 {
+                found = holder;
+            }
         }
     }
-    unsafe { write_volatile(at, found) };
-    found
+    unsafe {
+        write_volatile(at, found);
+        read_volatile(at)
+    }
 }
 
 /// The 8 bytes at kernel address `at`, read through a cast to `struct pt_regs` (id
@@ -169,14 +169,15 @@ fn helper_regs() -> *const pt_regs {
 }
 
 /// Keeps the distance from `stack` to `regs`. The pointer is stored and read back as a number:
-/// the verifier allows no arithmetic between the two kinds of pointer. Every task has the same
-/// distance, so racing writers agree.
+/// the verifier allows no arithmetic between the two kinds of pointer. What is read back is
+/// another CPU's where it stored its own meanwhile: only this thread's own registers count.
+/// Every task has the same distance, so the writers that do agree.
 #[inline(never)]
 fn learn(stack: u64, regs: *const pt_regs) {
     unsafe {
         write_volatile(addr_of_mut!(CW_PT_REGS_SEEN), regs as u64);
         let seen = read_volatile(addr_of!(CW_PT_REGS_SEEN));
-        if seen > stack && seen - stack < 1 << 20 {
+        if seen == regs as u64 && seen > stack && seen - stack < 1 << 20 {
             write_volatile(addr_of_mut!(CW_PT_REGS_FROM_STACK), seen - stack);
         }
     }
