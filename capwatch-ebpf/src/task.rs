@@ -177,8 +177,17 @@ fn learn(stack: u64, regs: *const pt_regs) {
     unsafe {
         write_volatile(addr_of_mut!(CW_PT_REGS_SEEN), regs as u64);
         let seen = read_volatile(addr_of!(CW_PT_REGS_SEEN));
-        if seen == regs as u64 && seen > stack && seen - stack < 1 << 20 {
-            write_volatile(addr_of_mut!(CW_PT_REGS_FROM_STACK), seen - stack);
+        // The distance is taken from the number before it is compared with the pointer, and kept
+        // where the compiler cannot see it: knowing the two equal, it would take it from the
+        // pointer, a subtraction the verifier refuses (6.12: "math between ptr_ pointer and
+        // register with unbounded min value").
+        let mut distance = 0u64;
+        write_volatile(&mut distance, seen.wrapping_sub(stack));
+        if seen == regs as u64 && seen > stack {
+            let distance = read_volatile(&distance);
+            if distance < 1 << 20 {
+                write_volatile(addr_of_mut!(CW_PT_REGS_FROM_STACK), distance);
+            }
         }
     }
 }

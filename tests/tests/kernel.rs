@@ -190,6 +190,7 @@ async fn each_cpu_reads_the_current_task_from_its_own_copy_where_the_kernel_allo
         return;
     }
     let mut w = Watched::new("current");
+    assert_eq!(w.monitor.probe().casts_refused(), None, "the kernel refused the casts");
     let out = Launch::in_cgroup(&w.cgroup).run(&["setuid", "1000"]);
     assert!(out.status.success(), "{out:?}");
     w.drain();
