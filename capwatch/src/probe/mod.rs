@@ -197,6 +197,17 @@ pub struct Probe {
     casts_refused: Option<String>,
 }
 
+/// `load(reads)`, or, where the verifier refused the programs reading the task by casts, the
+/// same through the helpers, with what was refused.
+fn casts_or_helpers<T>(reads: Reads, load: impl Fn(Reads) -> Result<T, Error>) -> Result<(T, Option<String>), Error> {
+    match load(reads) {
+        Err(refused @ (Error::Program { .. } | Error::NoBackend { .. })) if reads == Reads::Casts => {
+            Ok((load(Reads::Helpers)?, Some(refused.to_string())))
+        }
+        loaded => loaded.map(|loaded| (loaded, None)),
+    }
+}
+
 /// The maps through which the kernel side reports.
 pub struct KernelMaps {
     pub events: RingBuf<MapData>,
@@ -216,14 +227,9 @@ impl Probe {
     /// that read the task by casts (a kernel the casts were not tried on), the same programs
     /// reading it through the helpers are loaded instead, and `casts_refused` says why.
     pub fn start(options: Options) -> Result<Self, Error> {
-        let refused = match Self::start_reading(options) {
-            Err(refused @ (Error::Program { .. } | Error::NoBackend { .. })) if options.reads == Reads::Casts => {
-                refused
-            }
-            started => return started,
-        };
-        let mut probe = Self::start_reading(Options { reads: Reads::Helpers, ..options })?;
-        probe.casts_refused = Some(refused.to_string());
+        let (mut probe, refused) =
+            casts_or_helpers(options.reads, |reads| Self::start_reading(Options { reads, ..options }))?;
+        probe.casts_refused = refused;
         Ok(probe)
     }
 
@@ -253,7 +259,7 @@ impl Probe {
             let (mut ebpf, btf) = open(scope, MapSizes::default(), true, reads)?;
             backend.load(&mut ebpf, &btf).map_err(|reason| Error::Program { program: backend.name(), reason })
         };
-        verify(Reads::Casts).or_else(|_| verify(Reads::Helpers))
+        casts_or_helpers(Reads::Casts, verify).map(|_| ())
     }
 
     pub fn backend(&self) -> Backend {
@@ -371,13 +377,14 @@ fn open_object(
             .override_global("CW_CSS_SET_DFL_CGRP_OFFSET", &offsets.css_set_dfl_cgrp, all_globals)
             .override_global("CW_CGROUP_KN_OFFSET", &offsets.cgroup_kn, all_globals)
             .override_global("CW_KERNFS_NODE_ID_OFFSET", &offsets.kernfs_node_id, all_globals)
+            .override_global("CW_CGROUP_LEVEL_OFFSET", &offsets.cgroup_level, all_globals)
+            .override_global("CW_CGROUP_ANCESTORS_OFFSET", &offsets.cgroup_ancestors, all_globals)
             .override_global("CW_TASK_STACK_OFFSET", &offsets.task_stack, all_globals)
             .override_global("CW_PT_REGS_BTF_ID", &resolved.pt_regs_btf_id, all_globals)
             .override_global("CW_TASK_STRUCT_BTF_ID", &resolved.task_struct_btf_id, all_globals)
             .override_global("CW_TASK_SE_CFS_RQ_OFFSET", &offsets.task_se_cfs_rq, all_globals)
             .override_global("CW_CFS_RQ_RQ_OFFSET", &offsets.cfs_rq_rq, all_globals)
             .override_global("CW_CURRENT_TASK_FROM_RUNQUEUES", &offsets.current_task_from_runqueues, all_globals)
-            .override_global("CW_TASK_STRUCT_BTF_ID", &resolved.task_struct_btf_id, all_globals)
             .load(resolved.object())
     })
     .map_err(|e| match permission_denied(&e) {
