@@ -125,7 +125,7 @@ fn judge(cap: u32, target: Target) -> Option<(i32, u32, *const u8)> {
     let read = |base: *const u8, offset: u32| unsafe {
         bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const u64).ok()
     };
-    let task = task::current();
+    let task = task::current().task;
     let cred = read(task, cred_at)? as *const u8;
     let mut flags = 0;
     if real_cred_at != 0 && read(task, real_cred_at)? as *const u8 != cred {

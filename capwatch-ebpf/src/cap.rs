@@ -71,14 +71,15 @@ pub fn check_until<const UNTIL: u8, C: StackIdContext>(
     flags: u32,
     checked: Checked,
 ) -> u64 {
-    let task = task::current();
+    let current = task::current();
+    let task = current.task;
     let Some(cgroup_id) = scope::watched(task) else {
         return 0;
     };
     if UNTIL == step::SCOPE {
         return cgroup_id;
     }
-    let regs = task::saved_regs(task);
+    let regs = current.saved_regs();
     let syscall = unsafe { (*regs).orig_rax } as u32;
     if UNTIL == step::SYSCALL {
         return syscall as u64;
@@ -122,7 +123,7 @@ fn note_kept(syscall: u32, regs: *const pt_regs) {
     if offset == 0 {
         return;
     }
-    let task = task::current();
+    let task = task::current().task;
     let Ok(cred) = (unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize) as *const u64) }) else {
         return;
     };
@@ -275,11 +276,12 @@ fn judge_cred(task: *const u8, cred: *const u8, ns: *const u8, read: impl Fn(*co
 /// syscall's arguments say until the return.
 #[inline(always)]
 pub fn on_kprobe_entry(cred: *const u8, ns: *const u8, cap: u32, opts: u32) {
-    let task = task::current();
+    let current = task::current();
+    let task = current.task;
     if scope::watched(task).is_none() {
         return;
     }
-    let regs = task::saved_regs(task);
+    let regs = current.saved_regs();
     let syscall = unsafe { (*regs).orig_rax } as u32;
     let stash =
         KprobeStash { cap, flags: flags_from_opts(opts) | judge(task, Checked::Raw(cred, ns), cap, syscall, regs) };

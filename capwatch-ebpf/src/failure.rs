@@ -64,7 +64,7 @@ pub fn under_filter() -> bool {
     if mode_at == 0 {
         return false;
     }
-    let task = task::current();
+    let task = task::current().task;
     unsafe { bpf_probe_read_kernel(task.wrapping_add(mode_at as usize) as *const i32) }
         .is_ok_and(|mode| mode == SECCOMP_MODE_FILTER)
 }
@@ -84,7 +84,7 @@ pub fn seccomp_state(syscall: u32) -> Seccomp {
     if mode_at == 0 || filter_at == 0 {
         return Seccomp::Unknown;
     }
-    let task = task::current();
+    let task = task::current().task;
     let Ok(mode) = (unsafe { bpf_probe_read_kernel(task.wrapping_add(mode_at as usize) as *const i32) }) else {
         return Seccomp::Unknown;
     };

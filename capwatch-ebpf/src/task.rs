@@ -72,11 +72,20 @@ fn casts() -> Option<(u32, u32, u32)> {
     (ids.0 != 0 && ids.1 != 0 && ids.2 != 0).then_some(ids)
 }
 
-/// The current task (`struct task_struct *`), for loads and `bpf_probe_read_kernel`.
+/// The current task, and how it was read: its saved registers are read the same way.
+#[derive(Clone, Copy)]
+pub struct Current {
+    /// `struct task_struct *`, for loads and `bpf_probe_read_kernel`.
+    pub task: *const u8,
+    /// `struct pt_regs`' id and `task_struct.stack`, where the task was read by casts.
+    casts: Option<(u32, u32)>,
+}
+
+/// The current task.
 #[inline(always)]
-pub fn current() -> *const u8 {
-    let Some((pt_regs_id, task_id, _)) = casts() else {
-        return trusted();
+pub fn current() -> Current {
+    let Some((pt_regs_id, task_id, stack_at)) = casts() else {
+        return Current { task: trusted(), casts: None };
     };
     let holder = match CW_CURRENT_TASK_AT.get_ptr_mut(0) {
         Some(at) => match unsafe { read_volatile(at) } {
@@ -90,7 +99,7 @@ pub fn current() -> *const u8 {
         holder => unsafe { read_u64(holder, pt_regs_id) },
     };
     // Cast either way, so that the verifier knows one type of task after this, not two.
-    unsafe { rdonly_cast(task, task_id) }
+    Current { task: unsafe { rdonly_cast(task, task_id) }, casts: Some((pt_regs_id, stack_at)) }
 }
 
 /// The current task as the helper gives it: what a helper that takes a task wants.
@@ -134,6 +143,16 @@ fn find_current_task(at: *mut u64, pt_regs_id: u32) -> u64 {
     }
 }
 
+/// The 8 bytes at kernel address `at`, whatever the verifier takes it for, where the kernel has
+/// `bpf_rdonly_cast`: a load it allows no other way (an element of a struct's trailing array of
+/// pointers: kernel/bpf/btf.c btf_struct_walk walks only arrays of structs there). None
+/// elsewhere.
+#[inline(always)]
+pub fn peek(at: *const u8) -> Option<u64> {
+    let pt_regs_id = unsafe { read_volatile(&CW_PT_REGS_BTF_ID) };
+    (pt_regs_id != 0).then(|| unsafe { read_u64(at as u64, pt_regs_id) })
+}
+
 /// The 8 bytes at kernel address `at`, read through a cast to `struct pt_regs` (id
 /// `pt_regs_id`), whose first field (`r15`) is 8 bytes at offset 0: the verifier reads a cast
 /// pointer only through a struct's fields.
@@ -142,24 +161,25 @@ unsafe fn read_u64(at: u64, pt_regs_id: u32) -> u64 {
     unsafe { *(rdonly_cast(at, pt_regs_id) as *const u64) }
 }
 
-/// The saved user registers of the current task, `task` (from `current()`): `orig_rax` is the
-/// syscall it is in (-1 outside one), `rdi`, `rsi`, `rdx`… its arguments (the uapi `pt_regs`
-/// layout). Read-only.
-#[inline(always)]
-pub fn saved_regs(task: *const u8) -> *const pt_regs {
-    let Some((pt_regs_id, _, stack_at)) = casts() else {
-        // `current()` took the helper too: the task is the helper's.
-        return unsafe { bpf_task_pt_regs(task as *mut _) as *const pt_regs };
-    };
-    // SAFETY: a typed task; the field's offset comes from the running kernel's BTF.
-    let stack = unsafe { *(task.wrapping_add(stack_at as usize) as *const u64) };
-    let from_stack = unsafe { read_volatile(addr_of!(CW_PT_REGS_FROM_STACK)) };
-    if from_stack != 0 {
-        return unsafe { rdonly_cast(stack.wrapping_add(from_stack), pt_regs_id) } as *const pt_regs;
+impl Current {
+    /// The task's saved user registers: `orig_rax` is the syscall it is in (-1 outside one),
+    /// `rdi`, `rsi`, `rdx`… its arguments (the uapi `pt_regs` layout). Read-only.
+    #[inline(always)]
+    pub fn saved_regs(self) -> *const pt_regs {
+        let Some((pt_regs_id, stack_at)) = self.casts else {
+            // The task is the helper's.
+            return unsafe { bpf_task_pt_regs(self.task as *mut _) as *const pt_regs };
+        };
+        // SAFETY: a typed task; the field's offset comes from the running kernel's BTF.
+        let stack = unsafe { *(self.task.wrapping_add(stack_at as usize) as *const u64) };
+        let from_stack = unsafe { read_volatile(addr_of!(CW_PT_REGS_FROM_STACK)) };
+        if from_stack != 0 {
+            return unsafe { rdonly_cast(stack.wrapping_add(from_stack), pt_regs_id) } as *const pt_regs;
+        }
+        let regs = helper_regs();
+        learn(stack, regs);
+        regs
     }
-    let regs = helper_regs();
-    learn(stack, regs);
-    regs
 }
 
 /// The current task's saved registers, from the helper.
