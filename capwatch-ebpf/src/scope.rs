@@ -27,53 +27,96 @@ static CW_CSS_SET_DFL_CGRP_OFFSET: u32 = 0;
 static CW_CGROUP_KN_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CW_KERNFS_NODE_ID_OFFSET: u32 = 0;
+/// `cgroup.level` and `cgroup.ancestors`: a cgroup's ancestor at a depth (0 where absent).
+#[unsafe(no_mangle)]
+static CW_CGROUP_LEVEL_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static CW_CGROUP_ANCESTORS_OFFSET: u32 = 0;
 
 /// The current task's cgroup id when it is watched.
 #[inline(always)]
 pub fn watched_cgroup() -> Option<u64> {
-    watched(task::current())
+    watched(task::current().task)
 }
 
 /// `watched_cgroup()` where the caller holds the current task (`task::current`).
+///
+/// The task's cgroup2 cgroup, as `bpf_get_current_cgroup_id` and
+/// `bpf_get_current_ancestor_cgroup_id` find it (kernel/bpf/helpers.c: `task_dfl_cgroup
+/// (current)`, that is `current->cgroups->dfl_cgrp`, include/linux/cgroup.h), read by loads from
+/// the typed task: the helpers take and drop the RCU read lock, calls the program does not need
+/// (it runs under that lock). Through the helpers where an offset is unknown.
 #[inline(always)]
 pub fn watched(task: *const u8) -> Option<u64> {
-    let id = cgroup_id(task);
+    let (cgroups, dfl_cgrp) =
+        unsafe { (read_volatile(&CW_TASK_CGROUPS_OFFSET), read_volatile(&CW_CSS_SET_DFL_CGRP_OFFSET)) };
+    let cgroup = if cgroups == 0 || dfl_cgrp == 0 { None } else { Some(load_ptr(load_ptr(task, cgroups), dfl_cgrp)) };
+    let id = match cgroup {
+        Some(cgroup) => cgroup_id(cgroup),
+        None => None,
+    }
+    .unwrap_or_else(|| unsafe { bpf_get_current_cgroup_id() });
     let root = unsafe { read_volatile(&CW_WATCH_ROOT_ID) };
     if id == root {
         return (unsafe { read_volatile(&CW_WATCH_ROOT_INCLUDED) } != 0).then_some(id);
     }
     let level = unsafe { read_volatile(&CW_WATCH_ROOT_LEVEL) };
     // Every cgroup descends from the hierarchy's root: no ancestor lookup needed there.
-    if level == 0 || unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) } == root {
-        Some(id)
-    } else {
-        None
+    if level == 0 {
+        return Some(id);
     }
+    let ancestor = match cgroup {
+        Some(cgroup) => ancestor_id(cgroup, level),
+        None => None,
+    }
+    .unwrap_or_else(|| unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) });
+    (ancestor == root).then_some(id)
 }
 
-/// The current task's cgroup2 id, as `bpf_get_current_cgroup_id` gives it
-/// (kernel/bpf/helpers.c: `cgroup_id(task_dfl_cgroup(current))`, that is
-/// `current->cgroups->dfl_cgrp->kn->id`, include/linux/cgroup.h), read by four loads from the
-/// typed task: the helper takes and drops the RCU read lock, two calls more, which the program
-/// does not need (it runs under that lock). Through the helper where an offset is unknown.
+/// A cgroup's id: `cgroup_id()` (include/linux/cgroup.h), `cgrp->kn->id`. None where an offset
+/// is unknown.
 #[inline(always)]
-fn cgroup_id(task: *const u8) -> u64 {
-    let (cgroups, dfl_cgrp, kn, id) = unsafe {
+fn cgroup_id(cgroup: *const u8) -> Option<u64> {
+    let (kn, id) = unsafe { (read_volatile(&CW_CGROUP_KN_OFFSET), read_volatile(&CW_KERNFS_NODE_ID_OFFSET)) };
+    if kn == 0 || id == 0 {
+        return None;
+    }
+    // SAFETY: as `load_ptr`.
+    Some(unsafe { *(load_ptr(cgroup, kn).wrapping_add(id as usize) as *const u64) })
+}
+
+/// The id of a cgroup's ancestor at depth `level`: `cgroup_ancestor()` (include/linux/cgroup.h),
+/// `cgrp->ancestors[level]`, none (id 0) below the cgroup's own depth, then `cgroup_id()`. Read
+/// through casts (`task::peek`): the verifier allows no load from a trailing array of pointers.
+/// None where an offset is unknown or the kernel has no casts.
+#[inline(always)]
+fn ancestor_id(cgroup: *const u8, level: u32) -> Option<u64> {
+    let (level_at, ancestors_at, kn, id) = unsafe {
         (
-            read_volatile(&CW_TASK_CGROUPS_OFFSET),
-            read_volatile(&CW_CSS_SET_DFL_CGRP_OFFSET),
+            read_volatile(&CW_CGROUP_LEVEL_OFFSET),
+            read_volatile(&CW_CGROUP_ANCESTORS_OFFSET),
             read_volatile(&CW_CGROUP_KN_OFFSET),
             read_volatile(&CW_KERNFS_NODE_ID_OFFSET),
         )
     };
-    if cgroups == 0 || dfl_cgrp == 0 || kn == 0 || id == 0 {
-        return unsafe { bpf_get_current_cgroup_id() };
+    if level_at == 0 || ancestors_at == 0 || kn == 0 || id == 0 {
+        return None;
     }
-    // SAFETY: typed kernel pointers, each load at a field of the type the verifier knows it as
-    // (the offsets come from the running kernel's BTF); a load through a null one reads 0.
-    unsafe {
-        let at = |base: *const u8, offset: u32| *(base.wrapping_add(offset as usize) as *const *const u8);
-        let node = at(at(at(task, cgroups), dfl_cgrp), kn);
-        *(node.wrapping_add(id as usize) as *const u64)
+    // SAFETY: as `load_ptr`.
+    let depth = unsafe { *(cgroup.wrapping_add(level_at as usize) as *const i32) };
+    if depth < level as i32 {
+        return Some(0);
     }
+    let ancestor = task::peek(cgroup.wrapping_add((ancestors_at + level * 8) as usize))? as *const u8;
+    let node = task::peek(ancestor.wrapping_add(kn as usize))? as *const u8;
+    task::peek(node.wrapping_add(id as usize))
+}
+
+/// The pointer at `offset` in the kernel object at `base`.
+/// SAFETY, for every load here: typed kernel pointers, each load at a field of the type the
+/// verifier knows it as (the offsets come from the running kernel's BTF); a load through a null
+/// one reads 0.
+#[inline(always)]
+fn load_ptr(base: *const u8, offset: u32) -> *const u8 {
+    unsafe { *(base.wrapping_add(offset as usize) as *const *const u8) }
 }

@@ -55,6 +55,10 @@ pub struct Offsets {
     pub css_set_dfl_cgrp: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
+    /// `cgroup.level` and `cgroup.ancestors`: a cgroup's ancestor at a depth, read without a
+    /// helper call; 0 where absent.
+    pub cgroup_level: u32,
+    pub cgroup_ancestors: u32,
     /// `task_struct.stack`: the bottom of a task's kernel stack, from which its saved registers
     /// lie at a fixed distance; 0 where absent (the helper finds them then).
     pub task_stack: u32,
@@ -112,6 +116,8 @@ pub fn read(btf: &Btf) -> Result<Offsets, Error> {
         css_set_dfl_cgrp: optional("css_set.dfl_cgrp"),
         cgroup_kn: optional("cgroup.kn"),
         kernfs_node_id: optional("kernfs_node.id"),
+        cgroup_level: optional("cgroup.level"),
+        cgroup_ancestors: optional("cgroup.ancestors"),
         task_stack: optional("task_struct.stack"),
         task_se_cfs_rq: optional("task_struct.se.cfs_rq"),
         cfs_rq_rq: optional("cfs_rq.rq"),
@@ -212,6 +218,7 @@ mod tests {
         // None of the cgroup path's fields leads its struct.
         assert!(offsets.task_cgroups > 0 && offsets.css_set_dfl_cgrp > 0, "{offsets:?}");
         assert!(offsets.cgroup_kn > 0 && offsets.kernfs_node_id > 0, "{offsets:?}");
+        assert!(offsets.cgroup_level > 0 && offsets.cgroup_ancestors > offsets.cgroup_level, "{offsets:?}");
         // Both per-CPU variables lie in one section, less than a MiB apart.
         let apart = offsets.current_task_from_runqueues as i64;
         assert!(apart != 0 && apart.unsigned_abs() < 1 << 20, "{offsets:?}");
