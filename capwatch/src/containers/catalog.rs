@@ -45,9 +45,10 @@ impl Catalog {
                 let base = self.named(&id, name, image);
                 Arc::new(Container { created_at: Some(at), ..base })
             }
-            Event::Named { id, name, image, at } => {
+            Event::Named { id, name, image, layers, at } => {
                 let base = self.named(&id, name, image);
-                Arc::new(Container { started_at: base.started_at.clone().or(Some(at)), ..base })
+                let layers = if base.layers.is_empty() { layers } else { base.layers.clone() };
+                Arc::new(Container { started_at: base.started_at.clone().or(Some(at)), layers, ..base })
             }
             Event::Connected | Event::Disconnected => return None,
         };
@@ -239,6 +240,7 @@ mod tests {
             id: ID.into(),
             name: "quick".into(),
             image: Some("busybox".into()),
+            layers: vec!["/var/lib/docker/overlay2/busybox/diff".into()],
             at: T.into(),
         });
         let named = catalog.get(ID).expect("kept");
@@ -246,9 +248,16 @@ mod tests {
             (named.name.as_str(), named.image.as_deref(), named.cgroup.as_str()),
             ("quick", Some("busybox"), path.as_str())
         );
+        assert_eq!(named.layers, ["/var/lib/docker/overlay2/busybox/diff"], "its image's layers");
         // Named first, its cgroup learned later: the same container.
         let mut catalog = Catalog::default();
-        catalog.apply(Event::Named { id: ID.into(), name: "quick".into(), image: None, at: T.into() });
+        catalog.apply(Event::Named {
+            id: ID.into(),
+            name: "quick".into(),
+            image: None,
+            layers: Vec::new(),
+            at: T.into(),
+        });
         assert_eq!(catalog.learn(&path, |_| PathBuf::new()).as_deref(), Some(ID));
         assert_eq!(catalog.get(ID).map(|c| (c.name.as_str(), c.cgroup.as_str())), Some(("quick", path.as_str())));
     }

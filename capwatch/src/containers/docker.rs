@@ -31,11 +31,13 @@ pub enum Event {
         image: Option<String>,
         at: String,
     },
-    /// A container Docker named in its start event but that was gone before it could be inspected.
+    /// A container Docker named in its start event but that was gone before it could be inspected,
+    /// with its image's layers where Docker still knows the image by the name the event gives.
     Named {
         id: String,
         name: String,
         image: Option<String>,
+        layers: Vec<String>,
         at: String,
     },
     Exited {
@@ -107,7 +109,10 @@ async fn follow_connected(docker: &Docker, events: &mpsc::Sender<Event>) -> Resu
                 (Some(container), _) => Event::Started(Box::new(container)),
                 // Gone before it could be inspected (a short `docker run --rm`): the event still
                 // names it.
-                (None, Some(name)) => Event::Named { id, name, image, at },
+                (None, Some(name)) => {
+                    let layers = image_layers(docker, image.as_deref()).await;
+                    Event::Named { id, name, image, layers, at }
+                }
                 (None, None) => continue,
             },
             ("die", _) => Event::Exited { id, at },
@@ -156,12 +161,34 @@ async fn inspect(docker: &Docker, id: &str) -> Option<Container> {
             cap_bnd,
             user: config.user.filter(|u| !u.is_empty()),
         }),
-        layers: details.graph_driver.map(|driver| layers(&driver.data)).unwrap_or_default(),
+        layers: match details.graph_driver.and_then(|driver| container_layers(&driver.data)) {
+            Some(layers) => layers,
+            None => image_layers(docker, details.image.as_deref()).await,
+        },
         id,
     })
 }
 
-/// overlay2's directories, the topmost first: the container's own upper one, then the image's.
+/// overlay2's directories, the topmost first: the container's own upper one, its init layer,
+/// then its image's. None where Docker described them in part: a container always has an init
+/// layer below its own (daemon/create.go), and overlay2 lists no lower layer once a container
+/// being removed has lost their list (daemon/graphdriver/overlay2 getLowerDirs), as a short
+/// `docker run --rm` may have by the time it is inspected.
+fn container_layers(data: &HashMap<String, String>) -> Option<Vec<String>> {
+    data.contains_key("LowerDir").then(|| layers(data)).filter(|layers| !layers.is_empty())
+}
+
+/// The layers of an image (an id, or a name where no id is known), which outlive its
+/// containers; none where Docker does not know it or its driver keeps no overlay directories.
+async fn image_layers(docker: &Docker, image: Option<&str>) -> Vec<String> {
+    let Some(image) = image.filter(|i| !i.is_empty()) else { return Vec::new() };
+    match docker.inspect_image(image).await {
+        Ok(details) => details.graph_driver.map(|driver| layers(&driver.data)).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// overlay2's `UpperDir`, then its `LowerDir`s.
 fn layers(data: &HashMap<String, String>) -> Vec<String> {
     let upper = data.get("UpperDir").into_iter().cloned();
     let lower = data.get("LowerDir").into_iter().flat_map(|dirs| dirs.split(':').map(str::to_string));
@@ -173,4 +200,24 @@ fn event_time(nanos: Option<i64>, secs: Option<i64>) -> String {
     let time =
         if nanos == 0 { std::time::SystemTime::now() } else { std::time::UNIX_EPOCH + Duration::from_nanos(nanos) };
     crate::clock::rfc3339(time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_containers_layers_are_known_only_where_docker_listed_them_whole() {
+        let dir = |d: &str| format!("/var/lib/docker/overlay2/{d}/diff");
+        let whole = HashMap::from([
+            ("UpperDir".to_string(), dir("c")),
+            ("LowerDir".to_string(), format!("{}:{}:{}", dir("c-init"), dir("l2"), dir("l1"))),
+        ]);
+        assert_eq!(container_layers(&whole), Some(vec![dir("c"), dir("c-init"), dir("l2"), dir("l1")]));
+        // Inspected while Docker removed it: its own directory, and no list of those below.
+        let removing = HashMap::from([("UpperDir".to_string(), dir("c"))]);
+        assert_eq!(container_layers(&removing), None);
+        // An image of one layer has no lower ones.
+        assert_eq!(layers(&HashMap::from([("UpperDir".to_string(), dir("l1"))])), [dir("l1")]);
+    }
 }
