@@ -3,7 +3,7 @@
 //! trampoline.c `__bpf_prog_enter_recur`: `prog->active`; kernel/trace/bpf_trace.c
 //! `trace_call_bpf` for kprobes): a run that was preempted, or interrupted by what it watches,
 //! makes the kernel skip the one that came meanwhile, and count it in the program's
-//! `recursion_misses` (5.11+; kprobes 6.7+). The check, exit or exec it would have seen went
+//! `recursion_misses` (5.12+; kprobes 6.7+). The check, exit or exec it would have seen went
 //! uncounted, in a cgroup nobody can tell.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
