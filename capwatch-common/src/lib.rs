@@ -113,11 +113,6 @@ wire_enum! {
         /// A syscall set found `CW_CALLS` full: that cgroup's syscalls of one origin go
         /// unrecorded, and a profile written from them would lack them.
         CallsMapFull = 9 => "calls_map_full",
-        /// The kernel skipped a run of one of capwatch's programs, which was already running on
-        /// that CPU (preempted, or interrupted by what it watches): a check, a syscall's exit, an
-        /// exec, a fork or an exit went unseen, in a cgroup nobody can tell. Counted by the
-        /// kernel (the programs' `recursion_misses`), not in `CW_LOSSES`.
-        ProgramSkipped = 10 => "program_skipped",
     }
 }
 

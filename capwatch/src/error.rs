@@ -100,9 +100,6 @@ pub enum Error {
 
     #[error("reading capwatch's kernel maps: {0}")]
     Map(#[from] aya::maps::MapError),
-
-    #[error("reading what the kernel counts of capwatch's programs: {0}")]
-    ProgramInfo(std::io::Error),
 }
 
 impl Error {

@@ -11,7 +11,7 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 use crate::{
     error::Error,
-    probe::{CapSlots, KernelMaps, SkippedRuns},
+    probe::{CapSlots, KernelMaps},
 };
 
 /// A key's first occurrence, as the kernel announced it.
@@ -61,17 +61,16 @@ pub struct Intake {
     started: HashMap<MapData, u64, u64>,
     calls: HashMap<MapData, CallsKey, CallSet>,
     slots: CapSlots,
-    skipped: SkippedRuns,
 }
 
 impl Intake {
     /// Needs a tokio runtime (the ring buffer is registered with its reactor).
     pub fn new(maps: KernelMaps) -> Result<Self, Error> {
-        let KernelMaps { events, caps, failures, execs, losses, stacks, started, calls, slots, skipped } = maps;
+        let KernelMaps { events, caps, failures, execs, losses, stacks, started, calls, slots } = maps;
         // SAFETY: the RingBuf owns its map's descriptor for as long as the AsyncFd owns it.
         let events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
             .map_err(|e| Error::io("ring buffer", e.into()))?;
-        Ok(Self { events, caps, failures, execs, losses, stacks, started, calls, slots, skipped })
+        Ok(Self { events, caps, failures, execs, losses, stacks, started, calls, slots })
     }
 
     /// Waits for the kernel to announce something and returns all that is announced.
@@ -98,20 +97,18 @@ impl Intake {
     }
 
     /// Reads every aggregate and loss counter. A capability key's count is its count in
-    /// `CW_CAPS` and in its slot; the runs the kernel skipped are counted by the kernel itself.
+    /// `CW_CAPS` and in its slot.
     pub fn snapshot(&self) -> Result<Snapshot, Error> {
         let mut caps: Vec<(CapKey, Totals)> = self.caps.iter().collect::<Result<_, _>>()?;
         for (key, totals) in &mut caps {
             totals.count += self.slots.counted(key)?;
         }
-        let mut losses: Vec<u64> = (0..Loss::SLOTS).map(|i| self.losses.get(&i, 0)).collect::<Result<_, _>>()?;
-        losses[Loss::ProgramSkipped.raw() as usize] += self.skipped.total().map_err(Error::ProgramInfo)?;
         Ok(Snapshot {
             caps,
             failures: self.failures.iter().collect::<Result<_, _>>()?,
             execs: self.execs.iter().collect::<Result<_, _>>()?,
             calls: self.calls.iter().collect::<Result<_, _>>()?,
-            losses,
+            losses: (0..Loss::SLOTS).map(|i| self.losses.get(&i, 0)).collect::<Result<_, _>>()?,
         })
     }
 

@@ -8,7 +8,6 @@ mod kfuncs;
 mod kprobe;
 mod offsets;
 mod requirements;
-mod skipped;
 mod slots;
 mod sparse;
 mod steps;
@@ -28,7 +27,6 @@ pub use self::{
     callers::{Caller, HookAttempt, Mechanism},
     floor::{attach_floor, Floor},
     kfuncs::Reads,
-    skipped::SkippedRuns,
     slots::CapSlots,
     steps::{Step, Steps},
 };
@@ -210,7 +208,7 @@ fn casts_or_helpers<T>(reads: Reads, load: impl Fn(Reads) -> Result<T, Error>) -
     }
 }
 
-/// The maps through which the kernel side reports, and what the kernel counts of its programs.
+/// The maps through which the kernel side reports.
 pub struct KernelMaps {
     pub events: RingBuf<MapData>,
     pub caps: HashMap<MapData, CapKey, Totals>,
@@ -221,7 +219,6 @@ pub struct KernelMaps {
     pub started: HashMap<MapData, u64, u64>,
     pub calls: HashMap<MapData, CallsKey, CallSet>,
     pub slots: CapSlots,
-    pub skipped: SkippedRuns,
 }
 
 impl Probe {
@@ -292,7 +289,6 @@ impl Probe {
             started: HashMap::try_from(take("CW_STARTED")?)?,
             calls: HashMap::try_from(take("CW_CALLS")?)?,
             slots: CapSlots::new(Array::try_from(take("CW_CAP_SLOTS")?)?, Array::try_from(take("CW_CAP_COUNTS")?)?),
-            skipped: SkippedRuns::of(&self.ebpf),
         })
     }
 }
