@@ -456,9 +456,19 @@ impl Running {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        panic!("no line with {what}; {}", self.said());
+    }
+
+    /// What it has printed so far, and whether it is still running: for a failing test's message.
+    pub fn said(&mut self) -> String {
+        let rest: Vec<String> = self.lines.try_iter().collect();
+        self.seen.extend(rest);
         let stderr: Vec<String> = self.errors.try_iter().collect();
-        let stderr = stderr.join("\n");
-        panic!("no line with {what}; stdout so far:\n{}\nstderr:\n{stderr}", self.seen.join("\n"));
+        let status = match self.child.try_wait() {
+            Ok(Some(status)) => format!("exited ({status})"),
+            _ => "running".to_string(),
+        };
+        format!("capwatch {status}; stdout so far:\n{}\nstderr:\n{}", self.seen.join("\n"), stderr.join("\n"))
     }
 
     /// Sends `signal`, waits for the exit, returns the exit code and the remaining lines.

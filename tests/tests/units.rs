@@ -42,7 +42,7 @@ fn a_service_cgroup_is_a_unit_reported_with_its_drop_in() {
                 break report;
             }
         }
-        assert!(Instant::now() < deadline, "the unit was never reported");
+        assert!(Instant::now() < deadline, "the unit was never reported; daemon: {}", daemon.said());
         std::thread::sleep(Duration::from_millis(250));
     };
     daemon.stop(libc::SIGTERM);
@@ -121,12 +121,22 @@ fn a_real_services_drop_in_narrows_it_without_breaking_it() {
     let mut first = boot(&[]);
     let deadline = Instant::now() + patience(Duration::from_secs(120));
     let advice = loop {
-        let (code, out, _) = capwatch(&["report", "cw-ping.service", "--format", "json", "--state-dir", state_dir]);
+        let (code, out, err) = capwatch(&["report", "cw-ping.service", "--format", "json", "--state-dir", state_dir]);
         let report: Option<Value> = (code == Some(0)).then(|| serde_json::from_str(&out).unwrap());
         if let Some(report) = report.filter(|r| r["cap_add"].as_array().is_some_and(|a| !a.is_empty())) {
             break report;
         }
-        assert!(Instant::now() < deadline, "the service was never reported; console:\n{}", console());
+        if Instant::now() > deadline {
+            let (_, ps, _) = capwatch(&["ps", "--all", "--state-dir", state_dir]);
+            let units = Command::new("find").arg(&host.dir).args(["-name", "*.service"]).output();
+            let units = units.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+            panic!(
+                "the service was never reported: report exited {code:?}: {out}{err}\nps:\n{ps}\nunits' cgroups:\n{units}\n\
+                 daemon: {}\nconsole:\n{}",
+                daemon.said(),
+                console()
+            );
+        }
         std::thread::sleep(Duration::from_millis(500));
     };
     let (code, drop_in, err) =
