@@ -73,7 +73,7 @@ pub fn check_until<const UNTIL: u8, C: StackIdContext>(
 ) -> u64 {
     let current = task::current();
     let task = current.task;
-    let Some(cgroup_id) = scope::watched(task) else {
+    let Some(cgroup_id) = scope::watched(current) else {
         return 0;
     };
     if UNTIL == step::SCOPE {
@@ -278,7 +278,7 @@ fn judge_cred(task: *const u8, cred: *const u8, ns: *const u8, read: impl Fn(*co
 pub fn on_kprobe_entry(cred: *const u8, ns: *const u8, cap: u32, opts: u32) {
     let current = task::current();
     let task = current.task;
-    if scope::watched(task).is_none() {
+    if scope::watched(current).is_none() {
         return;
     }
     let regs = current.saved_regs();

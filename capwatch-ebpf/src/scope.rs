@@ -5,7 +5,7 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id};
 
-use crate::task;
+use crate::task::{self, Current};
 
 /// The watched subtree's root cgroup id (1 is the cgroup2 root).
 #[unsafe(no_mangle)]
@@ -36,7 +36,7 @@ static CW_CGROUP_ANCESTORS_OFFSET: u32 = 0;
 /// The current task's cgroup id when it is watched.
 #[inline(always)]
 pub fn watched_cgroup() -> Option<u64> {
-    watched(task::current().task)
+    watched(task::current())
 }
 
 /// `watched_cgroup()` where the caller holds the current task (`task::current`).
@@ -47,15 +47,18 @@ pub fn watched_cgroup() -> Option<u64> {
 /// the typed task: the helpers take and drop the RCU read lock, calls the program does not need
 /// (it runs under that lock). Through the helpers where an offset is unknown.
 #[inline(always)]
-pub fn watched(task: *const u8) -> Option<u64> {
-    let (cgroups, dfl_cgrp) =
-        unsafe { (read_volatile(&CW_TASK_CGROUPS_OFFSET), read_volatile(&CW_CSS_SET_DFL_CGRP_OFFSET)) };
-    let cgroup = if cgroups == 0 || dfl_cgrp == 0 { None } else { Some(load_ptr(load_ptr(task, cgroups), dfl_cgrp)) };
-    let id = match cgroup {
-        Some(cgroup) => cgroup_id(cgroup),
-        None => None,
-    }
-    .unwrap_or_else(|| unsafe { bpf_get_current_cgroup_id() });
+pub fn watched(current: Current) -> Option<u64> {
+    let (cgroups, dfl_cgrp, kn, kn_id) = unsafe {
+        (
+            read_volatile(&CW_TASK_CGROUPS_OFFSET),
+            read_volatile(&CW_CSS_SET_DFL_CGRP_OFFSET),
+            read_volatile(&CW_CGROUP_KN_OFFSET),
+            read_volatile(&CW_KERNFS_NODE_ID_OFFSET),
+        )
+    };
+    let known = cgroups != 0 && dfl_cgrp != 0 && kn != 0 && kn_id != 0;
+    let cgroup = known.then(|| load_ptr(load_ptr(current.task, cgroups), dfl_cgrp));
+    let id = cgroup.map_or_else(|| unsafe { bpf_get_current_cgroup_id() }, |cgroup| cgroup_id(cgroup, kn, kn_id));
     let root = unsafe { read_volatile(&CW_WATCH_ROOT_ID) };
     if id == root {
         return (unsafe { read_volatile(&CW_WATCH_ROOT_INCLUDED) } != 0).then_some(id);
@@ -65,41 +68,29 @@ pub fn watched(task: *const u8) -> Option<u64> {
     if level == 0 {
         return Some(id);
     }
-    let ancestor = match cgroup {
-        Some(cgroup) => ancestor_id(cgroup, level),
-        None => None,
-    }
-    .unwrap_or_else(|| unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) });
+    let ancestor = cgroup
+        .and_then(|cgroup| ancestor_id(current, cgroup, level, kn, kn_id))
+        .unwrap_or_else(|| unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) });
     (ancestor == root).then_some(id)
 }
 
-/// A cgroup's id: `cgroup_id()` (include/linux/cgroup.h), `cgrp->kn->id`. None where an offset
-/// is unknown.
+/// A cgroup's id: `cgroup_id()` (include/linux/cgroup.h), `cgrp->kn->id`, at the offsets of
+/// `cgroup.kn` and `kernfs_node.id`.
 #[inline(always)]
-fn cgroup_id(cgroup: *const u8) -> Option<u64> {
-    let (kn, id) = unsafe { (read_volatile(&CW_CGROUP_KN_OFFSET), read_volatile(&CW_KERNFS_NODE_ID_OFFSET)) };
-    if kn == 0 || id == 0 {
-        return None;
-    }
+fn cgroup_id(cgroup: *const u8, kn: u32, kn_id: u32) -> u64 {
     // SAFETY: as `load_ptr`.
-    Some(unsafe { *(load_ptr(cgroup, kn).wrapping_add(id as usize) as *const u64) })
+    unsafe { *(load_ptr(cgroup, kn).wrapping_add(kn_id as usize) as *const u64) }
 }
 
 /// The id of a cgroup's ancestor at depth `level`: `cgroup_ancestor()` (include/linux/cgroup.h),
 /// `cgrp->ancestors[level]`, none (id 0) below the cgroup's own depth, then `cgroup_id()`. Read
-/// through casts (`task::peek`): the verifier allows no load from a trailing array of pointers.
-/// None where an offset is unknown or the kernel has no casts.
+/// through casts (`Current::peek`): the verifier allows no load from a trailing array of
+/// pointers. None where an offset is unknown or the task was not read by casts.
 #[inline(always)]
-fn ancestor_id(cgroup: *const u8, level: u32) -> Option<u64> {
-    let (level_at, ancestors_at, kn, id) = unsafe {
-        (
-            read_volatile(&CW_CGROUP_LEVEL_OFFSET),
-            read_volatile(&CW_CGROUP_ANCESTORS_OFFSET),
-            read_volatile(&CW_CGROUP_KN_OFFSET),
-            read_volatile(&CW_KERNFS_NODE_ID_OFFSET),
-        )
-    };
-    if level_at == 0 || ancestors_at == 0 || kn == 0 || id == 0 {
+fn ancestor_id(current: Current, cgroup: *const u8, level: u32, kn: u32, kn_id: u32) -> Option<u64> {
+    let (level_at, ancestors_at) =
+        unsafe { (read_volatile(&CW_CGROUP_LEVEL_OFFSET), read_volatile(&CW_CGROUP_ANCESTORS_OFFSET)) };
+    if level_at == 0 || ancestors_at == 0 {
         return None;
     }
     // SAFETY: as `load_ptr`.
@@ -107,9 +98,9 @@ fn ancestor_id(cgroup: *const u8, level: u32) -> Option<u64> {
     if depth < level as i32 {
         return Some(0);
     }
-    let ancestor = task::peek(cgroup.wrapping_add((ancestors_at + level * 8) as usize))? as *const u8;
-    let node = task::peek(ancestor.wrapping_add(kn as usize))? as *const u8;
-    task::peek(node.wrapping_add(id as usize))
+    let ancestor = current.peek(cgroup.wrapping_add((ancestors_at + level * 8) as usize))? as *const u8;
+    let node = current.peek(ancestor.wrapping_add(kn as usize))? as *const u8;
+    current.peek(node.wrapping_add(kn_id as usize))
 }
 
 /// The pointer at `offset` in the kernel object at `base`.

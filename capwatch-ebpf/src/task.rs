@@ -143,16 +143,6 @@ fn find_current_task(at: *mut u64, pt_regs_id: u32) -> u64 {
     }
 }
 
-/// The 8 bytes at kernel address `at`, whatever the verifier takes it for, where the kernel has
-/// `bpf_rdonly_cast`: a load it allows no other way (an element of a struct's trailing array of
-/// pointers: kernel/bpf/btf.c btf_struct_walk walks only arrays of structs there). None
-/// elsewhere.
-#[inline(always)]
-pub fn peek(at: *const u8) -> Option<u64> {
-    let pt_regs_id = unsafe { read_volatile(&CW_PT_REGS_BTF_ID) };
-    (pt_regs_id != 0).then(|| unsafe { read_u64(at as u64, pt_regs_id) })
-}
-
 /// The 8 bytes at kernel address `at`, read through a cast to `struct pt_regs` (id
 /// `pt_regs_id`), whose first field (`r15`) is 8 bytes at offset 0: the verifier reads a cast
 /// pointer only through a struct's fields.
@@ -162,6 +152,16 @@ unsafe fn read_u64(at: u64, pt_regs_id: u32) -> u64 {
 }
 
 impl Current {
+    /// The 8 bytes at kernel address `at`, whatever the verifier takes it for, where the task was
+    /// read by casts: a load the verifier allows no other way (an element of a struct's trailing
+    /// array of pointers: kernel/bpf/btf.c btf_struct_walk walks only arrays of structs there).
+    /// None where it was read through the helpers.
+    #[inline(always)]
+    pub fn peek(self, at: *const u8) -> Option<u64> {
+        let (pt_regs_id, _) = self.casts?;
+        Some(unsafe { read_u64(at as u64, pt_regs_id) })
+    }
+
     /// The task's saved user registers: `orig_rax` is the syscall it is in (-1 outside one),
     /// `rdi`, `rsi`, `rdx`… its arguments (the uapi `pt_regs` layout). Read-only.
     #[inline(always)]
