@@ -152,8 +152,8 @@ pub fn process_exec(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "cgroup_attach_task")]
 pub fn cgroup_attach(ctx: BtfTracePointContext) -> i32 {
     calls::invalidate();
-    let task: *const u8 = ctx.arg(2);
-    origin::on_attach(task);
+    let (dst, task): (*const u8, *const u8) = (ctx.arg(0), ctx.arg(2));
+    origin::on_attach(dst, task);
     0
 }
 

@@ -2,7 +2,8 @@
 //! it up, or a command an operator started later (`docker exec`).
 //!
 //! A process moved into a cgroup from outside (`cgroup_attach_task`: the runtime writes its
-//! init's pid into `cgroup.procs`) is the runtime until it execs a program: the first such exec
+//! init's pid into `cgroup.procs`; written again into the cgroup it is in, it has not moved) is
+//! the runtime until it execs a program: the first such exec
 //! while no command runs in the cgroup starts the container's own command, any exec while one
 //! runs is an exec session. Execs of anonymous files (a runtime re-executing itself from a
 //! memfd, as runc does against CVE-2019-5736) are the runtime's own. Children inherit their
@@ -19,7 +20,7 @@ use aya_ebpf::{
 };
 use capwatch_common::Origin;
 
-use crate::aggregate;
+use crate::{aggregate, scope};
 
 /// Origin by process (tgid). Processes that never made a check are classified on first use.
 /// Every change to it goes through `set` or `unset`, which bump `CW_ORIGINS_GENERATION`.
@@ -42,10 +43,19 @@ static mut CW_ORIGINS_GENERATION: u64 = 0;
 const TGID_BITS: u32 = 22;
 const ORIGIN_BITS: u32 = 8;
 
-/// The program file (its inode) each process moved into a cgroup was running then: executing it
-/// again is the runtime re-executing itself.
+/// What each process moved into a cgroup was running then and where it was moved.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct MovedIn {
+    /// The program file's inode (0 where unread): executing it again is the runtime
+    /// re-executing itself.
+    exe: u64,
+    /// The cgroup2 cgroup's id (0 where unread): written into it again, it has not moved.
+    cgroup: u64,
+}
+
 #[map]
-pub static CW_RUNTIME_EXE: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+pub static CW_MOVED_IN: LruHashMap<u32, MovedIn> = LruHashMap::with_max_entries(16384, 0);
 
 /// Cgroups whose own command runs, with the process (tgid) that started it; 0 where userspace
 /// found the cgroup running when it attached.
@@ -176,15 +186,26 @@ fn tgid_of(task: *const u8) -> Option<u32> {
 /// `cgroup_attach_task`: a process moved into a cgroup from outside sets something up (the
 /// runtime's init) until it execs a program. Marked whatever the cgroup: one outside the watched
 /// subtree never reads the mark.
-pub fn on_attach(task: *const u8) {
+///
+/// The tracepoint follows every write of a pid into a `cgroup.procs`, of any hierarchy, whether
+/// or not the process moved (kernel/cgroup/cgroup.c cgroup_attach_task: `TRACE_CGROUP_PATH
+/// (attach_task, …)` after `cgroup_migrate`, which leaves a task already in `dst_cgrp` where it
+/// is). So a write into a cgroup v1 hierarchy, which capwatch does not key on, changes nothing,
+/// and neither does a write into the cgroup2 cgroup the process was last moved into: systemd
+/// writes a service's pid from both sides of the fork (src/core/execute.c exec_spawn, "both in the
+/// child … and in the parent"), and the parent's write can come after the child exec'd the
+/// service's program.
+pub fn on_attach(dst: *const u8, task: *const u8) {
     let Some(tgid) = tgid_of(task) else { return };
+    let Some(cgroup) = scope::cgroup2_destination(task, dst) else { return };
+    if cgroup != 0 && unsafe { CW_MOVED_IN.get(tgid) }.is_some_and(|moved| moved.cgroup == cgroup) {
+        return;
+    }
     set(tgid, Origin::Runtime);
     let exe = read_ptr(task, at(&CW_TASK_MM_OFFSET))
         .and_then(|mm| read_ptr(mm, at(&CW_MM_EXE_FILE_OFFSET)))
         .and_then(|file| read_ptr(file, at(&CW_FILE_INODE_OFFSET)));
-    if let Some(inode) = exe {
-        let _ = CW_RUNTIME_EXE.insert(tgid, inode as u64, 0);
-    }
+    let _ = CW_MOVED_IN.insert(tgid, MovedIn { exe: exe.map_or(0, |inode| inode as u64), cgroup }, 0);
 }
 
 fn at(offset: &u32) -> u32 {
@@ -233,8 +254,8 @@ pub fn on_exec(cgroup_id: u64, bprm: *const u8) {
 fn runtime_itself(tgid: u32, bprm: *const u8) -> bool {
     let Some(file) = read_ptr(bprm, at(&CW_BPRM_FILE_OFFSET)) else { return false };
     let inode = read_ptr(file, at(&CW_FILE_INODE_OFFSET));
-    if let (Some(inode), Some(own)) = (inode, unsafe { CW_RUNTIME_EXE.get(tgid) }) {
-        if inode as u64 == *own {
+    if let (Some(inode), Some(moved)) = (inode, unsafe { CW_MOVED_IN.get(tgid) }) {
+        if moved.exe != 0 && inode as u64 == moved.exe {
             return true;
         }
     }
@@ -260,7 +281,7 @@ pub fn on_exit(cgroup_id: u64) {
         return;
     }
     unset(tgid);
-    let _ = CW_RUNTIME_EXE.remove(tgid);
+    let _ = CW_MOVED_IN.remove(tgid);
     if unsafe { CW_STARTED.get(cgroup_id) }.is_some_and(|starter| *starter == tgid as u64) {
         let _ = CW_STARTED.remove(cgroup_id);
     }

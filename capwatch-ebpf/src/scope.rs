@@ -3,7 +3,10 @@
 
 use core::ptr::read_volatile;
 
-use aya_ebpf::helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id};
+use aya_ebpf::helpers::{
+    bpf_probe_read_kernel,
+    generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
+};
 
 use crate::task::{self, Current};
 
@@ -101,6 +104,34 @@ fn ancestor_id(current: Current, cgroup: *const u8, level: u32, kn: u32, kn_id: 
     let ancestor = current.peek(cgroup.wrapping_add((ancestors_at + level * 8) as usize))? as *const u8;
     let node = current.peek(ancestor.wrapping_add(kn as usize))? as *const u8;
     current.peek(node.wrapping_add(kn_id as usize))
+}
+
+/// Where a write of `task` into the `cgroup.procs` of `dst` left it: `dst`'s id where `dst` is
+/// the task's cgroup2 cgroup now (`task_dfl_cgroup`), None where it is a cgroup v1 hierarchy's,
+/// 0 where that cannot be told (an offset unknown, a read refused). Read with probe reads: `task` is any task, and the program
+/// runs once per write, off every hot path.
+pub fn cgroup2_destination(task: *const u8, dst: *const u8) -> Option<u64> {
+    let offsets = unsafe {
+        [
+            read_volatile(&CW_TASK_CGROUPS_OFFSET),
+            read_volatile(&CW_CSS_SET_DFL_CGRP_OFFSET),
+            read_volatile(&CW_CGROUP_KN_OFFSET),
+            read_volatile(&CW_KERNFS_NODE_ID_OFFSET),
+        ]
+    };
+    let [cgroups, dfl_cgrp, kn, kn_id] = offsets;
+    if offsets.contains(&0) {
+        return Some(0);
+    }
+    let read = |base: *const u8, offset: u32| unsafe {
+        bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const u64).unwrap_or(0)
+    };
+    match read(read(task, cgroups) as *const u8, dfl_cgrp) {
+        0 => return Some(0),
+        now if now != dst as u64 => return None,
+        _ => {}
+    }
+    Some(read(read(dst, kn) as *const u8, kn_id))
 }
 
 /// The pointer at `offset` in the kernel object at `base`.

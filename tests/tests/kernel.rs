@@ -422,6 +422,43 @@ async fn a_runtime_moved_in_after_it_started_and_re_executing_itself_stays_the_r
 }
 
 #[tokio::test]
+async fn a_command_written_again_into_its_own_cgroup_stays_the_container_s() {
+    if !kernel_available("a_command_written_again_into_its_own_cgroup_stays_the_container_s") {
+        return;
+    }
+    use std::io::Write;
+    let mut w = Watched::new("rewritten");
+    // As a service manager starts a service: its process writes itself into the cgroup, checks
+    // something while it sets up and execs the service's program; then the manager writes the
+    // same pid into the same cgroup again, as systemd does from the other side of the fork. The
+    // program, and the child it starts, are still the container's.
+    let mut command = std::process::Command::new(capwatch_tests::bin("cw-workload"));
+    command.args(["await-line", "+", "setuid", "10", "+", "child", "setuid", "5"]).stdin(std::process::Stdio::piped());
+    Launch::in_cgroup(&w.cgroup).as_runtime().apply(&mut command);
+    let mut service = command.spawn().expect("the service's program");
+    // Its first line of output would race the exec: wait until its program is the workload.
+    let exe = capwatch_tests::bin("cw-workload").canonicalize().expect("cw-workload");
+    let deadline = std::time::Instant::now() + capwatch_tests::patience(std::time::Duration::from_secs(10));
+    while std::fs::read_link(format!("/proc/{}/exe", service.id())).ok() != Some(exe.clone()) {
+        assert!(std::time::Instant::now() < deadline, "the service never exec'd its program");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::fs::write(w.cgroup.dir.join("cgroup.procs"), service.id().to_string()).expect("write it in again");
+    service.stdin.take().expect("stdin").write_all(b"go\n").expect("let it go on");
+    assert!(service.wait().expect("it ends").success());
+    w.drain();
+    let setuid = |origin| w.key(&w.cgroup, CAP_SETUID, Verdict::Granted, SYS_SETUID, origin, SETID);
+    assert_eq!(
+        w.checks(&w.cgroup, CAP_SETUID, SYS_SETUID),
+        // The setuid of its setting up is the runtime's.
+        BTreeMap::from([(setuid(Origin::Runtime), 1), (setuid(Origin::App), 10 + 5)]),
+        "{}",
+        w.backend()
+    );
+    w.assert_nothing_lost();
+}
+
+#[tokio::test]
 async fn a_check_against_an_outer_user_namespace_is_marked_so() {
     if !kernel_available("a_check_against_an_outer_user_namespace_is_marked_so") {
         return;
