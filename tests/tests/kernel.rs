@@ -329,7 +329,8 @@ async fn each_cgroup_sees_only_its_own_processes() {
 
 /// A million checks natively; under software emulation, where each costs some twenty times more
 /// (and a kretprobe far more), 200,000: enough to keep both CPUs in `cap_capable` at once for
-/// seconds, within the VM stage's time.
+/// seconds, within the VM stage's time. Exact wherever the kernel ran capwatch's programs every
+/// time; under emulation on a preemptible kernel (7.2), the kernel skipped one run in 200,000.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_checks_from_two_cpus_are_counted_exactly_and_nothing_is_lost() {
     if !kernel_available("a_million_checks_from_two_cpus_are_counted_exactly_and_nothing_is_lost") {
@@ -346,8 +347,20 @@ async fn a_million_checks_from_two_cpus_are_counted_exactly_and_nothing_is_lost(
         assert!(out.status.success(), "{out:?}");
         w.drain();
     }
-    assert_eq!(w.checks(&w.cgroup, CAP_SETUID, SYS_SETUID), BTreeMap::from([(key, 2 * per_cpu)]), "{}", w.backend());
-    assert_eq!(w.monitor.counted_in_slot(&key).expect("slot read"), per_cpu);
+    // Every check the kernel ran capwatch's program for is counted. A run the kernel skipped (the
+    // program preempted on a CPU where another thread then checked) the kernel counts itself:
+    // there, and only there, a check may be missing.
+    let checks = w.checks(&w.cgroup, CAP_SETUID, SYS_SETUID);
+    let skipped = w.monitor.probe().skipped_runs();
+    let counted = checks.get(&key).copied().unwrap_or(0);
+    let in_slot = w.monitor.counted_in_slot(&key).expect("slot read");
+    eprintln!(
+        "{counted} of {} checks counted, {in_slot} of {per_cpu} in the slot; {skipped} runs skipped",
+        2 * per_cpu
+    );
+    assert!(checks.keys().all(|k| *k == key), "{checks:?} ({})", w.backend());
+    assert!(counted <= 2 * per_cpu && counted + skipped >= 2 * per_cpu, "{counted} counted, {skipped} skipped");
+    assert!(in_slot <= per_cpu && in_slot + skipped >= per_cpu, "{in_slot} in the slot, {skipped} skipped");
     w.assert_nothing_lost();
 }
 

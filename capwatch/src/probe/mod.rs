@@ -8,6 +8,7 @@ mod kfuncs;
 mod kprobe;
 mod offsets;
 mod requirements;
+mod skipped;
 mod slots;
 mod sparse;
 mod steps;
@@ -264,6 +265,12 @@ impl Probe {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The runs of capwatch's programs the kernel skipped since they were loaded (skipped.rs):
+    /// what happened there was not counted.
+    pub fn skipped_runs(&self) -> u64 {
+        skipped::total(&self.ebpf)
     }
 
     pub fn attempts(&self) -> &[Attempt] {
