@@ -3,12 +3,12 @@
 //!
 //! A process moved into a cgroup from outside (`cgroup_attach_task`: the runtime writes its
 //! init's pid into `cgroup.procs`; written again into the cgroup it is in, it has not moved) is
-//! the runtime until it execs a program: the first such exec
-//! while no command runs in the cgroup starts the container's own command, any exec while one
-//! runs is an exec session. Execs of anonymous files (a runtime re-executing itself from a
-//! memfd, as runc does against CVE-2019-5736) are the runtime's own. Children inherit their
-//! parent's origin at fork. Only processes that came in some other way (already running when
-//! capwatch attached, or cloned straight into the cgroup) are classified by their command name.
+//! the runtime until it execs a program: the first such exec while no command runs in the cgroup
+//! starts the container's own command, any exec while one runs is an exec session. Execs of
+//! anonymous files (a runtime re-executing itself from a memfd, as runc does against
+//! CVE-2019-5736) are the runtime's own. Children inherit their parent's origin at fork. Only
+//! processes that came in some other way (already running when capwatch attached, or cloned
+//! straight into the cgroup) are classified by their command name.
 
 use core::ptr::{addr_of, addr_of_mut, read_volatile};
 
