@@ -96,14 +96,19 @@ timeout 5 head -n 1 <&3 | grep -q ' 200 '"#,
 };
 
 /// tcpdump capturing on the loopback interface (it drops to the tcpdump user and sheds its
-/// capabilities with libcap-ng). Works: it captures a packet sent to it.
+/// capabilities with libcap-ng). Works: it captures a packet sent to it. Packets go out a moment
+/// after it says it listens, as traffic comes to a capture that waits for it: a packet queued
+/// before its first read spared it the wait (libpcap's poll on its socket), and a profile observed
+/// so lacked `poll`, which the next run needed.
 const TCPDUMP: Program = Program {
     known: &[],
     options: &[],
     command: &[
         "bash",
         "-c",
-        r#"timeout 20 tcpdump -i lo -n -c 1 --immediate-mode udp port 9 & p=$!
+        r#"timeout 20 tcpdump -i lo -n -c 1 --immediate-mode udp port 9 2>/tmp/tcpdump.err & p=$!
+for i in $(seq 300); do [ -d /proc/$p ] || break; grep -q '^listening on' /tmp/tcpdump.err && break; sleep 0.05; done
+sleep 0.5
 for i in $(seq 300); do [ -d /proc/$p ] || break; echo x > /dev/udp/127.0.0.1/9; sleep 0.05; done
 wait $p"#,
     ],
