@@ -108,8 +108,8 @@ fn ancestor_id(current: Current, cgroup: *const u8, level: u32, kn: u32, kn_id: 
 
 /// Where a write of `task` into the `cgroup.procs` of `dst` left it: `dst`'s id where `dst` is
 /// the task's cgroup2 cgroup now (`task_dfl_cgroup`), None where it is a cgroup v1 hierarchy's,
-/// 0 where that cannot be told (an offset unknown, a read refused). Read with probe reads: `task` is any task, and the program
-/// runs once per write, off every hot path.
+/// 0 where that cannot be told (an offset unknown, a read refused). Read with probe reads: `task`
+/// is any task, and the program runs once per write, off every hot path.
 pub fn cgroup2_destination(task: *const u8, dst: *const u8) -> Option<u64> {
     let offsets = unsafe {
         [
